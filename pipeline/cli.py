@@ -1,0 +1,65 @@
+"""`syncstudy` command line: builds the sub-command parsers and maps errors to exit codes.
+
+Exit codes: 0 success, 1 the job ran but failed (e.g. every trial errored), 2 user error
+(bad spec, bad argument, missing file), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from syncmodel.errors import SyncStudyError
+
+# sub-command -> (module, one-line help). Modules are imported only when used, so that
+# `syncstudy train` never pays for Ray, MLflow or Optuna.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("pipeline.commands.train", "train one config, no Ray (progress bar per epoch)"),
+    "evaluate": ("pipeline.commands.evaluate", "interpretability report for a checkpoint"),
+    "validate": ("pipeline.commands.validate", "check a study spec without starting anything"),
+    "launch": ("pipeline.commands.launch", "run a study (local Ray, or --address for a cluster)"),
+    "runs": ("pipeline.commands.runs", "table of a study's trials, queried from MLflow"),
+    "pareto": ("pipeline.commands.pareto", "Pareto front over a study's objectives"),
+    "export": ("pipeline.commands.export", "best or named trial -> portable checkpoint folder"),
+    "dashboard": ("pipeline.commands.dashboard", "start the MLflow UI on a study's store"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line (no usage dump) on a bad argument."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog="syncstudy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or only == name:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import only the chosen sub-command's module (its arguments), not all of them.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=chosen)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except SyncStudyError as exc:
+        print(f"syncstudy {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"syncstudy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""`syncstudy export` (not yet implemented)."""
+
+from __future__ import annotations
+
+import argparse
+
+from syncmodel.errors import SyncStudyError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    raise SyncStudyError("'export' is not implemented yet")
