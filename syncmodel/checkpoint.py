@@ -1,0 +1,95 @@
+"""Weights-only checkpoints: a state dict plus the plain-data config and shape metadata.
+
+Everything saved is tensors and primitives, so `torch.load(..., weights_only=True)` reads it:
+a checkpoint can never run code. Writes go to a temporary name and are renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from syncmodel.config import TrainConfig
+from syncmodel.errors import CheckpointError, SyncStudyError
+
+FORMAT = "syncstudy-checkpoint/1"
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call `write(tmp_path)` then rename onto `path`, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, config: TrainConfig, meta: dict[str, Any]
+) -> Path:
+    """Write model weights (on CPU), the resolved config and `meta` (shapes, layers, epoch)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "state_dict": state, "config": config.to_dict(), "meta": dict(meta)}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check the payload (weights_only); `CheckpointError` names the file on any fault."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, altered bytes, pickled code, ...
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a syncstudy checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__!r})")
+    for key in ("state_dict", "config", "meta"):
+        if not isinstance(payload.get(key), dict):
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, TrainConfig, dict[str, Any]]:
+    """Rebuild the model from a checkpoint: returns (model in eval mode, config, meta)."""
+    from syncmodel.nets import build_model
+
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = TrainConfig.from_dict(payload["config"])
+    except SyncStudyError as exc:
+        raise CheckpointError(f"{path}: stored config is invalid ({exc})") from None
+    meta = payload["meta"]
+    try:
+        model = build_model(config, meta["in_channels"], meta["num_classes"], meta["image_size"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc)[:200]})") from None
+    model.eval()
+    return model, config, meta
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
