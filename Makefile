@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` (the default study on embedded defaults) and
+# `make test` (the test suite). Each creates .venv on first use.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+# On the project's CI machines pip is capped to the torch pair on local disk; elsewhere a
+# normal resolution happens. Pinning the pair here keeps those machines off a 3 GB download.
+TORCH_PIN := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,)
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(if $(TORCH_PIN),$(PIP) install -q $(TORCH_PIN))
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/syncstudy launch studies/digits.yaml
+
+test: venv
+	$(VENV)/bin/ruff check syncmodel pipeline tests bench
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check syncmodel pipeline tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache
