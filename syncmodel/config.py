@@ -118,10 +118,10 @@ class TrainConfig:
             kwargs[key] = coerce(value, _field_type(cls, key), prefix + key)
         try:
             return cls(**kwargs)
-        except ConfigError:
-            raise
-        except Exception as exc:  # pragma: no cover - defensive
-            raise ConfigError(prefix.rstrip(".") or "config", str(exc)) from exc
+        except ConfigError as exc:
+            if not prefix:
+                raise
+            raise ConfigError(prefix + exc.field, exc.message) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
