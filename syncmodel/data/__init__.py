@@ -36,6 +36,10 @@ class DataBundle:
     image_size: int  # square side after resizing
     class_names: list[str] = field(default_factory=list)
     part_names: list[str] = field(default_factory=list)  # names of landmark / part-mask channels
+    # Per-channel statistics of the train split that normalised all splits: raw = x * std + mean
+    # (pictures of inputs, exported model cards).
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
 
 
 def load_data(config) -> DataBundle:  # noqa: ANN001 - TrainConfig; avoids import cycle
