@@ -1,0 +1,192 @@
+"""Focus regulariser (DESIGN §1.1): each activation map should surround one focus position.
+
+Kinds ("spread", "template", ...) live in the `FOCUS_KINDS` registry; `spatial_spread` is
+shared with the metrics.
+
+Why the loss cannot kill neurons by itself (DESIGN §4). Every kind here is a function of the
+ratio `sum_p A[p] f(p) / sum_p A[p]`, so it is invariant to the scale of each map:
+L(sA) = L(A) for s > 0. By Euler's theorem `<grad L, A> = 0` per map: the gradient has no
+component that shrinks a map as a whole; it only moves mass between positions (off the focus,
+onto it). Dead maps (total mass <= `min_mass`) are left out of the mean and get an exactly zero
+gradient, so dying is never rewarded through the gradient. The prototype's collapse (no
+normalisation) is most plausibly the network's cheapest way to zero the off-focus pixels:
+lowering a conv bias until the whole map falls below the ReLU, after which it sits at a
+zero-loss, zero-gradient fixed point. BatchNorm before the ReLU re-centres and re-scales every
+channel over the batch, so such a uniform shift is undone (only BN's own shift could do it, by
+moving several standard deviations); the nets therefore put BN before every regularised ReLU.
+The focus position is detached: the loss moves mass toward the focus, never the focus.
+
+`min_mass`: a map whose total mass is at most `min_mass` (default 1e-6) counts as dead. The
+scale-invariant loss has gradient ~ 1/mass, which would blow up on a numerically dead map.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from syncmodel.errors import ConfigError
+from syncmodel.registry import Registry
+
+# A focus kind: fn(acts (B, C, H, W), *, focus="argmax"|"centroid", **opts) -> scalar tensor.
+# Extra inputs a kind needs (e.g. targets for a class-conditional kind) travel in **opts.
+FocusKind = Callable[..., Tensor]
+FOCUS_KINDS: Registry[FocusKind] = Registry("focus kind")
+FOCUS_POSITIONS = ("argmax", "centroid")
+DEFAULT_MIN_MASS = 1e-6
+
+
+@functools.lru_cache(maxsize=64)
+def _axis(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    # A grid first built under inference_mode must still be usable in training graphs later.
+    with torch.inference_mode(False):
+        # Size-1 axes sit at the centre (0) rather than at linspace's lone -1.
+        if n == 1:
+            return torch.zeros(1, device=device, dtype=dtype)
+        return torch.linspace(-1.0, 1.0, n, device=device, dtype=dtype)
+
+
+def coordinate_grid(
+    h: int, w: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Row and column coordinates normalised to [-1, 1]: `ys` (H,), `xs` (W,); cached."""
+    device = torch.device(device)
+    return _axis(h, device, dtype), _axis(w, device, dtype)
+
+
+def _compute_dtype(acts: Tensor) -> torch.dtype:
+    if acts.dim() != 4:
+        raise ValueError(f"expected activations (B, C, H, W), got shape {tuple(acts.shape)}")
+    # float32 even under bf16 autocast; float64 kept (tests).
+    return torch.float64 if acts.dtype == torch.float64 else torch.float32
+
+
+def _marginals(acts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Row sums (B, C, H), column sums (B, C, W) and total mass (B, C), accumulated in float32."""
+    # Summing with dtype= reads bf16 maps once, without a full-size float32 copy.
+    dtype = _compute_dtype(acts)
+    rows = acts.sum(3, dtype=dtype)  # (B, C, H)
+    cols = acts.sum(2, dtype=dtype)  # (B, C, W)
+    return rows, cols, rows.sum(-1)
+
+
+def _positions(
+    acts: Tensor, rows: Tensor, cols: Tensor, mass: Tensor, focus: str
+) -> tuple[Tensor, Tensor]:
+    """Detached focus coordinates (mu_y, mu_x), each (B, C), in [-1, 1]."""
+    _, _, h, w = acts.shape
+    ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
+    with torch.no_grad():
+        if focus == "argmax":
+            idx = acts.flatten(2).argmax(-1)  # (B, C); ties → first position
+            return ys[idx // w], xs[idx % w]
+        if focus == "centroid":
+            # Normalise before the weighted sum: a one-point map then gives its pixel exactly.
+            safe = torch.where(mass > 0, mass, torch.ones_like(mass)).unsqueeze(-1)
+            return (rows / safe) @ ys, (cols / safe) @ xs  # (B, C) each
+    raise ConfigError("focus_position", f"must be one of {', '.join(FOCUS_POSITIONS)}, got {focus!r}")
+
+
+def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
+    """Focus position of every map, (B, C, 2) as (y, x) in [-1, 1], detached.
+
+    `argmax` is DESIGN §1.1's default; `centroid` (activation-weighted mean position) is what
+    ICNN's released code uses (Zhang, Wu & Zhu, "Interpretable Convolutional Neural Networks",
+    CVPR 2018). Dead maps get (0, 0) under `centroid` and the first pixel under `argmax`.
+    """
+    rows, cols, mass = _marginals(acts)
+    mu_y, mu_x = _positions(acts, rows, cols, mass, focus)
+    return torch.stack([mu_y, mu_x], -1)
+
+
+def _spread_terms(acts: Tensor, focus: str, min_mass: float) -> tuple[Tensor, Tensor]:
+    """Per-map spread (B, C), finite everywhere (0 on dead maps), and the alive mask (B, C)."""
+    _, _, h, w = acts.shape
+    rows, cols, mass = _marginals(acts)
+    ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
+    mu_y, mu_x = _positions(acts, rows, cols, mass, focus)
+    # |p - mu|^2 separates into a row and a column term, so sum_p A[p]|p - mu|^2 needs only the
+    # marginals: no (B, C, H, W) distance tensor, and exactly 0 on a one-point map.
+    dy2 = (ys - mu_y.unsqueeze(-1)) ** 2  # (B, C, H)
+    dx2 = (xs - mu_x.unsqueeze(-1)) ** 2  # (B, C, W)
+    num = (rows * dy2).sum(-1) + (cols * dx2).sum(-1)  # (B, C)
+    alive = mass > min_mass
+    # Dividing dead maps by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
+    return num / torch.where(alive, mass, torch.ones_like(mass)), alive
+
+
+def spatial_spread(
+    acts: Tensor, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS
+) -> Tensor:
+    """Activation-weighted spread around the focus, per map: (B, C), NaN for dead maps.
+
+    spread[b, c] = sum_p A[p] * |p - mu|^2 / sum_p A[p], p and mu in [-1, 1]^2 (DESIGN §1.1);
+    0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass` are
+    dead and reported as NaN so that metrics can `nanmean` them away. Differentiable, but
+    losses should use `focus_loss`, whose masking keeps gradients finite.
+    """
+    spread, alive = _spread_terms(acts, focus, min_mass)
+    return spread.masked_fill(~alive, float("nan"))
+
+
+def _masked_mean(values: Tensor, alive: Tensor) -> Tensor:
+    # Multiplying (not indexing) keeps a grad path even when no map is alive: loss 0, grads 0.
+    return (values * alive).sum() / alive.sum().clamp_min(1)
+
+
+@FOCUS_KINDS.register("spread")
+def spread_loss(
+    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS, **_: object
+) -> Tensor:
+    """Mean `spatial_spread` over the maps with non-zero mass (DESIGN §1.1); float32 scalar."""
+    with torch.autocast(acts.device.type, enabled=False):
+        spread, alive = _spread_terms(acts, focus, min_mass)
+        return _masked_mean(spread, alive)
+
+
+@FOCUS_KINDS.register("template")
+def template_loss(
+    acts: Tensor,
+    *,
+    focus: str = "argmax",
+    beta: float = 4.0,
+    min_mass: float = DEFAULT_MIN_MASS,
+    **_: object,
+) -> Tensor:
+    """ICNN template agreement: `1 - sum_p A[p] T(p) / sum_p A[p]`, mean over live maps.
+
+    T(p) = max(1 - beta * |p - mu|_1 / n, -1) is the positive template of Zhang, Wu & Zhu
+    (CVPR 2018), with |p - mu|_1 in pixels and n the map side (per axis for H != W:
+    beta * (|dy|/H + |dx|/W)). It is +1 at the focus, 0 at L1 distance n/beta, -1 far away.
+    The loss lies in [0, 2]: 0 exactly when all mass sits on the focus, low when the mass lies
+    on the template's positive part. It replaces ICNN's mutual-information loss with this
+    scale-invariant agreement so that it shares the spread loss's no-dead-neuron argument.
+    """
+    with torch.autocast(acts.device.type, enabled=False):
+        _, _, h, w = acts.shape
+        rows, cols, mass = _marginals(acts)
+        ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
+        mu_y, mu_x = _positions(acts, rows, cols, mass, focus)
+        # Normalised offsets → pixels: one pixel is 2 / (n - 1) in [-1, 1] coordinates.
+        ady = (ys - mu_y.unsqueeze(-1)).abs() * ((h - 1) / (2 * h))  # (B, C, H)
+        adx = (xs - mu_x.unsqueeze(-1)).abs() * ((w - 1) / (2 * w))  # (B, C, W)
+        template = (1 - beta * (ady.unsqueeze(-1) + adx.unsqueeze(-2))).clamp_min(-1)  # (B, C, H, W)
+        agreement = (acts * template).sum((2, 3))  # (B, C); promotes bf16 maps to float32
+        alive = mass > min_mass
+        per_map = 1 - agreement / torch.where(alive, mass, torch.ones_like(mass))
+        return _masked_mean(per_map, alive)
+
+
+def focus_loss(acts: Tensor, kind: str = "spread", focus: str = "argmax", **opts: object) -> Tensor:
+    """Focus regulariser on post-ReLU maps `acts` (B, C, H, W) → float32 scalar (DESIGN §1.1).
+
+    `kind` names a registered `FOCUS_KINDS` entry (unknown → ConfigError on "focus_kind");
+    `focus` is "argmax" or "centroid" (see `focus_positions`); `opts` go to the kind (e.g.
+    `beta` for "template", `min_mass`, or targets for kinds that need them).
+    """
+    if focus not in FOCUS_POSITIONS:
+        raise ConfigError("focus_position", f"must be one of {', '.join(FOCUS_POSITIONS)}, got {focus!r}")
+    return FOCUS_KINDS.get(kind, field="focus_kind")(acts, focus=focus, **opts)

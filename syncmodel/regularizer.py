@@ -1,0 +1,156 @@
+"""The training objective: cross-entropy + lambda_focus * focus + coupling_K * sync.
+
+Forward hooks capture the named layers' post-ReLU outputs; `Regularizer.loss` combines the terms.
+
+Strength scale. Both regularisers are O(1): the focus spread lies in [0, 8] (about 0.5-0.8 on
+a trained BN net, DESIGN §4) and the template loss in [0, 2]; the coupling potential is
+divided by epsilon^2 / 2 (config.epsilon, the initial radius: fixed over training), which
+makes each neighbour pair cost about (|v_g - v_c| / epsilon)^2 in [0, 1] (see
+`syncmodel.sync`). With that, 0.1 is a moderate strength for both: the prototype's raw K = 1
+(tight modules, 99%) is ~0.125 here at epsilon 0.5, and its harmful K = 10 is ~1.25.
+Several layers: each term is the mean over the layers, so strengths do not grow with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from syncmodel.config import TrainConfig
+from syncmodel.errors import ConfigError
+from syncmodel.focus import FOCUS_KINDS, focus_loss
+from syncmodel.sync import descriptors, mean_neighbours, sync_loss
+
+
+def sync_normaliser(epsilon: float) -> float:
+    """What the coupling potential is divided by: epsilon^2 / 2, a neighbour pair's maximum."""
+    return 0.5 * epsilon**2
+
+
+class Regularizer:
+    """Hooks `layers` of `model` and builds the loss of DESIGN §1.1-1.2 from a `TrainConfig`.
+
+    Usage: `with Regularizer(model, cfg, ["layer4"]) as reg: total, parts = reg.loss(model(x),
+    y, epoch)`; or call `.remove()` when done. `epoch` counts from 0 (fractions allowed): the
+    coupling is off while epoch < warmup_epochs, and epsilon anneals linearly from
+    `epsilon` (first coupled epoch) to `epsilon_final` (epoch `epochs - 1`) when that is set.
+    A zero strength skips its term entirely: lambda_focus = coupling_K = 0 gives exactly CE.
+    """
+
+    def __init__(self, model: nn.Module, config: TrainConfig, layers: Sequence[str] | None = None):
+        layers = list(config.layers if layers is None else layers)
+        if not layers:
+            raise ConfigError("layers", "name at least one layer to regularise (nets resolve the default)")
+        self.config = config
+        self.layers = layers
+        self.focus_fn = FOCUS_KINDS.get(config.focus_kind, field="focus_kind")
+        named = dict(model.named_modules())
+        unknown = [name for name in layers if name not in named or name == ""]
+        if unknown:
+            # Blocks (non-leaf modules) are what one normally hooks; leaves are accepted too.
+            blocks = [n for n, m in named.items() if n and any(True for _ in m.children())]
+            raise ConfigError(
+                "layers",
+                f"unknown layer(s) {', '.join(map(repr, unknown))}; "
+                f"blocks of this model: {', '.join(blocks or [n for n in named if n])}",
+            )
+        self.modules = {name: named[name] for name in layers}
+        self.convs: dict[str, nn.Conv2d] = {}
+        if config.descriptor == "weight" and config.coupling_K > 0:
+            for name, module in self.modules.items():
+                convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+                if not convs:
+                    raise ConfigError("descriptor", f"'weight' needs a Conv2d inside layer {name!r}")
+                self.convs[name] = convs[-1]
+        self.activations: dict[str, Tensor] = {}
+        self._handles = [
+            module.register_forward_hook(self._capture(name)) for name, module in self.modules.items()
+        ]
+
+    def _capture(self, name: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            if not isinstance(output, Tensor) or output.dim() != 4:
+                raise ConfigError("layers", f"layer {name!r} must output a (B, C, H, W) tensor")
+            self.activations[name] = output
+
+        return hook
+
+    def epsilon_at(self, epoch: float) -> float:
+        """The neighbourhood radius at `epoch` (0-based): linear from epsilon to epsilon_final."""
+        cfg = self.config
+        if cfg.epsilon_final is None:
+            return cfg.epsilon
+        span = max(cfg.epochs - 1 - cfg.warmup_epochs, 1)
+        t = min(max((epoch - cfg.warmup_epochs) / span, 0.0), 1.0)
+        return cfg.epsilon + (cfg.epsilon_final - cfg.epsilon) * t
+
+    def coupling_active(self, epoch: float) -> bool:
+        return self.config.coupling_K > 0 and epoch >= self.config.warmup_epochs
+
+    def _acts(self, name: str) -> Tensor:
+        if name not in self.activations:
+            raise RuntimeError(f"no output captured from layer {name!r}: run the model's forward first")
+        return self.activations[name]
+
+    def loss(self, logits: Tensor, targets: Tensor, epoch: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """(total, parts): total = CE + lambda_focus*focus + coupling_K*sync on the last forward.
+
+        `parts` holds detached 0-d tensors "ce", "focus", "sync" (0.0 for a term that is off),
+        left on the device so that logging them costs no synchronisation until read.
+        """
+        cfg = self.config
+        ce = F.cross_entropy(logits, targets)
+        total = ce
+        zero = torch.zeros((), device=ce.device)
+        parts = {"ce": ce.detach().float(), "focus": zero, "sync": zero}
+        if cfg.lambda_focus > 0:
+            focus = torch.stack(
+                [focus_loss(self._acts(n), cfg.focus_kind, cfg.focus_position) for n in self.layers]
+            ).mean()
+            total = total + cfg.lambda_focus * focus
+            parts["focus"] = focus.detach()
+        if self.coupling_active(epoch):
+            eps = self.epsilon_at(epoch)
+            terms = []
+            for name in self.layers:
+                acts = None if cfg.descriptor == "weight" else self._acts(name)
+                weight = self.convs[name].weight if cfg.descriptor == "weight" else None
+                terms.append(sync_loss(acts, eps, cfg.descriptor, cfg.k, weight))
+            sync = torch.stack(terms).mean() / sync_normaliser(cfg.epsilon)
+            total = total + cfg.coupling_K * sync
+            parts["sync"] = sync.detach()
+        return total, parts
+
+    def mean_neighbours(self, epoch: float = 0.0) -> dict[str, float]:
+        """Neighbours within epsilon per neuron, per layer, on the last captured batch (a diagnostic)."""
+        eps = self.epsilon_at(epoch)
+        out = {}
+        for name in self.layers:
+            if self.config.descriptor == "weight" and name in self.convs:
+                desc = descriptors(None, "weight", self.convs[name].weight)
+            else:
+                desc = descriptors(self._acts(name).detach(), "response")
+            out[name] = mean_neighbours(desc, eps)
+        return out
+
+    def remove(self) -> None:
+        """Detach the hooks and drop captured outputs; idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.activations.clear()
+
+    def __enter__(self) -> Regularizer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.remove()

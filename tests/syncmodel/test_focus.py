@@ -1,0 +1,140 @@
+"""Properties of the focus regulariser (syncmodel.focus, DESIGN §1.1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from syncmodel.errors import ConfigError
+from syncmodel.focus import FOCUS_KINDS, focus_loss, focus_positions, spatial_spread
+
+KINDS = ["spread", "template"]
+POSITIONS = ["argmax", "centroid"]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _one_hot_maps(b: int = 3, c: int = 4, h: int = 5, w: int = 6) -> torch.Tensor:
+    idx = torch.randint(0, h * w, (b, c), generator=_gen())
+    acts = F.one_hot(idx, h * w).float() * (1 + torch.rand(b, c, 1, generator=_gen(1)))
+    return acts.view(b, c, h, w)  # (B, C, H, W)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("focus", POSITIONS)
+def test_one_hot_maps_have_exactly_zero_loss(kind: str, focus: str) -> None:
+    assert focus_loss(_one_hot_maps(), kind, focus).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("focus", POSITIONS)
+def test_spread_maps_have_positive_loss(kind: str, focus: str) -> None:
+    acts = torch.rand(2, 3, 6, 6, generator=_gen())
+    assert focus_loss(acts, kind, focus).item() > 0.1
+
+
+def test_spread_known_value_argmax_and_centroid() -> None:
+    acts = torch.zeros(1, 1, 3, 3)
+    acts[0, 0, 0, 0] = acts[0, 0, 0, 2] = 1.0  # corners (-1, -1) and (-1, 1)
+    # argmax takes the first corner: (0 + 4) / 2; the centroid (-1, 0) is 1 from each.
+    assert spatial_spread(acts, "argmax").item() == pytest.approx(2.0)
+    assert spatial_spread(acts, "centroid").item() == pytest.approx(1.0)
+    assert focus_positions(acts, "centroid")[0, 0].tolist() == pytest.approx([-1.0, 0.0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("focus", POSITIONS)
+def test_loss_falls_under_gradient_steps(kind: str, focus: str) -> None:
+    param = torch.randn(2, 3, 8, 8, generator=_gen()).requires_grad_()
+    opt = torch.optim.Adam([param], lr=0.2)
+    losses = []
+    for _ in range(10):
+        loss = focus_loss(F.softplus(param), kind, focus)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dead_maps_add_no_loss_and_no_nan_grads(kind: str) -> None:
+    param = torch.randn(2, 4, 5, 5, generator=_gen())
+    param[:, :2] = -1.0  # channels 0 and 1 die after the ReLU
+    param.requires_grad_()
+    loss = focus_loss(F.relu(param), kind)
+    loss.backward()
+    alive_only = focus_loss(F.relu(param.detach()[:, 2:]), kind)
+    assert loss.item() == pytest.approx(alive_only.item())
+    assert torch.isfinite(param.grad).all()
+    assert (param.grad[:, :2] == 0).all()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_all_dead_gives_zero_tensor_with_grad_path(kind: str) -> None:
+    param = torch.full((2, 3, 4, 4), -1.0, requires_grad=True)
+    loss = focus_loss(F.relu(param), kind)
+    assert isinstance(loss, torch.Tensor) and loss.requires_grad
+    assert loss.item() == 0.0
+    loss.backward()
+    assert (param.grad == 0).all()
+
+
+def test_spatial_spread_is_nan_on_dead_maps_only() -> None:
+    acts = torch.rand(2, 3, 4, 4, generator=_gen())
+    acts[1, 2] = 0
+    spread = spatial_spread(acts)
+    assert spread.shape == (2, 3)
+    assert spread[1, 2].isnan() and spread.isnan().sum() == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_is_scale_invariant_and_gradient_orthogonal_to_map(kind: str) -> None:
+    # DESIGN §4: the loss never pushes a map's mass toward zero as a whole.
+    acts = torch.rand(2, 3, 5, 5, generator=_gen(), dtype=torch.float64).requires_grad_()
+    loss = focus_loss(acts, kind)
+    (grad,) = torch.autograd.grad(loss, acts)
+    assert focus_loss(7.0 * acts.detach(), kind).item() == pytest.approx(loss.item(), rel=1e-5)
+    assert (grad * acts.detach()).sum((2, 3)).abs().max().item() < 1e-6
+
+
+def test_template_is_low_near_the_focus_and_high_far_away() -> None:
+    near = torch.zeros(1, 1, 8, 8)
+    near[0, 0, 3, 3], near[0, 0, 3, 4] = 1.0, 0.5  # one pixel from the focus: template > 0
+    far = torch.zeros(1, 1, 8, 8)
+    far[0, 0, 0, 0], far[0, 0, 7, 7] = 1.0, 0.5  # 14 pixels away: template clipped at -1
+    assert 0 < focus_loss(near, "template").item() < 1
+    assert focus_loss(far, "template").item() == pytest.approx(1 - (1.0 - 0.5) / 1.5)
+
+
+def test_bf16_autocast_computes_in_float32() -> None:
+    acts = torch.rand(2, 3, 6, 6, generator=_gen()).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = focus_loss(acts.to(torch.bfloat16), "spread")
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(acts.grad).all()
+
+
+def test_unknown_kind_and_position_name_their_fields() -> None:
+    acts = torch.rand(1, 1, 2, 2)
+    with pytest.raises(ConfigError, match="focus_kind.*spread, template"):
+        focus_loss(acts, "nope")
+    with pytest.raises(ConfigError, match="focus_position"):
+        focus_loss(acts, "spread", "middle")
+
+
+def test_registered_kind_receives_focus_and_extra_opts(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def kind(acts: torch.Tensor, *, focus: str = "argmax", **opts: object) -> torch.Tensor:
+        seen.update(focus=focus, **opts)
+        return acts.sum()
+
+    monkeypatch.setitem(FOCUS_KINDS._items, "probe", kind)
+    targets = torch.tensor([1, 0])
+    focus_loss(torch.rand(2, 1, 2, 2), "probe", "centroid", targets=targets)
+    assert seen["focus"] == "centroid" and seen["targets"] is targets
