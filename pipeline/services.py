@@ -409,6 +409,8 @@ def tracking_services(
 def _cli_up(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser().absolute()
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if _run_as():
+        root.chmod(0o711)  # as root, PostgreSQL runs as `postgres` and must reach root/pgdata
     _cli_stop_server(root)  # a restarted head (ray up again) gets a fresh server
     password = read_or_create_password(root)
     pg = start_postgres(root / "pgdata", password=password, port=args.pg_port)
