@@ -1,18 +1,35 @@
 """Study spec YAML → typed, validated objects: the one place where user errors are found.
 
-CONTRACT (types below are fixed; the loader is filled in by the spec work):
+CONTRACT (the types below are fixed; other modules code against them):
     load_spec(path, *, smoke=False, overrides=None) -> StudySpec
-raises `syncmodel.errors.ConfigError` (field named like `search.coupling_K.low`) on any
-problem, before anything is started.
+raises `SpecError` (a `syncmodel.errors.ConfigError` that names the file and the field, like
+`search.coupling_K.low`) on any problem, before anything is started. docs/spec.md is the
+reference of every key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import yaml
+
+from pipeline.spec_yaml import SpecError, error_message, read_yaml
 from syncmodel.config import TrainConfig
+from syncmodel.errors import ConfigError
+
+__all__ = [
+    "Param", "Objective", "SamplerSpec", "SchedulerSpec", "Resources", "TrackingSpec",
+    "EvaluationSpec", "StudySpec", "SpecError", "load_spec", "spec_to_dict", "dump_resolved",
+    "check_fits_local", "redact_uri", "describe", "grid_values", "grid_size",
+    "known_datasets", "known_backbones", "known_focus_kinds",
+]
 
 
 @dataclass(frozen=True)
@@ -24,14 +41,14 @@ class Param:
     low: float | None = None
     high: float | None = None
     log: bool = False
-    step: float | None = None  # int / float quantisation (grid sampler uses it)
+    step: float | None = None  # int / float quantisation (grid sampler uses it); None: int → 1
     choices: tuple[Any, ...] | None = None  # categorical
     value: Any = None  # fixed
 
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str  # a metric a trial reports, e.g. "test_acc", "interpretability"
+    metric: str  # a metric a trial reports (pipeline.metrics_catalog), e.g. "test_acc"
     mode: str  # "max" | "min"
 
 
@@ -39,7 +56,8 @@ class Objective:
 class SamplerSpec:
     name: str = "tpe"  # tpe | nsga2 | random | grid
     seed: int | None = 0
-    n_startup_trials: int | None = None  # TPE
+    n_startup_trials: int | None = None  # TPE (None → Optuna's default)
+    population_size: int | None = None  # NSGA-II (None → Optuna's default, 50)
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class SchedulerSpec:
     name: str = "none"  # none | asha
     grace_period: int = 1
     reduction_factor: float = 2.0
-    metric: str | None = None  # ASHA's rung metric (per-epoch); default "val_acc"/max
+    metric: str | None = None  # ASHA's rung metric (per-epoch); always set once resolved
     mode: str = "max"
 
 
@@ -59,9 +77,10 @@ class Resources:
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    uri: str | None = None  # None → sqlite:///<storage>/mlflow.db (absolute)
+    uri: str | None = None  # None → sqlite:///<storage>/mlflow.db (absolute); ${VAR}s expanded
     experiment: str | None = None  # None → the study name
     artifact_location: str | None = None  # None → <storage>/mlartifacts (local store only)
+    uri_source: str | None = None  # the uri as written, when it held ${VAR}s (safe to log)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,7 @@ class StudySpec:
     retries: int = 0  # re-runs of a failed trial from its last checkpoint
     source: Path | None = None  # the file it was read from
     smoke: bool = False  # the smoke form was applied
+    description: str = ""
 
     def trial_config(self, params: dict[str, Any]) -> TrainConfig:
         """The full config of one trial: the fixed part with the sampled params applied."""
@@ -99,5 +119,257 @@ class StudySpec:
         return self.objectives[0]
 
 
-def load_spec(path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None) -> StudySpec:
-    raise NotImplementedError("filled in by the spec work")
+# --------------------------------------------------------------------------- names syncmodel knows
+
+# Used only while a syncmodel registry cannot be imported or is empty.
+_FALLBACK_DATASETS = (
+    "digits", "shapes", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "fake-cifar10",
+)
+_FALLBACK_BACKBONES = ("simple_cnn", "resnet18", "vgg11_bn")
+_FALLBACK_FOCUS_KINDS = ("spread", "template")
+
+
+def _registry_names(module: str, attr: str, fallback: tuple[str, ...]) -> list[str]:
+    # The registries import torch (seconds): the loader asks only once the cheap checks passed.
+    try:
+        registry = getattr(importlib.import_module(module), attr)
+    except ImportError:
+        return list(fallback)
+    return registry.names() or list(fallback)
+
+
+def known_datasets() -> list[str]:
+    return _registry_names("syncmodel.data.registry", "DATASETS", _FALLBACK_DATASETS)
+
+
+def known_backbones() -> list[str]:
+    return _registry_names("syncmodel.nets", "BACKBONES", _FALLBACK_BACKBONES)
+
+
+def known_focus_kinds() -> list[str]:
+    return _registry_names("syncmodel.focus", "FOCUS_KINDS", _FALLBACK_FOCUS_KINDS)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_spec(
+    path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None
+) -> StudySpec:
+    """Read, validate and resolve a study spec. Both forms are checked, full and smoke; the
+    smoke form (the `smoke:` section over the rest) is returned when `smoke` is true.
+
+    `overrides` maps `key` or `section.key` to a value that replaces the spec's (after the
+    smoke form), e.g. {"storage": DIR, "tracking.uri": URI}; None values are skipped (an
+    unset command-line flag).
+    """
+    from pipeline.spec_sections import SMOKE_KEYS, build, mapping
+
+    doc = read_yaml(path)
+    try:
+        if not isinstance(doc, dict):
+            raise ConfigError("spec", f"the top level must be a mapping of keys, got {type(doc).__name__}")
+        smoke_raw = doc.get("smoke")
+        if "smoke" in doc:
+            mapping(smoke_raw, "smoke", SMOKE_KEYS)
+        base_raw = {k: v for k, v in doc.items() if k != "smoke"}
+        extra = _expand_overrides(overrides or {})
+        try:
+            full = build(_merge(base_raw, extra), Path(path), smoke=False)
+        except ConfigError as exc:
+            raise _blame(exc, extra, "", "(from the command line)") from None
+        if smoke_raw is None:
+            if smoke:
+                raise ConfigError("smoke", "--smoke was asked for, but the spec has no smoke section")
+            return full
+        try:
+            reduced = build(_merge(_merge(base_raw, smoke_raw), extra), Path(path), smoke=True)
+        except ConfigError as exc:
+            exc = _blame(exc, extra, "", "(from the command line)")
+            raise _blame(exc, smoke_raw, "smoke.", "(in the smoke form)", elsewhere=True) from None
+        return reduced if smoke else full
+    except SpecError:
+        raise
+    except ConfigError as exc:
+        raise SpecError(path, exc.field, error_message(exc)) from None
+
+
+def _merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`layer` over `base`: sections (mappings) merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _expand_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if key:
+            out.setdefault(section, {})[key] = value
+        else:
+            out[section] = value
+    return out
+
+
+def _blame(
+    exc: ConfigError, layer: dict[str, Any], prefix: str, note: str, elsewhere: bool = False
+) -> ConfigError:
+    """Point an error at the layer it came from (the smoke section, the command line).
+
+    From the layer: the field gets `prefix` (smoke.train.epochs), or the message gets `note`
+    when there is no prefix. Not from it: the message gets `note` only if `elsewhere`.
+    """
+    head, _, rest = exc.field.partition(".")
+    head = head.split("[")[0]
+    sub = rest.split(".")[0].split("[")[0]
+    value = layer.get(head)
+    if head in layer and (not rest or not isinstance(value, dict) or sub in value):
+        if prefix:
+            return ConfigError(prefix + exc.field, error_message(exc))
+        return ConfigError(exc.field, f"{error_message(exc)} {note}")
+    if elsewhere:
+        return ConfigError(exc.field, f"{error_message(exc)} {note}")
+    return exc
+
+
+# --------------------------------------------------------------------------- helpers for others
+
+
+def grid_values(p: Param, limit: int = 10_000) -> list[Any]:
+    """The finite set of values of a dimension (grid sampler); ConfigError if it has none."""
+    if p.kind == "categorical":
+        return list(p.choices or ())
+    if p.kind == "fixed":
+        return [p.value]
+    if p.kind == "float" and p.step is None:
+        raise ConfigError(f"search.{p.name}", "the grid sampler needs a finite set: give step, or choices")
+    assert p.low is not None and p.high is not None
+    step = p.step if p.step is not None else 1
+    n = int(round((p.high - p.low) / step)) + 1
+    if n > limit:
+        raise ConfigError(f"search.{p.name}", f"{n} grid points; at most {limit}")
+    if p.kind == "int":
+        return [int(p.low + i * step) for i in range(n)]
+    return [round(p.low + i * step, 12) for i in range(n)]
+
+
+def grid_size(spec: StudySpec) -> int:
+    return math.prod(len(grid_values(p)) for p in spec.search.values())
+
+
+def describe(p: Param) -> str:
+    """One short line for a dimension: `float [0.001, 1] log`, `choice a | b`, `fixed 0.002`."""
+    if p.kind == "fixed":
+        return f"fixed   {p.value!r}"
+    if p.kind == "categorical":
+        return "choice  " + " | ".join(str(c) for c in p.choices or ())
+    text = f"{p.kind:<7} [{p.low:g}, {p.high:g}]"
+    if p.log:
+        text += " log"
+    if p.step is not None:
+        text += f" step {p.step:g}"
+    return text
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """`uri` with any password replaced by ***: what logs and printed summaries show."""
+    if not uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    return uri
+
+
+def check_fits_local(spec: StudySpec) -> None:
+    """Refuse a study whose trials cannot run on this machine (launch without --address)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if spec.resources.cpu > cpus:
+        raise SpecError(
+            spec.source, "resources.cpu",
+            f"a trial asks for {spec.resources.cpu:g} CPUs and this machine has {cpus}; "
+            "lower it, or launch on a cluster with --address",
+        )
+    if spec.resources.gpu > 0 and _visible_gpus() == 0:
+        raise SpecError(
+            spec.source, "resources.gpu",
+            f"a trial asks for {spec.resources.gpu:g} GPU and no GPU is visible here; "
+            "set it to 0 (the smoke form may), or launch on a cluster with --address",
+        )
+
+
+def _visible_gpus() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count()
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _param_to_yaml(p: Param) -> Any:
+    if p.kind == "fixed":
+        return p.value
+    if p.kind == "categorical":
+        return {"choices": list(p.choices or ())}
+    out: dict[str, Any] = {"low": p.low, "high": p.high, "log": p.log}
+    if p.step is not None:
+        out["step"] = p.step
+    return out
+
+
+def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
+    """The resolved spec in the spec format: `load_spec` reads it back to an equal spec."""
+    sampler = {k: v for k, v in dataclasses.asdict(spec.sampler).items() if v is not None or k == "seed"}
+    scheduler = dataclasses.asdict(spec.scheduler) if spec.scheduler.name == "asha" else {"name": "none"}
+    tracking = {
+        "uri": spec.tracking.uri_source or spec.tracking.uri,
+        "experiment": spec.tracking.experiment,
+        "artifact_location": spec.tracking.artifact_location,
+    }
+    out: dict[str, Any] = {"name": spec.name}
+    if spec.description:
+        out["description"] = spec.description
+    out.update(
+        train={k: v for k, v in spec.train.to_dict().items() if k not in spec.search},
+        search={name: _param_to_yaml(p) for name, p in spec.search.items()},
+        objectives=[{"metric": o.metric, "mode": o.mode} for o in spec.objectives],
+        sampler=sampler,
+        scheduler=scheduler,
+        samples=spec.samples,
+        concurrency=spec.concurrency,
+        resources=dataclasses.asdict(spec.resources),
+        tracking=tracking,
+        evaluation=dataclasses.asdict(spec.evaluation),
+        storage=spec.storage,
+        retries=spec.retries,
+    )
+    return out
+
+
+def dump_resolved(spec: StudySpec, path: str | Path) -> Path:
+    """Write the resolved spec as YAML (temporary name, then rename); returns the path."""
+    path = Path(path)
+    form = "smoke form of " if spec.smoke else ""
+    header = f"# resolved study spec: the {form}{spec.source or 'a spec'}; `syncstudy validate` reads it\n"
+    text = header + yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

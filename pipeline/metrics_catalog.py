@@ -1,0 +1,67 @@
+"""The metrics a trial reports, by name: what a study may optimise (objectives) or schedule on.
+
+One table, read by the spec validator and mirrored in docs/spec.md. Names are the keys that
+syncmodel.train (history, final metrics) and syncmodel.evaluate (report) produce;
+tests/pipeline/test_spec.py checks them against syncmodel.evaluate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    mode: str  # the better direction, "max" | "min": an objective's default mode
+    per_epoch: bool  # reported after every epoch (ASHA can compare it), not only at the end
+    help: str
+    needs_parts: bool = False  # needs landmarks / part masks: a data set in PART_DATASETS
+    evaluation: bool = False  # computed by syncmodel.evaluate after training (evaluation.enabled)
+
+
+def _ev(mode: str, help: str, needs_parts: bool = False) -> MetricInfo:
+    return MetricInfo(mode, False, help, needs_parts, evaluation=True)
+
+
+METRICS: dict[str, MetricInfo] = {
+    # syncmodel.train, every epoch (the last epoch's value is also a final metric)
+    "val_acc": MetricInfo("max", True, "top-1 accuracy on the validation split"),
+    "train_acc": MetricInfo("max", True, "top-1 accuracy on the epoch's training batches"),
+    "train_loss": MetricInfo("min", True, "training loss: CE + focus + coupling terms"),
+    "ce_loss": MetricInfo("min", True, "cross-entropy part of the training loss"),
+    "focus_loss": MetricInfo("min", True, "focus regulariser (activation spread), unweighted"),
+    "sync_loss": MetricInfo("min", True, "coupling (Kuramoto) loss, unweighted"),
+    "spread": MetricInfo("min", True, "activation-weighted spread around the focus (val; final: test)"),
+    "dead_fraction": MetricInfo("min", True, "fraction of regularised neurons never active"),
+    "neighbours": MetricInfo("max", True, "mean neighbours per neuron within epsilon"),
+    # syncmodel.train, at the end
+    "test_acc": MetricInfo("max", False, "top-1 accuracy on the test split"),
+    "train_time": MetricInfo("min", False, "training wall time, seconds"),
+    # syncmodel.evaluate, after training (DESIGN §1.4)
+    "interpretability": _ev("max", "composite score in [0, 1] (syncmodel.metrics.score)"),
+    "entropy": _ev("min", "normalised spatial entropy of the activation maps"),
+    "peak_mass": _ev("max", "activation mass near the focus"),
+    "selectivity": _ev("max", "class selectivity index (Morcos et al. 2018)"),
+    "mis": _ev("max", "mean max mutual information with a class (Liang et al. 2020)"),
+    "modules": _ev("max", "functional modules found by Sync clustering"),
+    "coverage": _ev("max", "fraction of neurons in a module of >= 2"),
+    "consistency_ari": _ev("max", "ARI of the modules found on two halves of the data"),
+    "consistency_nmi": _ev("max", "NMI of the modules found on two halves of the data"),
+    "specificity": _ev("max", "within- minus between-module response correlation"),
+    "class_purity": _ev("max", "class purity of the modules' mean responses"),
+    "within_corr": _ev("max", "mean response correlation within modules"),
+    "between_corr": _ev("min", "mean response correlation between modules"),
+    "ablation_own_drop": _ev("max", "accuracy drop on a module's own classes when it is zeroed"),
+    "ablation_other_drop": _ev("min", "accuracy drop on the other classes when a module is zeroed"),
+    "location_instability": _ev("min", "ICNN location instability (landmarks)", needs_parts=True),
+    "detectors": _ev("max", "units detecting a part (Network Dissection)", needs_parts=True),
+    "unique_parts": _ev("max", "distinct parts with a detector", needs_parts=True),
+    "detector_fraction": _ev("max", "fraction of units that are part detectors", needs_parts=True),
+}
+
+# Data sets with ground-truth landmarks and part masks (DESIGN §2).
+PART_DATASETS = ("shapes",)
+
+
+def per_epoch_metrics() -> list[str]:
+    return [name for name, info in METRICS.items() if info.per_epoch]
