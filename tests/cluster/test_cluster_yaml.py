@@ -103,3 +103,11 @@ def test_no_secret_in_the_file(raw: dict[str, Any]) -> None:
         if not line.lstrip().startswith("/home/"):  # file_mounts: remote path: local path
             assert not literal.search(line), line
     assert "RAY_AUTH_TOKEN=" not in CLUSTER_YAML.read_text()
+
+
+def test_the_on_prem_variant_of_docs_cluster_md_validates(raw: dict[str, Any]) -> None:
+    local = copy.deepcopy(raw)
+    local["provider"] = {"type": "local", "head_ip": "10.0.0.10", "worker_ips": ["10.0.0.11"]}
+    local["auth"] = {"ssh_user": "ubuntu", "ssh_private_key": "~/.ssh/id_ed25519"}
+    del local["available_node_types"], local["head_node_type"]
+    validate_config(prepare_config(local))
