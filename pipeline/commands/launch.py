@@ -1,15 +1,42 @@
-"""`syncstudy launch` (not yet implemented)."""
+"""`syncstudy launch SPEC`: run a study (local Ray started here, or `--address` of a cluster).
+
+A progress line per ended trial, a summary table at the end. Exit 0 when at least one trial
+finished (status ok), 1 when none did, 2 on a user error (nothing started).
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from syncmodel.errors import SyncStudyError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("spec", metavar="SPEC", help="study spec YAML (studies/*.yaml)")
+    parser.add_argument("--smoke", action="store_true", help="the spec's smoke form (CI-sized)")
+    parser.add_argument("--resume", action="store_true", help="continue the study whose driver died")
+    parser.add_argument("--address", metavar="ADDR", help="Ray cluster to run on (default: a local Ray)")
+    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
+    parser.add_argument("--storage", metavar="DIR", help="study folder (overrides the spec; default runs/NAME)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SyncStudyError("'launch' is not implemented yet")
+    from pipeline.runner import print_summary, run_study
+    from pipeline.spec import load_spec, redact_uri
+
+    spec = load_spec(
+        args.spec,
+        smoke=args.smoke,
+        overrides={"storage": args.storage, "tracking.uri": args.tracking_uri},
+    )
+    verb = "resuming" if args.resume else "launching"
+    print(
+        f"{verb} study {spec.name!r}{' (smoke form)' if spec.smoke else ''}: {spec.samples} trials, "
+        f"{spec.concurrency} at a time, sampler {spec.sampler.name}, scheduler {spec.scheduler.name}",
+        flush=True,
+    )
+    outcome = run_study(spec, resume=args.resume, address=args.address, quiet=args.quiet)
+    outcome.target = type(outcome.target)(
+        redact_uri(outcome.target.uri) or "", outcome.target.experiment, outcome.target.artifact_location
+    )
+    print_summary(spec, outcome)
+    return 0 if outcome.ok > 0 else 1

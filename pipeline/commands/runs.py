@@ -1,15 +1,47 @@
-"""`syncstudy runs` (not yet implemented)."""
+"""`syncstudy runs SPEC|--study NAME`: a study's trials as MLflow holds them, sorted by a metric."""
 
 from __future__ import annotations
 
 import argparse
 
-from syncmodel.errors import SyncStudyError
+from pipeline.commands._study import add_study_arguments, clean, dumps, open_from_args, table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    add_study_arguments(parser)
+    parser.add_argument("--sort", metavar="M", help="metric to sort by (default: the first objective)")
+    parser.add_argument("--top", metavar="N", type=int, help="show only the best N")
+    parser.add_argument("--json", action="store_true", help="every param and final metric, as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SyncStudyError("'runs' is not implemented yet")
+    from pipeline.export import metric_mode, rank
+
+    ref, tracker = open_from_args(args)
+    records = tracker.trials()
+    objectives = ref.objectives or []
+    metric = args.sort or (objectives[0][0] if objectives else "test_acc")
+    mode = metric_mode(metric, objectives)
+    ranked = rank(records, metric, mode)
+    ordered = ranked + [r for r in records if r not in ranked]  # no value: last, in launch order
+    if args.top is not None:
+        ordered = ordered[: max(args.top, 0)]
+    if args.json:
+        print(dumps([
+            {
+                "trial_id": r.trial_id, "run_id": r.run_id, "status": r.status,
+                "params": r.params, "metrics": {k: clean(v) for k, v in sorted(r.metrics.items())},
+            }
+            for r in ordered
+        ]))  # fmt: skip
+        return 0
+    shown = [m for m, _ in objectives]
+    if metric not in shown:
+        shown.append(metric)
+    names = ref.searched or []
+    rows: list[list] = [["trial", "status", *shown, *names]]
+    for r in ordered:
+        rows.append([r.trial_id, r.status, *(r.metrics.get(m) for m in shown), *(r.params.get(n) for n in names)])
+    print(table(rows))
+    print(f"{len(records)} trials of study {ref.name!r} in {ref.target.experiment!r}, sorted by {metric} ({mode})")
+    return 0

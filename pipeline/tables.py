@@ -1,0 +1,229 @@
+"""The study's Parquet tables in its storage folder, written atomically (temp file + rename).
+
+- trials.parquet: one row per trial, keyed by trial_id;
+- history.parquet: one row per trial and epoch, keyed by (trial_id, epoch);
+- neurons.parquet: evaluate()'s neuron table of every evaluated trial, keyed by trial_id.
+
+Every write is an upsert by key, so replaying a trial (a resumed study) never duplicates a
+row. Schemas: docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from syncmodel.checkpoint import atomic_write
+
+TRIALS = "trials.parquet"
+HISTORY = "history.parquet"
+NEURONS = "neurons.parquet"
+
+PARAM_PREFIX = "params."
+METRIC_PREFIX = "metrics."
+
+# Fixed leading columns of trials.parquet, in order, with their types.
+TRIAL_COLUMNS: dict[str, pa.DataType] = {
+    "trial_id": pa.string(),
+    "status": pa.string(),  # ok | diverged | stopped | error | oom
+    "error": pa.string(),
+    "mlflow_run_id": pa.string(),
+    "checkpoint": pa.string(),  # the trial's last checkpoint folder (Tune storage)
+    "node_id": pa.string(),  # Ray node id (or IP) the trial last ran on
+    "start_time": pa.timestamp("ms", tz="UTC"),
+    "end_time": pa.timestamp("ms", tz="UTC"),
+}
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str
+    params: dict[str, Any]  # the full resolved trial config
+    metrics: dict[str, float]  # final metrics
+    error: str | None = None
+    mlflow_run_id: str | None = None
+    checkpoint: str | None = None
+    node_id: str | None = None
+    start_time: float | None = None  # seconds since the epoch
+    end_time: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _param_value(v: Any) -> Any:
+    # Lists (e.g. `layers`) and dicts become JSON text so that every param is one scalar column.
+    return json.dumps(v) if isinstance(v, (list, tuple, dict)) else v
+
+
+def _ts(seconds: float | None) -> datetime | None:
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """A column from Python values; mixed int/float → float64, anything odd → string."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.array(values, pa.bool_())
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if all(isinstance(v, int) for v in present):
+            return pa.array(values, pa.int64())
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    if not present:
+        return pa.array(values, pa.null())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def trials_table(rows: Iterable[TrialRow]) -> pa.Table:
+    rows = sorted(rows, key=lambda r: r.trial_id)
+    cols: dict[str, pa.Array] = {
+        "trial_id": pa.array([r.trial_id for r in rows], pa.string()),
+        "status": pa.array([r.status for r in rows], pa.string()),
+        "error": pa.array([r.error for r in rows], pa.string()),
+        "mlflow_run_id": pa.array([r.mlflow_run_id for r in rows], pa.string()),
+        "checkpoint": pa.array([r.checkpoint for r in rows], pa.string()),
+        "node_id": pa.array([r.node_id for r in rows], pa.string()),
+        "start_time": pa.array([_ts(r.start_time) for r in rows], TRIAL_COLUMNS["start_time"]),
+        "end_time": pa.array([_ts(r.end_time) for r in rows], TRIAL_COLUMNS["end_time"]),
+    }
+    param_keys = _ordered_keys(r.params for r in rows)
+    for k in param_keys:
+        cols[PARAM_PREFIX + k] = _column([_param_value(r.params.get(k)) for r in rows])
+    metric_keys = sorted({k for r in rows for k in r.metrics})
+    for k in metric_keys:
+        cols[METRIC_PREFIX + k] = pa.array(
+            [_float_or_none(r.metrics.get(k)) for r in rows], pa.float64()
+        )
+    return pa.table(cols)
+
+
+def history_table(history: dict[str, dict[int, dict[str, float]]]) -> pa.Table:
+    rows = [(tid, ep, rec) for tid in sorted(history) for ep, rec in sorted(history[tid].items())]
+    keys = _ordered_keys(rec for _, _, rec in rows)
+    cols: dict[str, pa.Array] = {
+        "trial_id": pa.array([tid for tid, _, _ in rows], pa.string()),
+        "epoch": pa.array([ep for _, ep, _ in rows], pa.int64()),
+    }
+    for k in keys:
+        if k == "epoch":
+            continue
+        cols[k] = pa.array([_float_or_none(rec.get(k)) for _, _, rec in rows], pa.float64())
+    return pa.table(cols)
+
+
+def _float_or_none(v: Any) -> float | None:
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def _ordered_keys(dicts: Iterable[dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for d in dicts:
+        for k in d:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def write_table(table: pa.Table, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+class StudyTables:
+    """In-memory view of a study's three tables, loaded from and written to `storage`."""
+
+    def __init__(self, storage: str | Path):
+        self.storage = Path(storage)
+        self.trials: dict[str, TrialRow] = {}
+        self.history: dict[str, dict[int, dict[str, float]]] = {}
+        self.neurons: dict[str, pa.Table] = {}
+        self._load()
+
+    def _load(self) -> None:
+        path = self.storage / TRIALS
+        if path.is_file():
+            for rec in pq.read_table(path).to_pylist():
+                row = _row_from_record(rec)
+                self.trials[row.trial_id] = row
+        path = self.storage / HISTORY
+        if path.is_file():
+            for rec in pq.read_table(path).to_pylist():
+                tid, ep = rec.pop("trial_id"), int(rec.pop("epoch"))
+                self.history.setdefault(tid, {})[ep] = {
+                    "epoch": ep, **{k: v for k, v in rec.items() if v is not None}
+                }
+        path = self.storage / NEURONS
+        if path.is_file():
+            table = pq.read_table(path)
+            ids = table.column("trial_id").to_pylist()
+            for tid in dict.fromkeys(ids):
+                mask = pa.array([i == tid for i in ids])
+                self.neurons[tid] = table.filter(mask).drop_columns(["trial_id"])
+
+    def upsert_trial(self, row: TrialRow) -> None:
+        self.trials[row.trial_id] = row
+
+    def upsert_history(self, trial_id: str, records: Iterable[dict[str, float]]) -> None:
+        per_epoch = self.history.setdefault(trial_id, {})
+        for rec in records:
+            per_epoch[int(rec["epoch"])] = dict(rec)
+
+    def set_neurons(self, trial_id: str, table: pa.Table) -> None:
+        self.neurons[trial_id] = table.drop_columns([c for c in ("trial_id",) if c in table.column_names])
+
+    def drop(self, trial_ids: Iterable[str]) -> None:
+        for tid in trial_ids:
+            self.trials.pop(tid, None)
+            self.history.pop(tid, None)
+            self.neurons.pop(tid, None)
+
+    def write(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        write_table(trials_table(self.trials.values()), self.storage / TRIALS)
+        write_table(history_table(self.history), self.storage / HISTORY)
+        if self.neurons:
+            parts = []
+            for tid in sorted(self.neurons):
+                t = self.neurons[tid]
+                parts.append(t.add_column(0, "trial_id", pa.array([tid] * t.num_rows, pa.string())))
+            table = pa.concat_tables(parts, promote_options="permissive")
+            write_table(table, self.storage / NEURONS)
+
+
+def _row_from_record(rec: dict[str, Any]) -> TrialRow:
+    def seconds(v: datetime | None) -> float | None:
+        return v.timestamp() if v is not None else None
+
+    params = {k[len(PARAM_PREFIX):]: v for k, v in rec.items() if k.startswith(PARAM_PREFIX)}
+    metrics = {
+        k[len(METRIC_PREFIX):]: v for k, v in rec.items() if k.startswith(METRIC_PREFIX) and v is not None
+    }
+    return TrialRow(
+        trial_id=rec["trial_id"],
+        status=rec["status"],
+        params=params,
+        metrics=metrics,
+        error=rec.get("error"),
+        mlflow_run_id=rec.get("mlflow_run_id"),
+        checkpoint=rec.get("checkpoint"),
+        node_id=rec.get("node_id"),
+        start_time=seconds(rec.get("start_time")),
+        end_time=seconds(rec.get("end_time")),
+    )
+
+
+def read_trials(storage: str | Path) -> pa.Table:
+    return pq.read_table(Path(storage) / TRIALS)
+
+
+def read_history(storage: str | Path) -> pa.Table:
+    return pq.read_table(Path(storage) / HISTORY)

@@ -1,0 +1,437 @@
+"""MLflow for studies: one parent run per study, one child run per trial, and the queries that
+`runs`, `pareto` and `export` answer from. The one module that calls MLflow.
+
+Exactly-once: a run is found by its tags (study, role, trial id) before one is created; epoch
+metrics carry a `syncstudy.last_epoch` tag in the same `log_batch`, and epochs at or below it
+are never logged again; a trial's final metrics go in one `log_batch` with its terminal status
+tag, and a run that has that tag is never written again. So a resumed study can replay any
+trial's results and MLflow still holds each value once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syncmodel.errors import SyncStudyError
+
+TAG_STUDY = "syncstudy.study"
+TAG_ROLE = "syncstudy.role"  # "study" (the parent) | "trial"
+TAG_TRIAL = "syncstudy.trial_id"
+TAG_STATUS = "syncstudy.status"  # running | ok | diverged | stopped | error | oom
+TAG_LAST_EPOCH = "syncstudy.last_epoch"
+TAG_ERROR = "syncstudy.error"
+TAG_NODE = "syncstudy.node_id"
+TAG_CHECKPOINT = "syncstudy.checkpoint"
+TAG_OBJECTIVES = "syncstudy.objectives"  # parent: JSON [{"metric", "mode"}]
+TAG_SEARCH = "syncstudy.search"  # parent: JSON list of searched param names
+TAG_PARENT = "mlflow.parentRunId"
+EPOCH_PREFIX = "epoch/"  # per-epoch metrics: epoch/<name> at step=epoch; finals are bare names
+
+TERMINAL = ("ok", "diverged", "stopped", "error", "oom")
+_MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "KILLED"}  # the rest: FAILED
+_DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+CHECK_TIMEOUT_S = 8.0
+
+
+class TrackingError(SyncStudyError):
+    """The tracking store cannot be used; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    uri: str
+    experiment: str
+    artifact_location: str | None = None  # None → the server's default (proxied artifacts)
+
+
+@dataclass
+class TrialRecord:
+    """A trial's child run as MLflow holds it."""
+
+    trial_id: str
+    run_id: str
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]  # final metrics (bare names); epoch/* left out
+    tags: dict[str, str] = field(repr=False, default_factory=dict)
+    start_time: int | None = None  # ms since the epoch
+    end_time: int | None = None
+    artifact_uri: str | None = None
+
+
+def param_str(value: Any) -> str:
+    """How a config value is written as an MLflow param (and compared with trials.parquet)."""
+    if isinstance(value, (list, tuple, dict)) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def default_uri(storage: Path) -> str:
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
+def resolve_target(
+    uri: str | None, experiment: str, storage: Path, artifact_location: str | None = None
+) -> TrackingTarget:
+    """The tracking URI to use: given, or sqlite in the study's folder; sqlite made absolute."""
+    storage = Path(storage).resolve()
+    uri = uri or default_uri(storage)
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme == "sqlite":
+        path = _sqlite_path(uri)
+        uri = f"sqlite:///{path}"
+        if artifact_location is None and path.parent == storage:
+            artifact_location = (storage / "mlartifacts").as_uri()
+    return TrackingTarget(uri, experiment, artifact_location)
+
+
+def _sqlite_path(uri: str) -> Path:
+    raw = uri.split("://", 1)[1]
+    if not raw.startswith("/"):
+        raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///PATH")
+    return Path(raw[1:] if raw.startswith("//") else raw).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def _quick_http() -> Iterator[None]:
+    """MLflow's HTTP client retries for minutes by default; a check must answer in seconds."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(CHECK_TIMEOUT_S / 2))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Fail fast (seconds, before Ray starts) when the tracking store cannot be used."""
+    uri = target.uri
+    scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=timeout / 2) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking URI {uri}: {health} answered HTTP {resp.status}")
+        except urllib.error.HTTPError as exc:
+            raise TrackingError(f"tracking URI {uri}: {health} answered HTTP {exc.code} (is it an MLflow server?)") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(f"tracking URI {uri} is unreachable ({reason})") from None
+        with _quick_http():
+            _with_deadline(lambda: _client(uri).search_experiments(max_results=1), uri, timeout)
+    elif scheme == "sqlite":
+        path = _sqlite_path(uri)
+        if path.is_dir():
+            raise TrackingError(f"tracking URI {uri}: {path} is a folder, not a database file")
+        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+        if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise TrackingError(f"tracking URI {uri}: cannot create {path} (folder missing or not writable)")
+        if path.exists():
+            with open(path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise TrackingError(f"tracking URI {uri}: {path} is not an SQLite database")
+    elif scheme in _DB_SCHEMES:
+        _with_deadline(lambda: _client(uri).search_experiments(max_results=1), uri, timeout)
+    elif scheme in ("", "file"):
+        raise TrackingError(
+            f"tracking URI {uri!r}: MLflow 3 needs a database or a server; use "
+            "sqlite:////ABSOLUTE/PATH/mlflow.db or http://HOST:PORT"
+        )
+    else:
+        raise TrackingError(
+            f"tracking URI {uri!r}: unsupported scheme {scheme!r} (use http(s)://, sqlite:///, postgresql://)"
+        )
+
+
+def _with_deadline(fn: Any, uri: str, timeout: float) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TrackingError(f"tracking URI {uri} did not answer within {timeout:.0f} s")
+    if "error" in box:
+        exc = box["error"]
+        raise TrackingError(f"tracking URI {uri}: {exc.__class__.__name__}: {str(exc)[:300]}") from None
+    return box.get("value")
+
+
+def _client(uri: str):  # noqa: ANN202 - mlflow.MlflowClient, imported lazily
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class Tracker:
+    """A study's experiment in one tracking store: parent and child runs, logging, queries."""
+
+    def __init__(self, target: TrackingTarget, study: str):
+        if "'" in study or "`" in study:
+            raise TrackingError(f"study name {study!r}: quotes are not allowed")
+        self.target = target
+        self.study = study
+        self.client = _client(target.uri)
+        self._experiment_id: str | None = None
+        self._last_epoch: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self._ensure_experiment(create=True)
+        return self._experiment_id
+
+    def _ensure_experiment(self, create: bool) -> str:
+        exp = self.client.get_experiment_by_name(self.target.experiment)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"tracking URI {self.target.uri}: experiment {self.target.experiment!r} is deleted; "
+                    "restore it in MLflow or name another one (tracking.experiment)"
+                )
+            return exp.experiment_id
+        if not create:
+            raise TrackingError(f"tracking URI {self.target.uri}: no experiment {self.target.experiment!r}")
+        try:
+            return self.client.create_experiment(
+                self.target.experiment,
+                artifact_location=self.target.artifact_location,
+                tags={TAG_STUDY: self.study},
+            )
+        except Exception:  # another driver created it in between
+            exp = self.client.get_experiment_by_name(self.target.experiment)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def exists(self) -> bool:
+        return self.client.get_experiment_by_name(self.target.experiment) is not None
+
+    def _find(self, role: str, trial_id: str | None = None) -> Any | None:
+        flt = f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = '{role}'"
+        if trial_id is not None:
+            flt += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+        runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10)
+        # Two runs can exist only if a creation raced; the oldest is the canonical one.
+        return min(runs, key=lambda r: r.info.start_time) if runs else None
+
+    def parent_run(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """The study's parent run (found by tags, else created)."""
+        run = self._find("study")
+        if run is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.study,
+                tags={TAG_STUDY: self.study, TAG_ROLE: "study", **tags},
+            )
+            self._log_params(run.info.run_id, params, existing={})
+        else:
+            self.client.log_batch(run.info.run_id, tags=_tags(tags))
+            if run.info.status != "RUNNING":
+                self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+
+    def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def trial_run(self, trial_id: str, parent_id: str, params: dict[str, Any]) -> str:
+        """The trial's child run (found by tags, else created), with every param logged."""
+        run = self._find("trial", trial_id)
+        if run is None:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=trial_id,
+                tags={
+                    TAG_STUDY: self.study,
+                    TAG_ROLE: "trial",
+                    TAG_TRIAL: trial_id,
+                    TAG_PARENT: parent_id,
+                    TAG_STATUS: "running",
+                },
+            )
+        self._log_params(run.info.run_id, params, existing=run.data.params)
+        self._last_epoch[run.info.run_id] = int(run.data.tags.get(TAG_LAST_EPOCH, 0))
+        return run.info.run_id
+
+    def _log_params(self, run_id: str, params: dict[str, Any], existing: dict[str, str]) -> None:
+        todo = [(k, param_str(v)) for k, v in params.items() if k not in existing]
+        from mlflow.entities import Param
+
+        for chunk in _chunks(todo, 100):  # MLflow's limit per batch
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
+
+    # ------------------------------------------------------------------ logging
+    def log_epochs(self, run_id: str, records: list[dict[str, float]]) -> int:
+        """Log per-epoch records (epoch/<name>, step=epoch) not logged before; returns how many."""
+        from mlflow.entities import Metric, RunTag
+
+        if run_id not in self._last_epoch:
+            run = self.client.get_run(run_id)
+            self._last_epoch[run_id] = int(run.data.tags.get(TAG_LAST_EPOCH, 0))
+        last = self._last_epoch[run_id]
+        new = sorted((r for r in records if int(r["epoch"]) > last), key=lambda r: r["epoch"])
+        if not new:
+            return 0
+        ts = _now_ms()
+        metrics = [
+            Metric(EPOCH_PREFIX + k, float(v), ts, int(r["epoch"]))
+            for r in new
+            for k, v in r.items()
+            if k != "epoch" and _is_number(v)
+        ]
+        top = int(new[-1]["epoch"])
+        chunks = list(_chunks(metrics, 900)) or [[]]
+        for i, chunk in enumerate(chunks):
+            # The tag rides with the last chunk: it never claims epochs that are not stored.
+            tags = [RunTag(TAG_LAST_EPOCH, str(top))] if i == len(chunks) - 1 else []
+            self.client.log_batch(run_id, metrics=chunk, tags=tags)
+        self._last_epoch[run_id] = top
+        return len(new)
+
+    def is_final(self, run_id: str) -> bool:
+        return self.client.get_run(run_id).data.tags.get(TAG_STATUS, "running") in TERMINAL
+
+    def finish_trial(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        metrics: dict[str, Any],
+        step: int,
+        error: str | None = None,
+        tags: dict[str, str] | None = None,
+        artifacts: list[tuple[Path, str | None]] = (),
+    ) -> bool:
+        """Record a trial's end once: artifacts, then final metrics + status in one batch.
+
+        Returns False (and writes nothing) when the run already holds a final status.
+        """
+        from mlflow.entities import Metric
+
+        if status not in TERMINAL:
+            raise ValueError(f"not a terminal status: {status!r}")
+        if self.is_final(run_id):
+            return False
+        for local, artifact_path in artifacts:
+            if local.is_dir():
+                self.client.log_artifacts(run_id, str(local), artifact_path)
+            elif local.is_file():
+                self.client.log_artifact(run_id, str(local), artifact_path)
+        ts = _now_ms()
+        final = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if _is_number(v)]
+        all_tags = {**(tags or {}), TAG_STATUS: status}
+        if error:
+            all_tags[TAG_ERROR] = error[:4000]
+        chunks = list(_chunks(final, 900)) or [[]]
+        for i, chunk in enumerate(chunks):
+            self.client.log_batch(run_id, metrics=chunk, tags=_tags(all_tags) if i == len(chunks) - 1 else [])
+        self.client.set_terminated(run_id, status=_MLFLOW_STATUS.get(status, "FAILED"))
+        return True
+
+    def delete_orphans(self, keep: set[str]) -> list[str]:
+        """Soft-delete trial runs whose trial Tune no longer knows (created after the last
+        experiment snapshot of a driver that died); they stay restorable in MLflow's trash."""
+        gone = [r for r in self.trials() if r.trial_id not in keep]
+        for r in gone:
+            self.client.delete_run(r.run_id)
+        return [r.trial_id for r in gone]
+
+    # ------------------------------------------------------------------ queries
+    def parent(self) -> Any | None:
+        return self._find("study")
+
+    def trials(self) -> list[TrialRecord]:
+        """Every (not deleted) trial run of the study, oldest first."""
+        flt = f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'trial'"
+        out: list[TrialRecord] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=flt, max_results=1000,
+                order_by=["attributes.start_time ASC"], page_token=token,
+            )
+            for run in page:
+                out.append(
+                    TrialRecord(
+                        trial_id=run.data.tags.get(TAG_TRIAL, ""),
+                        run_id=run.info.run_id,
+                        status=run.data.tags.get(TAG_STATUS, "running"),
+                        params=dict(run.data.params),
+                        metrics={k: v for k, v in run.data.metrics.items() if not k.startswith(EPOCH_PREFIX)},
+                        tags=dict(run.data.tags),
+                        start_time=run.info.start_time,
+                        end_time=run.info.end_time,
+                        artifact_uri=run.info.artifact_uri,
+                    )
+                )
+            token = page.token
+            if not token:
+                return out
+
+    def download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
+
+    def register(self, run_id: str, name: str, artifact_path: str = "checkpoint") -> str:
+        """Register the run's checkpoint folder as a new version of model `name`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name, tags={TAG_STUDY: self.study})
+        except MlflowException as exc:
+            if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
+                raise
+        run = self.client.get_run(run_id)
+        version = self.client.create_model_version(
+            name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id,
+            tags={TAG_STUDY: self.study, TAG_TRIAL: run.data.tags.get(TAG_TRIAL, "")},
+        )
+        return str(version.version)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _tags(tags: dict[str, str]) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in tags.items()]
+
+
+def finite(v: Any) -> bool:
+    return _is_number(v) and math.isfinite(v)
