@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -316,7 +317,7 @@ def start_mlflow_server(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServiceError(f"mlflow server exited with {proc.returncode}: {_tail(log_path)}")
-        if _healthy(server.url):
+        if _healthy(server.url) and _store_ready(server.url, deadline - time.monotonic()):
             return server
         time.sleep(0.5)
     server.stop()
@@ -326,6 +327,20 @@ def start_mlflow_server(
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _store_ready(url: str, timeout: float) -> bool:
+    """/health answers before the server has opened its backend store, which it does on the
+    first API call (seconds on a busy machine: engine, schema check). Make that call here, so
+    that clients with short timeouts do not pay for it."""
+    query = urllib.parse.urlencode({"experiment_name": "Default"})
+    try:
+        with urllib.request.urlopen(
+            f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=max(timeout, 1)
+        ) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
