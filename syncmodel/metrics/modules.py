@@ -1,0 +1,259 @@
+"""Module metrics (DESIGN §1.4): are functional modules consistent, specific and functional?
+
+Module labels are per-neuron ids from `syncmodel.modules.sync_clusters` (-1 = unsynchronised):
+consistency across data, semantic specificity within modules, and accuracy under ablation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from syncmodel.metrics.semantic import class_means
+
+
+def _singletons_apart(labels: Tensor) -> Tensor:
+    """Give every -1 its own id, so unsynchronised neurons are singletons, not one module."""
+    lab = torch.as_tensor(labels).long().clone()
+    lone = lab < 0
+    lab[lone] = int(lab.max().clamp_min(-1)) + 1 + torch.arange(int(lone.sum()))
+    return lab
+
+
+def module_consistency(labels_a: Tensor, labels_b: Tensor) -> dict[str, float]:
+    """Agreement of two module partitions of the same neurons (e.g. found on two data halves).
+
+    Adjusted Rand index (Hubert & Arabie 1985) and normalised mutual information (arithmetic
+    mean, Strehl & Ghosh 2002), via scikit-learn. Unsynchronised neurons (-1) count as
+    singletons. 1 for identical partitions; ARI about 0 for unrelated ones.
+
+    Args:
+        labels_a, labels_b: (C,) int module ids, -1 = unsynchronised.
+    Returns:
+        {"ari": float, "nmi": float}.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    a, b = _singletons_apart(labels_a).numpy(), _singletons_apart(labels_b).numpy()
+    return {
+        "ari": float(adjusted_rand_score(a, b)),
+        "nmi": float(normalized_mutual_info_score(a, b)),
+    }
+
+
+def module_specificity(
+    responses: Tensor, modules: Tensor, labels: Tensor, num_classes: int | None = None
+) -> dict[str, float | Tensor]:
+    """Semantic specificity of modules (DESIGN §1.4; our operationalisation of the abstract).
+
+    - within_corr: mean Pearson correlation of responses over neuron pairs in the same module;
+    - between_corr: the same over pairs of neurons in different modules (NaN with < 2 modules);
+    - specificity: within_corr - between_corr;
+    - class_purity per module: the module's mean response (mean over its neurons) per class,
+      `(K p - 1) / (K - 1)` with `p = max_k mu_k / sum_k mu_k`: 0 when it responds to all
+      classes alike, 1 when to one class only; its mean over modules is `class_purity`.
+
+    Args:
+        responses: (N, C) non-negative responses.
+        modules: (C,) module ids, -1 = unsynchronised (left out).
+        labels: (N,) class of each image.
+        num_classes: K; default labels.max() + 1.
+    Returns:
+        dict of floats (within_corr, between_corr, specificity, class_purity) and tensors
+        module_purity (M,) and module_class (M,) (the module's top class).
+    """
+    r = torch.as_tensor(responses).to(torch.float64)  # (N, C)
+    mods = torch.as_tensor(modules).long()
+    m = int(mods.max()) + 1 if mods.numel() and mods.max() >= 0 else 0
+    z = r - r.mean(0)
+    z = z / z.norm(dim=0).clamp_min(1e-12)
+    corr = z.T @ z  # (C, C)
+    same = (mods[:, None] == mods[None, :]) & (mods[:, None] >= 0)
+    same.fill_diagonal_(False)
+    both = (mods[:, None] >= 0) & (mods[None, :] >= 0)
+    diff = both & (mods[:, None] != mods[None, :])
+    nan = float("nan")
+    within = float(corr[same].mean()) if same.any() else nan
+    between = float(corr[diff].mean()) if diff.any() else nan
+    mu = class_means(r, labels, num_classes)  # (K, C)
+    k = mu.shape[0]
+    onehot = torch.zeros(mu.shape[1], max(m, 1), dtype=r.dtype)
+    if m:
+        keep = mods >= 0
+        onehot[keep.nonzero().squeeze(1), mods[keep]] = 1.0
+    mod_mu = (mu @ onehot / onehot.sum(0).clamp_min(1))[:, :m]  # (K, M)
+    share = mod_mu.max(0).values / mod_mu.sum(0).clamp_min(1e-30)
+    purity = torch.where(
+        mod_mu.sum(0) > 0, (k * share - 1) / max(k - 1, 1), torch.zeros_like(share)
+    )
+    return {
+        "within_corr": within,
+        "between_corr": between,
+        "specificity": within - between,
+        "class_purity": float(purity.mean()) if m else nan,
+        "module_purity": purity.float(),
+        "module_class": mod_mu.argmax(0) if m else torch.zeros(0, dtype=torch.long),
+    }
+
+
+def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    return model.get_submodule(layer) if isinstance(layer, str) else layer
+
+
+_STACK_ELEMENTS = 1 << 24  # elements of stacked layer outputs held at once (64 MiB float32)
+_CHECK_IMAGES = 8
+
+
+@torch.no_grad()
+def module_ablation(
+    model: nn.Module,
+    layer: str | nn.Module,
+    modules: Tensor,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    cached: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Per-module, per-class accuracy drop when a module's channels are zeroed (DESIGN §1.4).
+
+    A forward hook on `layer` zeroes the module's channels of its output. All modules are
+    ablated together: the hook stacks one copy of the output per module (plus the intact one)
+    along the batch, so the layers before `layer` run once per batch. With `cached` (the
+    layer's intact outputs on the loader's images, in order) they do not run at all: the model
+    sees a 2-image stub whose `layer` output the hook replaces. The intact copy is checked
+    against a plain forward on the first batch; where stacking does not reproduce it or fails
+    (the network mixes tensors from before the layer into later ones, e.g. a residual across
+    it), the next mode is used: cached → stacked → one pass per module. Eval mode, no grad;
+    the model's training flag is restored.
+
+    Args:
+        model: classifier returning logits (B, K).
+        layer: name (as in `model.named_modules()`) or module whose output (B, C, ...) to ablate.
+        modules: (C,) module ids, -1 = never ablated.
+        loader: iterable of (images, labels) batches.
+        num_classes: K; default from the logits.
+        device: where to run; default the model's device.
+        cached: optional (N, C, ...) intact outputs of `layer` on the loader's images.
+    Returns:
+        {"base": (K,) per-class accuracy intact, "drop": (M, K) base - ablated accuracy,
+        "count": (K,) images per class}.
+    """
+    mods = torch.as_tensor(modules).long()
+    m = int(mods.max()) + 1 if mods.numel() and mods.max() >= 0 else 0
+    masks = torch.ones(m + 1, mods.numel())  # row 0 intact, row i+1 without module i
+    for i in range(m):
+        masks[i + 1, mods == i] = 0.0
+    target = _layer(model, layer)
+    dev = torch.device(device) if device else next(model.parameters()).device
+    masks = masks.to(dev)
+    modes = ["cached", "stacked", "single"] if cached is not None else ["stacked", "single"]
+    was_training = model.training
+    model.eval()
+    correct = count = None
+    offset = 0
+    try:
+        for i, (x, y) in enumerate(loader):
+            x, y = x.to(dev), y.to(dev)
+            part = None if cached is None else cached[offset : offset + x.shape[0]].to(dev)
+            offset += x.shape[0]
+            if i == 0:  # a few images suffice to check that the fast modes are exact
+                reference, per_image = _reference(model, target, x[:_CHECK_IMAGES])
+            while True:
+                try:
+                    logits = _ABLATE[modes[0]](model, target, masks, x, part, per_image)
+                    if i == 0 and modes[0] != "single":
+                        ok = torch.allclose(
+                            logits[0, : reference.shape[0]], reference, rtol=1e-3, atol=1e-3
+                        )
+                        logits = logits if ok else None
+                except RuntimeError:
+                    if modes[0] == "single":
+                        raise
+                    logits = None
+                if logits is not None:
+                    break
+                modes.pop(0)
+            k = max(logits.shape[-1], num_classes or 0)
+            if correct is None:
+                correct, count = torch.zeros(m + 1, k), torch.zeros(k)
+            hits = (logits.argmax(-1) == y[None]).float().cpu()  # (M+1, B)
+            correct.index_add_(1, y.cpu(), hits)
+            count += torch.bincount(y.cpu(), minlength=k).float()
+    finally:
+        model.train(was_training)
+    assert correct is not None and count is not None, "empty loader"
+    acc = correct / count.clamp_min(1)
+    return {"base": acc[0], "drop": acc[0][None] - acc[1:], "count": count}
+
+
+def _with_output(model: nn.Module, target: nn.Module, x: Tensor, fn: Callable) -> Tensor:
+    """Logits of `model(x)` with `target`'s output replaced by `fn(output)`."""
+    handle = target.register_forward_hook(lambda _m, _i, out: fn(out))
+    try:
+        return model(x)
+    finally:
+        handle.remove()
+
+
+def _reference(model: nn.Module, target: nn.Module, x: Tensor) -> tuple[Tensor, int]:
+    """Plain logits (B, K) and the layer's output size per image."""
+    size: list[int] = []
+    logits = _with_output(model, target, x, lambda out: size.append(out[0].numel()))
+    return logits, size[0]
+
+
+def _stack(out: Tensor, masks: Tensor) -> Tensor:
+    """(B, C, ...) → (copies B, C, ...): one masked copy of the batch per mask row."""
+    view = masks.view(masks.shape[0], 1, masks.shape[1], *(1,) * (out.dim() - 2))
+    return (out[None] * view.to(out.dtype)).reshape(-1, *out.shape[1:])
+
+
+def _checked(logits: Tensor, copies: int, b: int) -> Tensor:
+    if logits.shape[0] != copies * b:  # the forward did not keep the stacked batch apart
+        raise RuntimeError("ablation copies were not kept apart")
+    return logits.view(copies, b, -1)
+
+
+def _ablate_cached(
+    model: nn.Module, target: nn.Module, masks: Tensor, x: Tensor, part: Tensor, per_image: int
+) -> Tensor:
+    copies = masks.shape[0]
+    step = max(1, _STACK_ELEMENTS // (copies * per_image))
+    outs = []
+    for s in range(0, part.shape[0], step):
+        sub = part[s : s + step]
+        # a stub batch of 2 (3 if the stack is 2): never equal to, nor broadcastable with, it
+        stub = x[[0] * (3 if copies * sub.shape[0] == 2 else 2)]
+        logits = _with_output(model, target, stub, lambda _out, sub=sub: _stack(sub, masks))
+        outs.append(_checked(logits, copies, sub.shape[0]))
+    return torch.cat(outs, 1)  # (copies, B, K)
+
+
+def _ablate_stacked(
+    model: nn.Module, target: nn.Module, masks: Tensor, x: Tensor, _part: Tensor, per_image: int
+) -> Tensor:
+    b = x.shape[0]
+    xx = x if b > 1 else x[[0, 0]]  # a batch of 1 would broadcast silently against the stack
+    group = max(1, _STACK_ELEMENTS // (xx.shape[0] * per_image))
+    outs = []
+    for g in range(0, masks.shape[0], group):
+        rows = masks[g : g + group]
+        logits = _with_output(model, target, xx, lambda out, rows=rows: _stack(out, rows))
+        outs.append(_checked(logits, rows.shape[0], xx.shape[0])[:, :b])
+    return torch.cat(outs)  # (copies, B, K)
+
+
+def _ablate_single(
+    model: nn.Module, target: nn.Module, masks: Tensor, x: Tensor, _part: Tensor, _n: int
+) -> Tensor:
+    return torch.stack(
+        [
+            _with_output(model, target, x, lambda out, row=row: _stack(out, row[None]))
+            for row in masks
+        ]
+    )  # (copies, B, K)
+
+
+_ABLATE = {"cached": _ablate_cached, "stacked": _ablate_stacked, "single": _ablate_single}
