@@ -13,25 +13,25 @@ import torch
 from torch import Tensor
 
 ORDER_TARGET = 1.0 - 1e-3  # stop once the local order parameter reaches this (Böhm et al. 2010)
-_STD_EPS = 1e-8
 
 
 def response_descriptors(responses: Tensor) -> Tensor:
-    """Response-profile descriptor of each neuron, the coupling's "response" kind (DESIGN §1.2).
+    """Response-profile descriptor of each neuron: the coupling's "response" kind (DESIGN §1.2).
+
+    Delegates to `syncmodel.sync.descriptors`, so modules are found on exactly the descriptor
+    the coupling synchronises.
 
     Args:
         responses: (N, C) spatial-mean activation of C neurons on N images.
     Returns:
-        (C, N) float64: each neuron's profile over the images, standardised (zero mean, unit
-        std over images) and scaled to unit norm. Constant (e.g. dead) neurons get a zero row.
+        (C, N) float64: each neuron's profile over the images, centred and scaled to unit
+        norm. Neurons (nearly) constant over the images, dead ones included, get a zero row.
         Distances depend on correlation alone: `|v_a - v_b| = sqrt(2 - 2 corr(a, b))`.
     """
-    r = torch.as_tensor(responses).to(torch.float64).T  # (C, N)
-    r = r - r.mean(1, keepdim=True)
-    std = r.std(1, unbiased=False, keepdim=True)
-    live = std > _STD_EPS
-    r = torch.where(live, r / std.clamp_min(_STD_EPS), torch.zeros_like(r))
-    return r / r.norm(dim=1, keepdim=True).clamp_min(_STD_EPS)
+    from syncmodel.sync import descriptors
+
+    r = torch.as_tensor(responses).to(torch.float64)  # (N, C)
+    return descriptors(r[:, :, None, None], kind="response").nan_to_num(0.0)  # (C, N)
 
 
 def _pairwise(x: Tensor) -> Tensor:
