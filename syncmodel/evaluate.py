@@ -1,0 +1,353 @@
+"""`evaluate`: every interpretability metric of DESIGN §1.4 on a model and held-out data.
+
+One forward pass collects the named layers' activations; the metrics, Sync modules, module
+ablation and (optionally) the pictures follow → a flat report and a per-neuron table.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from syncmodel.data import DataBundle, Split
+from syncmodel.errors import ConfigError
+from syncmodel.metrics import (
+    class_means,
+    class_selectivity,
+    inference_positions,
+    interpretability,
+    location_instability,
+    mis,
+    module_ablation,
+    module_consistency,
+    module_specificity,
+    neuron_scores,
+    part_detectors,
+    peak_mass,
+    spatial_entropy,
+    spatial_spread,
+    top_images,
+)
+from syncmodel.modules import find_modules
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+# Report keys per layer (DESIGN §1.4). With one layer they appear as is; with several, each
+# as "{layer}/{key}" and unprefixed as the mean over layers (counts: the sum).
+LAYER_KEYS = (
+    "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "selectivity", "mis",
+    "modules", "coverage", "module_size", "sync_steps", "epsilon", "consistency_ari",
+    "consistency_nmi", "within_corr", "between_corr", "specificity", "class_purity",
+    "ablation_own_drop", "ablation_other_drop", "interpretability",
+)  # fmt: skip
+LOCATION_KEYS = ("location_instability", "location_instability_min")  # with landmarks
+DETECTOR_KEYS = ("detectors", "detector_fraction", "unique_parts", "detector_iou")  # with masks
+COUNT_KEYS = {"neurons", "modules", "detectors", "unique_parts", "sync_steps"}
+_CHUNK = 256  # images per chunk for the per-map metrics
+
+
+@torch.no_grad()
+def _collect(
+    model: nn.Module, images: Tensor, layers: list[str], batch_size: int, device: torch.device
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Logits (N, K) and each layer's activations (N, C, h, w) on CPU, float32, eval mode."""
+    modules = dict(model.named_modules())
+    captured: dict[str, list[Tensor]] = {name: [] for name in layers}
+    hooks = []
+    for name in layers:
+        if name not in modules:
+            known = ", ".join(n for n, m in model.named_children())
+            raise ConfigError("layers", f"the model has no layer {name!r}; top-level: {known}")
+        hooks.append(
+            modules[name].register_forward_hook(
+                lambda _m, _i, out, name=name: captured[name].append(out.detach().float().cpu())
+            )
+        )
+    logits = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            logits.append(model(images[start : start + batch_size].to(device)).float().cpu())
+    finally:
+        for h in hooks:
+            h.remove()
+    acts = {name: torch.cat(parts) for name, parts in captured.items()}
+    for name, a in acts.items():
+        if a.dim() != 4:
+            raise ConfigError(
+                "layers", f"layer {name!r} outputs shape {tuple(a.shape)}, not (B, C, H, W)"
+            )
+    return torch.cat(logits), acts
+
+
+def _per_map(acts: Tensor) -> dict[str, Tensor]:
+    """spread, entropy, peak_mass per map (N, C), computed in chunks of images."""
+    out: dict[str, list[Tensor]] = {"spread": [], "entropy": [], "peak_mass": []}
+    for start in range(0, acts.shape[0], _CHUNK):
+        a = acts[start : start + _CHUNK]
+        out["spread"].append(spatial_spread(a))
+        out["entropy"].append(spatial_entropy(a))
+        out["peak_mass"].append(peak_mass(a))
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _layer(
+    name: str,
+    acts: Tensor,
+    split: Split,
+    model: nn.Module,
+    num_classes: int,
+    image_size: int,
+    opts: dict[str, Any],
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Report entries and neuron-table columns of one layer."""
+    n, c = acts.shape[:2]
+    labels = split.labels
+    peak = acts.flatten(2).amax(-1)  # (N, C)
+    responses = acts.mean((2, 3))  # (N, C)
+    active = (peak > 0).float().mean(0)  # (C,) fraction of images where the neuron fires
+    maps = _per_map(acts)  # (N, C) each, NaN for dead maps
+    per_neuron = {k: v.nanmean(0) for k, v in maps.items()}  # (C,) NaN if never fires
+    sel = class_selectivity(responses, labels, num_classes)
+    mis_c, mis_class = mis(responses, labels, num_classes)
+    scores = neuron_scores(per_neuron["entropy"], sel, active, num_classes)
+    rep: dict[str, float] = {
+        "neurons": c,
+        "dead_fraction": int((active == 0).sum()) / c,
+        # mean over live maps, as the focus loss and train.inspect average it (DESIGN §1.1)
+        **{k: float(v.nanmean()) for k, v in maps.items()},
+        "selectivity": float(sel.mean()),
+        "mis": float(mis_c.mean()),
+    }
+    cols: dict[str, Any] = {
+        "dead": (active == 0).tolist(),
+        "active_fraction": active.tolist(),
+        "mean_activation": responses.mean(0).tolist(),
+        "max_activation": peak.amax(0).tolist(),
+        **{k: v.tolist() for k, v in per_neuron.items()},
+        "selectivity": sel.tolist(),
+        "mis": mis_c.tolist(),
+        "mis_class": mis_class.tolist(),
+        "top_class": class_means(responses, labels, num_classes).argmax(0).tolist(),
+        "score": scores.tolist(),
+    }
+    if split.landmarks is not None:
+        pos = inference_positions(acts, image_size)  # (C, N, 2)
+        top = top_images(peak, opts["top_k"])  # (C, N)
+        li = location_instability(pos, split.landmarks, image_size, top)
+        li_min = location_instability(pos, split.landmarks, image_size, top, reduce="min")
+        rep["location_instability"] = float(li.nanmean())
+        rep["location_instability_min"] = float(li_min.nanmean())
+        cols["location_instability"] = li.tolist()
+        cols["location_instability_min"] = li_min.tolist()
+    if split.part_masks is not None:
+        det = part_detectors(acts, split.part_masks, opts["quantile"], opts["iou_threshold"])
+        names = opts["part_names"] or [str(p) for p in range(split.part_masks.shape[1])]
+        rep.update(
+            detectors=det.count,
+            detector_fraction=det.count / c,
+            unique_parts=det.unique_parts,
+            detector_iou=float(det.best_iou.mean()),
+        )
+        cols["detector_iou"] = det.best_iou.tolist()
+        cols["detector_part"] = [names[p] for p in det.best_part.tolist()]
+        cols["detector"] = det.is_detector.tolist()
+    # modules: on all images, and on two disjoint halves for consistency across data
+    eps, steps, mdl = opts["epsilon"], opts["max_steps"], opts["mdl"]
+    modules, n_steps, eps_used = find_modules(responses, eps, steps, mdl)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(opts["seed"]))
+    half_a, _, _ = find_modules(responses[perm[: n // 2]], eps, steps, mdl)
+    half_b, _, _ = find_modules(responses[perm[n // 2 :]], eps, steps, mdl)
+    cons = module_consistency(half_a, half_b)
+    spec = module_specificity(responses, modules, labels, num_classes)
+    n_mod = int(modules.max()) + 1 if modules.max() >= 0 else 0
+    in_mod = int((modules >= 0).sum())
+    rep.update(
+        modules=n_mod,
+        coverage=in_mod / c,
+        module_size=in_mod / n_mod if n_mod else 0.0,
+        sync_steps=n_steps,
+        epsilon=eps_used,
+        consistency_ari=cons["ari"],
+        consistency_nmi=cons["nmi"],
+        **{k: spec[k] for k in ("within_corr", "between_corr", "specificity", "class_purity")},
+    )
+    own = other = math.nan
+    if n_mod and opts["ablation"]:
+        abl = module_ablation(
+            model, name, modules, opts["loader"], num_classes, opts["device"], cached=acts
+        )
+        drop = abl["drop"]  # (M, K)
+        mine = torch.nn.functional.one_hot(spec["module_class"], drop.shape[1]).bool()
+        own = float(drop[mine].mean())
+        other = float(drop[~mine].mean()) if drop.shape[1] > 1 else math.nan
+    rep.update(ablation_own_drop=own, ablation_other_drop=other)
+    rep["interpretability"] = interpretability(
+        scores, rep["coverage"], cons["ari"], spec["class_purity"]
+    )
+    cols["module"] = modules.tolist()
+    return rep, cols
+
+
+def _neuron_table(layer_cols: dict[str, dict[str, Any]]) -> pa.Table:
+    """One row per neuron; fixed schema (NaN and absent metrics become nulls)."""
+    import pyarrow as pa
+
+    f32, i32 = pa.float32(), pa.int32()
+    schema = [
+        ("layer", pa.string()), ("neuron", i32), ("module", i32), ("dead", pa.bool_()),
+        ("active_fraction", f32), ("mean_activation", f32), ("max_activation", f32),
+        ("spread", f32), ("entropy", f32), ("peak_mass", f32), ("selectivity", f32),
+        ("mis", f32), ("mis_class", i32), ("top_class", i32), ("score", f32),
+        ("location_instability", f32), ("location_instability_min", f32),
+        ("detector_iou", f32), ("detector_part", pa.string()), ("detector", pa.bool_()),
+    ]  # fmt: skip
+    columns: dict[str, list] = {name: [] for name, _ in schema}
+    for layer, cols in layer_cols.items():
+        c = len(cols["module"])
+        cols = {**cols, "layer": [layer] * c, "neuron": list(range(c))}
+        for name, _ in schema:
+            values = cols.get(name, [None] * c)
+            columns[name] += [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+    return pa.table({name: pa.array(columns[name], type=t) for name, t in schema})
+
+
+def evaluate(
+    model: nn.Module,
+    data: Split | DataBundle,
+    layers: list[str] | None = None,
+    *,
+    max_images: int | None = 2000,
+    batch_size: int = 256,
+    epsilon: float = 0.5,
+    mdl: bool = False,
+    max_steps: int = 100,
+    top_k: int = 20,
+    quantile: float = 0.005,
+    iou_threshold: float = 0.04,
+    ablation: bool = True,
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    part_names: list[str] | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    picture_dir: str | Path | None = None,
+) -> tuple[dict[str, float | int], pa.Table]:
+    """All metrics of DESIGN §1.4 for `model` on held-out data → (report, neurons table).
+
+    Activations of `layers` are collected in one batched, no-grad, eval-mode pass with forward
+    hooks (the model's training flag is restored). Per layer: focus (spread, entropy, peak
+    mass), semantics (selectivity, MIS), location instability and part detectors where the
+    split has landmarks / part masks, Sync modules on the response descriptors (the
+    coupling's descriptor) of all images, their consistency between two disjoint random
+    halves, specificity, ablation, and the composite `interpretability` score.
+
+    Args:
+        model: classifier returning logits (B, K).
+        data: a `Split`, or a `DataBundle` (its test split is used).
+        layers: module names with post-ReLU (B, C, H, W) outputs; default the last conv stage
+            (`syncmodel.nets.conv_layers(model)[-1]`).
+        max_images: first images used (None = all). Default 2000.
+        batch_size: forward batch. Default 256.
+        epsilon, mdl, max_steps: Sync clustering (`syncmodel.modules.find_modules`).
+        top_k: images per filter for location instability. Default 20.
+        quantile, iou_threshold: Network Dissection. Defaults 0.005, 0.04.
+        ablation: run `module_ablation` (one stacked pass per batch). Default True.
+        num_classes, image_size, part_names: default from the bundle / logits / images.
+        device: default the model's device.
+        seed: seed of the random halves.
+        picture_dir: if given, write the module grids and similarity matrix PNGs there.
+    Returns:
+        report: flat dict of floats/ints: "accuracy", "accuracy_class_{k}", "images",
+            "eval_seconds", and per layer `LAYER_KEYS` (+ `LOCATION_KEYS` with landmarks,
+            `DETECTOR_KEYS` with part masks); NaN where a metric is undefined (e.g.
+            between_corr with fewer than 2 modules).
+        neurons: `pyarrow.Table`, one row per neuron (see `_neuron_table` for the schema).
+    """
+    t0 = time.perf_counter()
+    split = data.test if isinstance(data, DataBundle) else data
+    if isinstance(data, DataBundle):
+        num_classes = num_classes or data.num_classes
+        image_size = image_size or data.image_size
+        part_names = part_names or data.part_names or None
+    n = len(split) if max_images is None else min(len(split), max_images)
+    split = Split(
+        split.images[:n],
+        split.labels[:n],
+        None if split.landmarks is None else split.landmarks[:n],
+        None if split.part_masks is None else split.part_masks[:n],
+    )
+    if layers is None:
+        from syncmodel.nets import conv_layers
+
+        layers = conv_layers(model)[-1:]
+    dev = torch.device(device) if device else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        logits, acts = _collect(model, split.images, list(layers), batch_size, dev)
+        num_classes = num_classes or logits.shape[1]
+        image_size = image_size or split.images.shape[-1]
+        pred = logits.argmax(1)
+        report: dict[str, float | int] = {
+            "images": n,
+            "accuracy": float((pred == split.labels).float().mean()),
+        }
+        for k in range(num_classes):
+            of_k = split.labels == k
+            report[f"accuracy_class_{k}"] = (
+                float((pred[of_k] == k).float().mean()) if of_k.any() else math.nan
+            )
+        loader = [
+            (split.images[s : s + batch_size], split.labels[s : s + batch_size])
+            for s in range(0, n, batch_size)
+        ]
+        opts = dict(
+            top_k=top_k, quantile=quantile, iou_threshold=iou_threshold, part_names=part_names,
+            epsilon=epsilon, max_steps=max_steps, mdl=mdl, seed=seed, ablation=ablation,
+            loader=loader, device=dev,
+        )  # fmt: skip
+        per_layer, layer_cols = {}, {}
+        for name in layers:
+            per_layer[name], layer_cols[name] = _layer(
+                name, acts[name], split, model, num_classes, image_size, opts
+            )
+    finally:
+        model.train(was_training)
+    report.update(_merge(per_layer))
+    if picture_dir is not None:
+        from syncmodel.viz import module_grids, similarity_matrix
+
+        for name in layers:
+            modules = torch.tensor(layer_cols[name]["module"])
+            module_grids(split.images, acts[name], modules, picture_dir, layer=name)
+            stem = name.replace("/", "_").replace(".", "_")
+            similarity_matrix(
+                acts[name].mean((2, 3)), modules, Path(picture_dir) / f"{stem}_similarity.png",
+                title=f"{name}: response correlation, ordered by module",
+            )  # fmt: skip
+    report["eval_seconds"] = time.perf_counter() - t0
+    return report, _neuron_table(layer_cols)
+
+
+def _merge(per_layer: dict[str, dict[str, float]]) -> dict[str, float | int]:
+    """One layer: its keys as they are. Several: prefixed, plus the mean (counts: sum)."""
+    if len(per_layer) == 1:
+        return dict(next(iter(per_layer.values())))
+    out: dict[str, float | int] = {}
+    keys = dict.fromkeys(k for rep in per_layer.values() for k in rep)
+    for key in keys:
+        values = [rep[key] for rep in per_layer.values() if key in rep]
+        if key in COUNT_KEYS:
+            out[key] = int(sum(values))
+        else:
+            finite = [v for v in values if not math.isnan(v)]
+            out[key] = sum(finite) / len(finite) if finite else math.nan
+    for layer, rep in per_layer.items():
+        out.update({f"{layer}/{k}": v for k, v in rep.items()})
+    return out
