@@ -1,15 +1,95 @@
-"""`syncstudy evaluate` (not yet implemented)."""
+"""`syncstudy evaluate CHECKPOINT`: the interpretability report of a trained model.
+
+Writes report.json, neurons.parquet and the module PNGs to --out; `--json` makes the last
+stdout line the report as JSON (NaN → null).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
 
 from syncmodel.errors import SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("checkpoint", type=Path, help="model.pt, or the folder that holds it")
+    parser.add_argument("--dataset", default=None, help="data set to evaluate on (default: the checkpoint's)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.json, neurons.parquet, PNGs")
+    parser.add_argument("--json", action="store_true", help="last stdout line: the report as JSON")
+    parser.add_argument("--max-images", type=int, default=2000, metavar="N", help="held-out images used (default 2000)")
+    parser.add_argument("--layers", nargs="+", default=None, metavar="NAME",
+                        help="layers to evaluate (default: the checkpoint's regularised layers)")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="Sync radius for the modules (default: the checkpoint's epsilon)")
+    parser.add_argument("--mdl", action="store_true", help="choose the Sync radius by MDL instead")
+    parser.add_argument("--no-pictures", action="store_true", help="skip the PNGs")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")  # fmt: skip
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SyncStudyError("'evaluate' is not implemented yet")
+    import torch
+
+    from syncmodel.checkpoint import load_checkpoint
+    from syncmodel.data import load_data
+    from syncmodel.evaluate import evaluate
+    from syncmodel.nets import default_layers
+
+    if args.max_images is not None and args.max_images < 2:
+        raise SyncStudyError(f"--max-images: must be >= 2, got {args.max_images}")
+    path = args.checkpoint
+    if not path.exists():
+        raise SyncStudyError(f"{path}: checkpoint not found")
+    model, config, meta = load_checkpoint(path, map_location=args.device)
+    dataset = args.dataset or config.dataset
+    data = load_data(config.replace(dataset=dataset))
+    if (data.in_channels, data.num_classes) != (meta.get("in_channels"), meta.get("num_classes")):
+        raise SyncStudyError(
+            f"--dataset {dataset}: {data.in_channels} channels / {data.num_classes} classes, but "
+            f"{path} was trained on {meta.get('in_channels')} / {meta.get('num_classes')}"
+        )
+    layers = args.layers or meta.get("layers") or config.layers or default_layers(config.backbone)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report, neurons = evaluate(
+        model.to(torch.device(args.device)),
+        data,
+        list(layers),
+        max_images=args.max_images,
+        epsilon=config.epsilon if args.epsilon is None else args.epsilon,
+        mdl=args.mdl,
+        picture_dir=None if args.no_pictures else out,
+    )
+    report = {k: _finite(v) for k, v in report.items()}
+    _write(out, report, neurons)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        keys = ("accuracy", "interpretability", "spread", "selectivity", "modules", "coverage",
+                "consistency_ari", "specificity", "location_instability", "detectors")  # fmt: skip
+        print("  ".join(f"{k} {_fmt(report[k])}" for k in keys if k in report))
+        print(f"wrote {out}/report.json, neurons.parquet ({neurons.num_rows} neurons) and PNGs",
+              file=sys.stdout)  # fmt: skip
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _write(out: Path, report: dict[str, Any], neurons: Any) -> None:
+    import pyarrow.parquet as pq
+
+    from syncmodel.checkpoint import atomic_write
+
+    text = json.dumps(report, indent=2)
+    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write(out / "neurons.parquet", lambda tmp: pq.write_table(neurons, tmp))
