@@ -10,7 +10,6 @@ reference of every key.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -120,34 +119,25 @@ class StudySpec:
 
 
 # --------------------------------------------------------------------------- names syncmodel knows
-
-# Used only while a syncmodel registry cannot be imported or is empty.
-_FALLBACK_DATASETS = (
-    "digits", "shapes", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "fake-cifar10",
-)
-_FALLBACK_BACKBONES = ("simple_cnn", "resnet18", "vgg11_bn")
-_FALLBACK_FOCUS_KINDS = ("spread", "template")
-
-
-def _registry_names(module: str, attr: str, fallback: tuple[str, ...]) -> list[str]:
-    # The registries import torch (seconds): the loader asks only once the cheap checks passed.
-    try:
-        registry = getattr(importlib.import_module(module), attr)
-    except ImportError:
-        return list(fallback)
-    return registry.names() or list(fallback)
+# The registries import torch (seconds): the loader asks them only once the cheap checks passed.
 
 
 def known_datasets() -> list[str]:
-    return _registry_names("syncmodel.data.registry", "DATASETS", _FALLBACK_DATASETS)
+    from syncmodel.data.registry import DATASETS
+
+    return DATASETS.names()
 
 
 def known_backbones() -> list[str]:
-    return _registry_names("syncmodel.nets", "BACKBONES", _FALLBACK_BACKBONES)
+    from syncmodel.nets import BACKBONES
+
+    return BACKBONES.names()
 
 
 def known_focus_kinds() -> list[str]:
-    return _registry_names("syncmodel.focus", "FOCUS_KINDS", _FALLBACK_FOCUS_KINDS)
+    from syncmodel.focus import FOCUS_KINDS
+
+    return FOCUS_KINDS.names()
 
 
 # --------------------------------------------------------------------------- loading

@@ -7,6 +7,7 @@ naming the field. Imported by `pipeline.spec.load_spec` (which adds the file nam
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -31,7 +32,7 @@ from pipeline.spec import (
     known_focus_kinds,
     redact_uri,
 )
-from pipeline.spec_yaml import error_message, short
+from pipeline.spec_yaml import error_message, key_text, short
 from syncmodel.config import TrainConfig, coerce
 from syncmodel.errors import ConfigError
 
@@ -89,7 +90,7 @@ def build(raw: dict[str, Any], source: Path, smoke: bool) -> StudySpec:
     if not NAME_RE.match(name):
         raise ConfigError("name", f"must be 1-64 of a-z 0-9 _ - (first a letter or digit), got {short(name)}")
     description = _string(raw.get("description", ""), "description", empty=True)
-    train_raw = mapping(raw.get("train", {}), "train", None)
+    train_raw = mapping(raw.get("train", {}), "train", tuple(TrainConfig.field_names()))
     train = TrainConfig.from_dict(train_raw, prefix="train.")
     search = _parse_search(raw["search"], train_raw)
     objectives = _parse_objectives(raw["objectives"])
@@ -132,9 +133,14 @@ def mapping(value: Any, path: str, allowed: tuple[str, ...] | None) -> dict[str,
     if allowed is not None:
         for key in value:
             if key not in allowed:
-                where = key if path == "spec" else f"{path}.{key}"
-                raise ConfigError(where, f"unknown key; known: {', '.join(allowed)}")
+                where = key_text(key) if path == "spec" else f"{path}.{key_text(key)}"
+                raise ConfigError(where, f"unknown key;{_did_you_mean(key, allowed)} known: {', '.join(allowed)}")
     return value
+
+
+def _did_you_mean(word: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" did you mean {close[0]}?" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -191,9 +197,10 @@ def _parse_search(raw: Any, train_raw: dict[str, Any]) -> dict[str, Param]:
     searchable = [f for f in fields if f not in NOT_SEARCHABLE]
     out: dict[str, Param] = {}
     for name, spec in raw.items():
-        path = f"search.{name}"
+        path = f"search.{key_text(name)}"
         if name not in fields:
-            raise ConfigError(path, f"not a TrainConfig field; searchable: {', '.join(searchable)}")
+            hint = _did_you_mean(name, fields)
+            raise ConfigError(path, f"not a TrainConfig field;{hint} searchable: {', '.join(searchable)}")
         if name in NOT_SEARCHABLE:
             raise ConfigError(path, f"cannot be searched: {NOT_SEARCHABLE[name]}")
         if name in train_raw:
@@ -281,12 +288,14 @@ def _corners(p: Param) -> list[tuple[str, Any]]:
 
 
 def _check_corners(train: TrainConfig, search: dict[str, Param]) -> None:
-    """Every bound and choice must make a valid trial config: TrainConfig's checks do the work."""
-    base = train.to_dict()
+    """Every bound and choice must make a valid trial config: TrainConfig's checks do the work.
+
+    Values are already coerced to the field types, so `replace` (which re-validates) suffices.
+    """
     for p in search.values():
         for label, value in _corners(p):
             try:
-                TrainConfig.from_dict({**base, p.name: value})
+                train.replace(**{p.name: value})
             except ConfigError as exc:
                 same = exc.field == p.name
                 msg = error_message(exc) if same else f"gives an invalid trial config: {exc}"
@@ -294,7 +303,7 @@ def _check_corners(train: TrainConfig, search: dict[str, Param]) -> None:
     for side in (0, -1):  # all dimensions at once, for checks across fields
         point = {p.name: _corners(p)[side][1] for p in search.values()}
         try:
-            TrainConfig.from_dict({**base, **point})
+            train.replace(**point)
         except ConfigError as exc:
             raise ConfigError("search", f"the corner {point} gives an invalid trial config: {exc}") from None
 
@@ -314,7 +323,7 @@ def _parse_objectives(raw: Any) -> list[Objective]:
         if metric not in METRICS:
             raise ConfigError(
                 f"{path}.metric",
-                f"unknown metric {short(metric)}; known: {', '.join(METRICS)}",
+                f"unknown metric {short(metric)};{_did_you_mean(metric, METRICS)} known: {', '.join(METRICS)}",
             )
         if any(o.metric == metric for o in out):
             raise ConfigError(f"{path}.metric", f"duplicate objective {metric!r}")

@@ -1,6 +1,6 @@
 """Strict YAML reading for study specs: file errors, syntax errors and odd documents → `SpecError`.
 
-YAML 1.2 scalars (`1e-3` is a float, `yes`/`no`/`on`/`off` stay strings, no base-60 numbers),
+YAML 1.2 scalars (`1e-3` is a float; `yes`/`no`/`on`/`off` and dates stay strings; no base 60),
 duplicate keys refused, and a size/depth budget so that alias bombs and cycles fail fast.
 """
 
@@ -24,6 +24,8 @@ _BOOL = "tag:yaml.org,2002:bool"
 _FLOAT = "tag:yaml.org,2002:float"
 _INT = "tag:yaml.org,2002:int"
 _MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 class SpecError(ConfigError):
@@ -31,6 +33,7 @@ class SpecError(ConfigError):
 
     def __init__(self, file: str | Path | None, field: str, message: str):
         message = " ".join(str(message).split())  # one line, whatever the source said
+        field = _printable(field)
         if len(message) > MAX_MESSAGE:
             message = message[: MAX_MESSAGE - 3] + "..."
         super().__init__(field, message)
@@ -47,10 +50,18 @@ def error_message(exc: ConfigError) -> str:
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema booleans, floats and ints, and no duplicate keys."""
+    """SafeLoader with YAML 1.2 core-schema scalars (no implicit dates) and no duplicate keys."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. !!timestamp 2024-13-45
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value: {exc}", node.start_mark
+            ) from None
 
     yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT, _INT)]
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT, _INT, _TIMESTAMP)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
@@ -120,7 +131,10 @@ def read_yaml(path: str | Path) -> Any:
         what = exc.problem or exc.context or "invalid YAML"
         where = f"line {mark.line + 1}" if mark is not None else ""
         col = f" (column {mark.column + 1})" if mark is not None else ""
-        raise SpecError(path, where, f"YAML error: {what}{col}") from None
+        started = ""
+        if exc.context and exc.context_mark is not None and exc.context_mark.line != mark.line:
+            started = f"; {exc.context} started on line {exc.context_mark.line + 1}"
+        raise SpecError(path, where, f"YAML error: {what}{col}{started}") from None
     except yaml.YAMLError as exc:
         raise SpecError(path, "", f"YAML error: {exc}") from None
     except RecursionError:
@@ -147,7 +161,8 @@ def check_tree(doc: Any) -> None:
     def visit(value: Any, path: str, depth: int) -> None:
         budget[0] -= 1
         if budget[0] < 0:
-            raise ConfigError(path or "spec", f"more than {MAX_NODES} values (aliases?): not a study spec")
+            top = re.split(r"[.\[]", path)[0] or "spec"
+            raise ConfigError(top, f"more than {MAX_NODES} values (aliases?): not a study spec")
         if depth > MAX_DEPTH:
             raise ConfigError(path or "spec", f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, bool):
@@ -165,13 +180,22 @@ def check_tree(doc: Any) -> None:
                     raise ConfigError(
                         path or "spec", f"keys must be strings, got {type(key).__name__} {short(key)}"
                     )
-                visit(item, f"{path}.{key}" if path else key, depth + 1)
+                visit(item, f"{path}.{key_text(key)}" if path else key_text(key), depth + 1)
         else:
             for i, item in enumerate(value):
                 visit(item, f"{path}[{i}]", depth + 1)
         active.discard(id(value))
 
     visit(doc, "", 0)
+
+
+def key_text(key: str) -> str:
+    """A mapping key as it appears in a field path: plain words bare, anything else quoted."""
+    return key if _PLAIN_KEY.match(key) else repr(key)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def short(value: Any, limit: int = 60) -> str:
