@@ -26,7 +26,7 @@ whose update is v_c <- v_c + 1/|N(c)| * sum_{g in N(c)} sin(v_g - v_c). With red
 
 Scale. Descriptors have unit norm, so their coordinates are small and
 1 - cos(x) ≈ x^2/2: each neighbour pair costs about |v_g - v_c|^2 / 2 <= epsilon^2 / 2.
-`syncmodel.regularizer` divides by epsilon^2 / 2 so that coupling strengths are O(1)-scaled.
+`syncmodel.regularizer` divides by epsilon^2 so that coupling strengths are O(1)-scaled.
 """
 
 from __future__ import annotations
