@@ -18,14 +18,33 @@ from syncmodel.errors import SyncStudyError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="model.pt, or the folder that holds it")
-    parser.add_argument("--dataset", default=None, help="data set to evaluate on (default: the checkpoint's)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for report.json, neurons.parquet, PNGs")
+    parser.add_argument(
+        "--dataset", default=None, help="data set to evaluate on (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for report.json, neurons.parquet, PNGs"
+    )
     parser.add_argument("--json", action="store_true", help="last stdout line: the report as JSON")
-    parser.add_argument("--max-images", type=int, default=2000, metavar="N", help="held-out images used (default 2000)")
-    parser.add_argument("--layers", nargs="+", default=None, metavar="NAME",
-                        help="layers to evaluate (default: the checkpoint's regularised layers)")
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="Sync radius for the modules (default: the checkpoint's epsilon)")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="held-out images used (default 2000)",
+    )
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="layers to evaluate (default: the checkpoint's regularised layers)",
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=None,
+        help="Sync radius for the modules (default: the checkpoint's epsilon)",
+    )
     parser.add_argument("--mdl", action="store_true", help="choose the Sync radius by MDL instead")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNGs")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")  # fmt: skip

@@ -80,11 +80,8 @@ def test_mdl_prefers_the_true_partition() -> None:
     assert labels.tolist() == truth.tolist()
 
 
-def test_512_neurons_cluster_quickly() -> None:
-    import time
-
+def test_512_neurons_synchronise_in_a_few_steps() -> None:
     responses = _groups([8] * 64, n=1000, noise=0.3)  # (1000, 512)
-    start = time.perf_counter()
-    labels, _, _ = find_modules(responses, epsilon=0.5)
-    assert time.perf_counter() - start < 10  # ~1 s on an idle 2-core machine
-    assert int(labels.max()) + 1 == 64
+    labels, steps, _ = find_modules(responses, epsilon=0.5)
+    assert int(labels.max()) + 1 == 64 and (labels >= 0).all()
+    assert steps <= 5  # each step is three (512, 1000) matmuls: ~1 s in all on 2 cores
