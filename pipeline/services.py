@@ -298,6 +298,9 @@ def start_mlflow_server(
     port = port or free_port("127.0.0.1" if host in ("0.0.0.0", "") else host)
     log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="mlflow-")) / "server.log"
     env = dict(os.environ)
+    # MLflow 3's server also starts a job runner and a pool of huey consumers (GenAI jobs: prompt
+    # optimisation, trace roll-ups); a study tracker uses none of them, so keep the head lean.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if password is not None:
         env["PGPASSWORD"] = password
     cmd = [
