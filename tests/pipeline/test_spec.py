@@ -274,3 +274,27 @@ def test_catalog_matches_what_evaluate_reports() -> None:
     reported = set(evaluate.LAYER_KEYS) | set(evaluate.LOCATION_KEYS) | set(evaluate.DETECTOR_KEYS)
     evaluated = {name for name, info in METRICS.items() if info.evaluation}
     assert evaluated <= reported, evaluated - reported
+
+
+def test_merge_keys_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + textwrap.dedent("""\
+        name: merge
+        search:
+          epsilon: &range {low: 0.2, high: 0.8}
+          coupling_K:
+            <<: *range
+            high: 2.0
+        objectives: [{metric: test_acc}]
+        """).encode())
+    spec = load_spec(path)
+    assert (spec.search["coupling_K"].low, spec.search["coupling_K"].high) == (0.2, 2.0)
+
+
+def test_reference_documents_every_key() -> None:
+    from pipeline.spec_sections import TOP_KEYS
+    from syncmodel.config import TrainConfig
+
+    doc = (ROOT / "docs" / "spec.md").read_text()
+    for key in [*TOP_KEYS, *TrainConfig.field_names(), *METRICS]:
+        assert f"`{key}`" in doc, key
