@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,17 @@ def _validate(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return int(rc), out, err
 
 
+HEAVY = ("ray", "optuna", "mlflow")
+
+
 @pytest.fixture(autouse=True)
-def _no_heavy_imports(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Importing any of these while validating fails the test (None in sys.modules → ImportError).
-    for name in ("ray", "optuna", "mlflow"):
-        monkeypatch.setitem(sys.modules, name, None)
+def _no_heavy_imports(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Validating imports none of these (other tests of the session may have imported them
+    # already; the fresh-process test below checks from a clean interpreter).
     monkeypatch.delenv("SYNCSTUDY_TEST_UNSET_VARIABLE", raising=False)
+    before = {name for name in HEAVY if name in sys.modules}
+    yield
+    assert {name for name in HEAVY if name in sys.modules} == before
 
 
 def test_corpus_is_large() -> None:

@@ -3,8 +3,10 @@ project's error with a one-line message; never another exception, never a traceb
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 WORKDIR = Path(tempfile.mkdtemp(prefix="syncstudy-spec-hypothesis-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 # Words a spec uses, so that random documents reach past the first unknown key.
 WORDS = [
