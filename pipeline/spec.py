@@ -144,14 +144,19 @@ def known_focus_kinds() -> list[str]:
 
 
 def load_spec(
-    path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None
+    path: str | Path,
+    *,
+    smoke: bool = False,
+    overrides: dict[str, Any] | None = None,
+    check_data: bool = True,
 ) -> StudySpec:
     """Read, validate and resolve a study spec. Both forms are checked, full and smoke; the
     smoke form (the `smoke:` section over the rest) is returned when `smoke` is true.
 
     `overrides` maps `key` or `section.key` to a value that replaces the spec's (after the
     smoke form), e.g. {"storage": DIR, "tracking.uri": URI}; None values are skipped (an
-    unset command-line flag).
+    unset command-line flag). `check_data=False` skips the check that a file-based data set's
+    folder exists on this machine (a cluster launch: the data is on the workers).
     """
     from pipeline.spec_sections import SMOKE_KEYS, build, mapping
 
@@ -165,7 +170,7 @@ def load_spec(
         base_raw = {k: v for k, v in doc.items() if k != "smoke"}
         extra = _expand_overrides(overrides or {})
         try:
-            full = build(_merge(base_raw, extra), Path(path), smoke=False)
+            full = build(_merge(base_raw, extra), Path(path), False, check_data)
         except ConfigError as exc:
             raise _blame(exc, extra, "", "(from the command line)") from None
         if smoke_raw is None:
@@ -173,7 +178,7 @@ def load_spec(
                 raise ConfigError("smoke", "--smoke was asked for, but the spec has no smoke section")
             return full
         try:
-            reduced = build(_merge(_merge(base_raw, smoke_raw), extra), Path(path), smoke=True)
+            reduced = build(_merge(_merge(base_raw, smoke_raw), extra), Path(path), True, check_data)
         except ConfigError as exc:
             exc = _blame(exc, extra, "", "(from the command line)")
             raise _blame(exc, smoke_raw, "smoke.", "(in the smoke form)", elsewhere=True) from None

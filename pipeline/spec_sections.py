@@ -80,7 +80,7 @@ TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "m
 # --------------------------------------------------------------------------- one form of a spec
 
 
-def build(raw: dict[str, Any], source: Path, smoke: bool) -> StudySpec:
+def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = True) -> StudySpec:
     """A `StudySpec` from one form's raw mapping: each section parsed, then the checks across."""
     mapping(raw, "spec", TOP_KEYS)
     for key in ("name", "search", "objectives"):
@@ -113,7 +113,7 @@ def build(raw: dict[str, Any], source: Path, smoke: bool) -> StudySpec:
     _check_sampler(sampler, search, samples)
     _check_objectives(objectives, train, evaluation)
     _check_device(train, resources)
-    train = _check_data(train)
+    train = _check_data(train, check_data)
     _check_names(train, search)
     return StudySpec(
         name=name, train=train, search=search, objectives=objectives, sampler=sampler,
@@ -556,12 +556,13 @@ def _check_device(train: TrainConfig, resources: Resources) -> None:
         )
 
 
-def _check_data(train: TrainConfig) -> TrainConfig:
-    """Data sets read from files need their folder (unless download: true); paths made absolute."""
+def _check_data(train: TrainConfig, check: bool) -> TrainConfig:
+    """Data sets read from files need their folder here (unless download: true, or `check` is
+    off: the data lives on a cluster's workers); paths made absolute."""
     if train.dataset not in DATA_FILES:
         return train
     root = _abs(Path(train.data_root or "data"))
-    if not train.download and not os.path.isdir(root):
+    if check and not train.download and not os.path.isdir(root):
         raise ConfigError(
             "train.data_root",
             f"folder {root} does not exist; put {DATA_FILES[train.dataset]} there, or set train.download: true",

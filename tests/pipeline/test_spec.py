@@ -210,6 +210,13 @@ def test_download_skips_the_data_root_check(tmp_path: Path) -> None:
     assert spec.train.data_root == "/nonexistent/x"
 
 
+def test_data_check_can_be_left_to_the_workers(tmp_path: Path) -> None:
+    path = minimal(tmp_path, train={"dataset": "mnist", "data_root": "/nonexistent/mnist"})
+    with pytest.raises(SpecError, match="train.data_root: folder /nonexistent/mnist does not exist"):
+        load_spec(path)
+    assert load_spec(path, check_data=False).train.data_root == "/nonexistent/mnist"
+
+
 def test_env_reference_in_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCSTUDY_DB_PASSWORD", "s3cret")
     path = write(tmp_path, MINIMAL + 'tracking: {uri: "postgresql://mlflow:${SYNCSTUDY_DB_PASSWORD}@db/mlflow"}\n')
