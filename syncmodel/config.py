@@ -7,6 +7,7 @@ Plain dataclass, plain YAML-able values; `TrainConfig.from_dict` is the strict e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -131,8 +132,13 @@ class TrainConfig:
 
 
 # Dataclass field annotations are strings (from __future__ import annotations): resolve once.
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
+    return _type_hints(cls)[name]
 
 
 def coerce(value: Any, tp: Any, field_name: str) -> Any:
