@@ -28,7 +28,7 @@ def main() -> None:
 
     from syncmodel.config import TrainConfig
     from syncmodel.data.shapes import generate
-    from syncmodel.evaluate import evaluate
+    from syncmodel.evaluation import evaluate
     from syncmodel.nets import build_model
 
     torch.manual_seed(0)

@@ -54,7 +54,7 @@ def packing_trainable(params: dict[str, Any]) -> None:
 
     from syncmodel.config import TrainConfig
     from syncmodel.data import load_data
-    from syncmodel.train import train
+    from syncmodel.training import train
 
     config = TrainConfig.from_dict({**params["config"], "seed": int(params["trial"])})
     data = load_data(config)

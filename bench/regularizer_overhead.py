@@ -23,7 +23,7 @@ from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
 from syncmodel.nets import build_model, default_layers
 from syncmodel.regularizer import Regularizer
-from syncmodel.train import _autocast, _layout, resolve_device
+from syncmodel.training import _autocast, _layout, resolve_device
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -22,12 +22,12 @@ _LAZY = {
     "Regularizer": "syncmodel.regularizer",
     "build_model": "syncmodel.nets",
     "load_data": "syncmodel.data",
-    "train": "syncmodel.train",
-    "TrainResult": "syncmodel.train",
+    "train": "syncmodel.training",
+    "TrainResult": "syncmodel.training",
     "load_checkpoint": "syncmodel.checkpoint",
     "save_checkpoint": "syncmodel.checkpoint",
     "sync_clusters": "syncmodel.modules",
-    "evaluate": "syncmodel.evaluate",
+    "evaluate": "syncmodel.evaluation",
 }
 
 __all__ = [

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from syncmodel.checkpoint import load_checkpoint
     from syncmodel.data import load_data
-    from syncmodel.evaluate import evaluate
+    from syncmodel.evaluation import evaluate
     from syncmodel.nets import default_layers
 
     if args.max_images is not None and args.max_images < 2:

@@ -102,7 +102,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncmodel.train import train
+    from syncmodel.training import train
 
     config = config_from_args(args)
     out = args.out.resolve() if args.out is not None else None

@@ -277,7 +277,7 @@ def test_names_come_from_syncmodel_registries() -> None:
 
 
 def test_catalog_matches_what_evaluate_reports() -> None:
-    evaluate = pytest.importorskip("syncmodel.evaluate")
+    evaluate = pytest.importorskip("syncmodel.evaluation")
     reported = set(evaluate.LAYER_KEYS) | set(evaluate.LOCATION_KEYS) | set(evaluate.DETECTOR_KEYS)
     evaluated = {name for name, info in METRICS.items() if info.evaluation}
     assert evaluated <= reported, evaluated - reported

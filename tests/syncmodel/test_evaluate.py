@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from syncmodel.data import Split
-from syncmodel.evaluate import DETECTOR_KEYS, LAYER_KEYS, LOCATION_KEYS, evaluate
+from syncmodel.evaluation import DETECTOR_KEYS, LAYER_KEYS, LOCATION_KEYS, evaluate
 
 C, K, N, S = 6, 3, 48, 8
 

@@ -12,7 +12,7 @@ from syncmodel.checkpoint import load_checkpoint, read_checkpoint
 from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
 from syncmodel.errors import CheckpointError
-from syncmodel.train import inspect, train
+from syncmodel.training import inspect, train
 
 FAST = dict(dataset="digits", n_train=300, epochs=2, width=8, batch_size=64, device="cpu")
 
