@@ -162,7 +162,7 @@ weights_only=True)` reads it, so it cannot run code):
 ```python
 from syncmodel.checkpoint import load_checkpoint
 from syncmodel.data import load_data
-from syncmodel.train import inspect, resolve_device
+from syncmodel.training import inspect, resolve_device
 
 model, config, meta = load_checkpoint("model.pt")
 data = load_data(config)

@@ -1,8 +1,8 @@
-"""Run a study on Ray Tune: the trainable, the driver-side recorder, Tuner set-up and resume.
-The one module that calls Ray.
+"""Run a study on Ray Tune: the trainable, Tuner set-up, resume. Ray is called here and in
+pipeline.recorder (the driver's Tune callback) only.
 
 Who does what:
-- a trial (a Ray actor, reused across trials) trains one config with `syncmodel.train`,
+- a trial (a Ray actor, reused across trials) trains one config with `syncmodel.training`,
   reports each epoch (+ a checkpoint folder when one was written) and a final result whose
   checkpoint holds model.pt, history.json, final.json and the evaluation outputs;
 - the driver's `StudyRecorder` (a Tune callback) writes MLflow and the Parquet tables from
@@ -34,7 +34,7 @@ from typing import Any
 
 from pipeline import search
 from pipeline.spec import EvaluationSpec, Param, StudySpec
-from pipeline.tables import StudyTables, TrialRow
+from pipeline.tables import TrialRow
 from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
@@ -49,7 +49,7 @@ FINAL_FILE = "final.json"  # in a trial's final checkpoint: its final result
 HISTORY_FILE = "history.json"
 
 # Keys Tune adds to every result; everything else numeric in an epoch result is the record.
-_TUNE_KEYS = {
+TUNE_KEYS = {
     "training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip",
     "hostname", "pid", "time_this_iter_s", "timestamp", "date", "time_since_restore",
     "timesteps_since_restore", "iterations_since_restore", "config", "checkpoint_dir_name",
@@ -104,7 +104,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
     import torch
     from ray import tune
 
-    from syncmodel.train import train
+    from syncmodel.training import train
 
     assert ctx is not None
     started = time.time()
@@ -154,8 +154,8 @@ def _evaluate(result: Any, data: Any, spec: EvaluationSpec, out: Path) -> dict[s
     """Interpretability report → report.json, neurons.parquet, pictures/ in `out`."""
     import pyarrow.parquet as pq
 
-    from syncmodel.evaluate import evaluate
-    from syncmodel.train import current_epsilon
+    from syncmodel.evaluation import evaluate
+    from syncmodel.training import current_epsilon
 
     config = result.config
     pictures = out / "pictures" if spec.pictures else None
@@ -168,228 +168,6 @@ def _evaluate(result: Any, data: Any, spec: EvaluationSpec, out: Path) -> dict[s
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True))
     pq.write_table(neurons, out / "neurons.parquet")
     return report
-
-
-# ----------------------------------------------------------------------------- the driver
-
-
-def classify_error(text: str) -> tuple[str, str]:
-    """(status, one-line message) of a trial's error trace."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    message = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "^", "~"))), "")
-    oom = any(s in (text or "") for s in ("OutOfMemoryError", "out of memory", "OOM"))
-    return ("oom" if oom else "error"), (message or "unknown error")[:500]
-
-
-class StudyRecorder:
-    """Driver-side: MLflow child runs and Parquet rows from Tune's events (see module doc).
-
-    Pickled into Tune's experiment state (tuner.pkl) and unpickled on restore, so it holds
-    only plain settings; the MLflow client and tables are opened on first use.
-    """
-
-    def __init__(
-        self,
-        *,
-        study: str,
-        target: TrackingTarget,
-        parent_id: str,
-        storage: str,
-        ctx_base: dict[str, Any],
-        search_params: dict[str, Param],
-        objectives: list[str],
-        total: int,
-        quiet: bool = False,
-    ):
-        self.study = study
-        self.target = target
-        self.parent_id = parent_id
-        self.storage = storage
-        self.base = ctx_base
-        self.search_params = search_params
-        self.objectives = objectives
-        self.total = total
-        self.quiet = quiet
-        self._state: dict[str, Any] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_state": None}
-
-    # lazily opened, per driver process
-    @property
-    def tracker(self) -> Tracker:
-        return self._open()["tracker"]
-
-    @property
-    def tables(self) -> StudyTables:
-        return self._open()["tables"]
-
-    def _open(self) -> dict[str, Any]:
-        if self._state is None:
-            self._state = {
-                "tracker": Tracker(self.target, self.study),
-                "tables": StudyTables(self.storage),
-                "runs": {},
-                "lock": threading.Lock(),
-            }
-        return self._state
-
-    def config_of(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        params = search.decode_params_from(self.search_params, sampled)
-        return TrainConfig.from_dict({**self.base, **params}).to_dict()
-
-    def run_id(self, trial_id: str, sampled: dict[str, Any]) -> str:
-        runs = self._open()["runs"]
-        if trial_id not in runs:
-            runs[trial_id] = self.tracker.trial_run(trial_id, self.parent_id, self.config_of(sampled))
-        return runs[trial_id]
-
-    def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
-        self.run_id(trial_id, sampled)
-
-    def epoch(self, trial_id: str, sampled: dict[str, Any], result: dict[str, Any]) -> None:
-        if result.get("final"):
-            return
-        record = {k: v for k, v in result.items() if k not in _TUNE_KEYS and _number(v)}
-        if "epoch" not in record:
-            return
-        self.tracker.log_epochs(self.run_id(trial_id, sampled), [record])
-        self.tables.upsert_history(trial_id, [record])
-
-    def finish(
-        self,
-        trial_id: str,
-        sampled: dict[str, Any],
-        result: dict[str, Any] | None,
-        checkpoint: Any,
-        error_text: str | None = None,
-        node: str | None = None,
-    ) -> str:
-        """Record a trial's end (idempotent); returns its status."""
-        result = dict(result or {})
-        run_id = self.run_id(trial_id, sampled)
-        config = self.config_of(sampled)
-        if error_text is not None:
-            status, error = classify_error(error_text)
-        elif result.get("final"):
-            status, error = str(result.get("status", "ok")), str(result.get("error") or "") or None
-        else:
-            status, error = "stopped", None  # the scheduler ended it before its final result
-        with contextlib.ExitStack() as stack:
-            local = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-            final = _read_json(local / FINAL_FILE) if local else None
-            if final is not None and error_text is None:
-                result = {**result, **final}
-            history = _read_json(local / HISTORY_FILE) if local else None
-            if history:
-                self.tracker.log_epochs(run_id, history)
-                self.tables.upsert_history(trial_id, history)
-            if local is not None and (local / "neurons.parquet").is_file():
-                import pyarrow.parquet as pq
-
-                self.tables.set_neurons(trial_id, pq.read_table(local / "neurons.parquet"))
-            artifacts = _artifacts(local, config, error_text, stack)
-            metrics = {k: v for k, v in result.items() if k not in _TUNE_KEYS and _number(v)}
-            if status == "stopped" or error_text is not None:
-                metrics = {k: v for k, v in metrics.items() if k in self._epoch_keys(trial_id)}
-            metrics.pop("start_time", None)
-            metrics.pop("end_time", None)
-            metrics.pop("epoch", None)
-            ckpt_path = getattr(checkpoint, "path", None)
-            node_id = str(result.get("node_id") or node or "")
-            self.tracker.finish_trial(
-                run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
-                error=error, artifacts=artifacts,
-                tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
-            )  # fmt: skip
-        row = self.tables.trials.get(trial_id)
-        start = (row.start_time if row else None) or result.get("start_time")
-        self.tables.upsert_trial(
-            TrialRow(
-                trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
-                mlflow_run_id=run_id, checkpoint=ckpt_path, node_id=node_id or None,
-                start_time=start, end_time=result.get("end_time") or time.time(),
-            )
-        )  # fmt: skip
-        self.tables.write()
-        return status
-
-    def _epoch_keys(self, trial_id: str) -> set[str]:
-        return {k for rec in self.tables.history.get(trial_id, {}).values() for k in rec}
-
-    def progress(self, trial_id: str, status: str) -> None:
-        if self.quiet:
-            return
-        done = sum(1 for r in self.tables.trials.values() if r.status != "running")
-        row = self.tables.trials[trial_id]
-        shown = "  ".join(
-            f"{m} {row.metrics[m]:.4g}" for m in self.objectives if _number(row.metrics.get(m))
-        )
-        extra = f"  ({row.error})" if row.error else ""
-        took = ""
-        if row.start_time and row.end_time:
-            took = f"  {row.end_time - row.start_time:.1f}s"
-        print(f"[{done}/{self.total}] trial {trial_id}  {status:<8} {shown}{took}{extra}", flush=True)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _artifacts(
-    local: Path | None, config: dict[str, Any], error_text: str | None, stack: contextlib.ExitStack
-) -> list[tuple[Path, str | None]]:
-    """(local path, artifact folder) pairs for a trial's child run."""
-    import yaml
-
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-art-")))
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    out: list[tuple[Path, str | None]] = [(tmp / "config.yaml", "config"), (tmp / "config.json", "config")]
-    if error_text:
-        (tmp / "error.txt").write_text(error_text)
-        out.append((tmp / "error.txt", None))
-    if local is not None:
-        out.append((local / "model.pt", "checkpoint"))
-        for name in ("report.json", "neurons.parquet", HISTORY_FILE):
-            out.append((local / name, "evaluation" if name != HISTORY_FILE else None))
-        out.append((local / "pictures", "pictures"))
-    return out
-
-
-def _callback(recorder: StudyRecorder):  # noqa: ANN202 - a ray.tune.Callback
-    from ray import tune
-
-    class _Callback(tune.Callback):
-        def __init__(self, rec: StudyRecorder):
-            self.rec = rec
-
-        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-            self.rec.start(trial.trial_id, trial.config)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001, ANN201
-            self.rec.epoch(trial.trial_id, trial.config, result)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-            status = self.rec.finish(trial.trial_id, trial.config, trial.last_result, trial.checkpoint)
-            self.rec.progress(trial.trial_id, status)
-
-        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-            text = trial.get_error() or "the trial failed without an error message"
-            status = self.rec.finish(
-                trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
-                error_text=str(text), node=(trial.last_result or {}).get("node_ip"),
-            )  # fmt: skip
-            self.rec.progress(trial.trial_id, status)
-
-    return _Callback(recorder)
 
 
 # ----------------------------------------------------------------------------- launch
@@ -422,7 +200,7 @@ def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
 @contextlib.contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
     """Connect to a cluster (`address`), reuse a Ray already started in this process, or start
-    a local one (token authentication stays on, Ray 2.52+'s default) and stop it after."""
+    a local one (token authentication on, Ray's default for local clusters) and stop it after."""
     import ray
 
     if ray.is_initialized():
@@ -432,11 +210,29 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # address="local": a new cluster, never one that `ray start` left on this machine
+        # (plain ray.init() would join that one).
+        private_token()
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def private_token() -> None:
+    """A token of this process's own for the local Ray it starts (token auth stays on).
+
+    Ray's default token file (~/.ray/auth_token) is shared by everything run under the same
+    home folder; RAY_AUTH_TOKEN outranks it and is inherited by the cluster's processes only.
+    A token the user set (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) is kept. RAY_AUTH_MODE is
+    left to ray.init, which turns token mode on for a new local cluster and refreshes this
+    process's Ray config; setting it here would leave that config stale (Ray imported).
+    """
+    import secrets
+
+    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
 def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
@@ -540,6 +336,8 @@ def _tuner(
     import ray
     from ray import tune
 
+    from pipeline.recorder import StudyCallback, StudyRecorder
+
     # The trial reports epochs before its objectives exist (final only); the spec validator
     # already checked every metric name, so Tune's per-result key check is switched off.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -590,7 +388,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
             storage_path=str(storage),
-            callbacks=[_callback(recorder)],
+            callbacks=[StudyCallback(recorder)],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
@@ -614,6 +412,8 @@ def _reconcile(
     spec: StudySpec, storage: Path, target: TrackingTarget, parent_id: str, grid: Any
 ) -> StudyOutcome:
     """After fit: record any ended trial the callbacks missed, drop runs Tune no longer knows."""
+    from pipeline.recorder import StudyRecorder
+
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage),
         ctx_base={**spec.train.to_dict(), **search.fixed_params(spec)},
@@ -646,7 +446,7 @@ def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], N
 
     def key(r: TrialRow) -> tuple[int, float]:
         v = r.metrics.get(primary.metric)
-        ok = _number(v) and math.isfinite(v)
+        ok = isinstance(v, (int, float)) and math.isfinite(v)
         return (0 if ok else 1, sign * v if ok else 0.0)
 
     names = list(search.searched(spec))
@@ -676,71 +476,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "-" if v is None else str(v)
-
-
-
-# ----------------------------------------------------------------------------- finding a study
-
-
-@dataclass
-class StudyRef:
-    """Where a launched study's records are: for `runs`, `pareto`, `export`, `dashboard`."""
-
-    name: str
-    target: TrackingTarget
-    storage: Path
-    objectives: list[tuple[str, str]] | None = None  # (metric, mode); None → ask MLflow
-    searched: list[str] | None = None
-
-
-def locate_study(
-    spec_path: str | None, study: str | None, tracking_uri: str | None = None, smoke: bool = False
-) -> StudyRef:
-    """A study from its spec file, or from `--study NAME`: ./runs/NAME (whose resolved spec
-    names the tracking store), or the experiment NAME in `--tracking-uri`."""
-    from pipeline.spec import load_spec
-
-    if spec_path:
-        spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri})
-    elif study:
-        saved = Path("runs") / study / SPEC_FILE
-        if saved.is_file():
-            spec = load_spec(saved, overrides={"tracking.uri": tracking_uri})
-        elif tracking_uri:
-            storage = (Path("runs") / study).resolve()
-            return StudyRef(study, resolve_target(tracking_uri, study, storage), storage)
-        else:
-            raise SyncStudyError(
-                f"--study {study}: no {saved} here; run from the folder the study was launched "
-                "in, give its spec, or give --tracking-uri"
-            )
-    else:
-        raise SyncStudyError("name the study: a SPEC file or --study NAME")
-    storage = storage_of(spec)
-    return StudyRef(
-        spec.name, target_of(spec, storage), storage,
-        [(o.metric, o.mode) for o in spec.objectives], list(search.searched(spec)),
-    )  # fmt: skip
-
-
-def open_study(ref: StudyRef) -> Tracker:
-    """A tracker on the study's store, after a quick check; fills objectives from MLflow."""
-    check_target(ref.target)
-    if ref.target.uri.startswith("sqlite:"):
-        db = Path(ref.target.uri.split(":///", 1)[1])
-        if not db.is_file():
-            raise SyncStudyError(f"tracking URI {ref.target.uri}: no such database (was the study launched?)")
-    tracker = Tracker(ref.target, ref.name)
-    if not tracker.exists():
-        raise SyncStudyError(
-            f"no experiment {ref.target.experiment!r} in tracking store {ref.target.uri} (was the study launched?)"
-        )
-    if ref.objectives is None or ref.searched is None:
-        parent = tracker.parent()
-        tags = parent.data.tags if parent is not None else {}
-        if ref.objectives is None:
-            objs = json.loads(tags.get("syncstudy.objectives", "[]"))
-            ref.objectives = [(o["metric"], o["mode"]) for o in objs]
-        if ref.searched is None:
-            ref.searched = json.loads(tags.get("syncstudy.search", "[]"))
-    return tracker

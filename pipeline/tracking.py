@@ -98,10 +98,11 @@ def resolve_target(
 
 
 def _sqlite_path(uri: str) -> Path:
-    raw = uri.split("://", 1)[1]
-    if not raw.startswith("/"):
+    # SQLAlchemy's form: sqlite:///relative/path or sqlite:////absolute/path.
+    head, sep, raw = uri.partition(":///")
+    if not sep:
         raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///PATH")
-    return Path(raw[1:] if raw.startswith("//") else raw).expanduser().resolve()
+    return Path(raw).expanduser().resolve()  # relative → against the current folder
 
 
 @contextlib.contextmanager

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from pipeline import search
+from pipeline.runner import SPEC_FILE, storage_of, target_of
+from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target
+from syncmodel.errors import SyncStudyError
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,9 +22,7 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
 
 
-def open_from_args(args: argparse.Namespace):  # noqa: ANN201 - (StudyRef, Tracker)
-    from pipeline.runner import locate_study, open_study
-
+def open_from_args(args: argparse.Namespace) -> tuple[StudyRef, Tracker]:
     ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=getattr(args, "smoke", False))
     return ref, open_study(ref)
 
@@ -47,3 +52,67 @@ def fmt(v: Any) -> str:
 def table(rows: list[list[Any]]) -> str:
     widths = [max(len(fmt(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(fmt(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@dataclass
+class StudyRef:
+    """Where a launched study's records are: for `runs`, `pareto`, `export`, `dashboard`."""
+
+    name: str
+    target: TrackingTarget
+    storage: Path
+    objectives: list[tuple[str, str]] | None = None  # (metric, mode); None → ask MLflow
+    searched: list[str] | None = None
+
+
+def locate_study(
+    spec_path: str | None, study: str | None, tracking_uri: str | None = None, smoke: bool = False
+) -> StudyRef:
+    """A study from its spec file, or from `--study NAME`: ./runs/NAME (whose resolved spec
+    names the tracking store), or the experiment NAME in `--tracking-uri`."""
+    from pipeline.spec import load_spec
+
+    if spec_path:
+        spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri})
+    elif study:
+        saved = Path("runs") / study / SPEC_FILE
+        if saved.is_file():
+            spec = load_spec(saved, overrides={"tracking.uri": tracking_uri})
+        elif tracking_uri:
+            storage = (Path("runs") / study).resolve()
+            return StudyRef(study, resolve_target(tracking_uri, study, storage), storage)
+        else:
+            raise SyncStudyError(
+                f"--study {study}: no {saved} here; run from the folder the study was launched "
+                "in, give its spec, or give --tracking-uri"
+            )
+    else:
+        raise SyncStudyError("name the study: a SPEC file or --study NAME")
+    storage = storage_of(spec)
+    return StudyRef(
+        spec.name, target_of(spec, storage), storage,
+        [(o.metric, o.mode) for o in spec.objectives], list(search.searched(spec)),
+    )  # fmt: skip
+
+
+def open_study(ref: StudyRef) -> Tracker:
+    """A tracker on the study's store, after a quick check; fills objectives from MLflow."""
+    check_target(ref.target)
+    if ref.target.uri.startswith("sqlite:"):
+        db = Path(ref.target.uri.split(":///", 1)[1])
+        if not db.is_file():
+            raise SyncStudyError(f"tracking URI {ref.target.uri}: no such database (was the study launched?)")
+    tracker = Tracker(ref.target, ref.name)
+    if not tracker.exists():
+        raise SyncStudyError(
+            f"no experiment {ref.target.experiment!r} in tracking store {ref.target.uri} (was the study launched?)"
+        )
+    if ref.objectives is None or ref.searched is None:
+        parent = tracker.parent()
+        tags = parent.data.tags if parent is not None else {}
+        if ref.objectives is None:
+            objs = json.loads(tags.get("syncstudy.objectives", "[]"))
+            ref.objectives = [(o["metric"], o["mode"]) for o in objs]
+        if ref.searched is None:
+            ref.searched = json.loads(tags.get("syncstudy.search", "[]"))
+    return tracker

@@ -27,7 +27,7 @@ def command(uri: str, host: str, port: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.runner import locate_study, open_study
+    from pipeline.commands._study import locate_study, open_study
     from pipeline.spec import redact_uri
 
     ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=args.smoke)

@@ -1,0 +1,251 @@
+"""The driver's recorder: a Tune callback that writes each trial's MLflow child run and its
+Parquet rows from Tune's events. Trials never talk to the tracking store, so they need
+neither its disk nor its credentials, and one process writes it (no sqlite lock contention).
+
+Writes are idempotent (pipeline.tracking, pipeline.tables): `finish` may run twice for one
+trial (a callback, then the reconciliation after `fit`, or a resumed driver) and records it
+once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from pipeline import search
+from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS
+from pipeline.spec import Param
+from pipeline.tables import StudyTables, TrialRow
+from pipeline.tracking import Tracker, TrackingTarget
+from syncmodel.config import TrainConfig
+
+_EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+_WRAPPERS = ("ray.air._internal.util.StartTraceback", "ray.exceptions.RayTaskError")
+
+
+def classify_error(text: str) -> tuple[str, str]:
+    """(status, one-line message) of a trial's error trace: the root cause, which Python
+    prints first in a chained trace (Ray wraps it in its own exceptions after)."""
+    lines = [ln.strip() for ln in (text or "").splitlines()]
+    found = [ln for ln in lines if _EXC_LINE.match(ln) and not ln.startswith(_WRAPPERS)]
+    oom = any(s in (text or "") for s in ("OutOfMemoryError", "out of memory", "OOMKilled"))
+    message = found[0] if found else next((ln for ln in reversed(lines) if ln), "unknown error")
+    return ("oom" if oom else "error"), message[:500]
+
+
+class StudyRecorder:
+    """Driver-side: MLflow child runs and Parquet rows from Tune's events (see module doc).
+
+    Pickled into Tune's experiment state (tuner.pkl) and unpickled on restore, so it holds
+    only plain settings; the MLflow client and tables are opened on first use.
+    """
+
+    def __init__(
+        self,
+        *,
+        study: str,
+        target: TrackingTarget,
+        parent_id: str,
+        storage: str,
+        ctx_base: dict[str, Any],
+        search_params: dict[str, Param],
+        objectives: list[str],
+        total: int,
+        quiet: bool = False,
+    ):
+        self.study = study
+        self.target = target
+        self.parent_id = parent_id
+        self.storage = storage
+        self.base = ctx_base
+        self.search_params = search_params
+        self.objectives = objectives
+        self.total = total
+        self.quiet = quiet
+        self._state: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_state": None}
+
+    # lazily opened, per driver process
+    @property
+    def tracker(self) -> Tracker:
+        return self._open()["tracker"]
+
+    @property
+    def tables(self) -> StudyTables:
+        return self._open()["tables"]
+
+    def _open(self) -> dict[str, Any]:
+        if self._state is None:
+            self._state = {
+                "tracker": Tracker(self.target, self.study),
+                "tables": StudyTables(self.storage),
+                "runs": {},
+                "lock": threading.Lock(),
+            }
+        return self._state
+
+    def config_of(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        params = search.decode_params_from(self.search_params, sampled)
+        return TrainConfig.from_dict({**self.base, **params}).to_dict()
+
+    def run_id(self, trial_id: str, sampled: dict[str, Any]) -> str:
+        runs = self._open()["runs"]
+        if trial_id not in runs:
+            runs[trial_id] = self.tracker.trial_run(trial_id, self.parent_id, self.config_of(sampled))
+        return runs[trial_id]
+
+    def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
+        self.run_id(trial_id, sampled)
+
+    def epoch(self, trial_id: str, sampled: dict[str, Any], result: dict[str, Any]) -> None:
+        if result.get("final"):
+            return
+        record = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
+        if "epoch" not in record:
+            return
+        self.tracker.log_epochs(self.run_id(trial_id, sampled), [record])
+        self.tables.upsert_history(trial_id, [record])
+
+    def finish(
+        self,
+        trial_id: str,
+        sampled: dict[str, Any],
+        result: dict[str, Any] | None,
+        checkpoint: Any,
+        error_text: str | None = None,
+        node: str | None = None,
+    ) -> str:
+        """Record a trial's end (idempotent); returns its status."""
+        result = dict(result or {})
+        run_id = self.run_id(trial_id, sampled)
+        config = self.config_of(sampled)
+        if error_text is not None:
+            status, error = classify_error(error_text)
+        elif result.get("final"):
+            status, error = str(result.get("status", "ok")), str(result.get("error") or "") or None
+        else:
+            status, error = "stopped", None  # the scheduler ended it before its final result
+        with contextlib.ExitStack() as stack:
+            local = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+            final = _read_json(local / FINAL_FILE) if local else None
+            if final is not None and error_text is None:
+                result = {**result, **final}
+            history = _read_json(local / HISTORY_FILE) if local else None
+            if history:
+                self.tracker.log_epochs(run_id, history)
+                self.tables.upsert_history(trial_id, history)
+            if local is not None and (local / "neurons.parquet").is_file():
+                import pyarrow.parquet as pq
+
+                self.tables.set_neurons(trial_id, pq.read_table(local / "neurons.parquet"))
+            artifacts = _artifacts(local, config, error_text, stack)
+            metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
+            if status == "stopped" or error_text is not None:
+                metrics = {k: v for k, v in metrics.items() if k in self._epoch_keys(trial_id)}
+            metrics.pop("start_time", None)
+            metrics.pop("end_time", None)
+            metrics.pop("epoch", None)
+            ckpt_path = getattr(checkpoint, "path", None)
+            node_id = str(result.get("node_id") or node or "")
+            self.tracker.finish_trial(
+                run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
+                error=error, artifacts=artifacts,
+                tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
+            )  # fmt: skip
+        row = self.tables.trials.get(trial_id)
+        start = (row.start_time if row else None) or result.get("start_time")
+        self.tables.upsert_trial(
+            TrialRow(
+                trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
+                mlflow_run_id=run_id, checkpoint=ckpt_path, node_id=node_id or None,
+                start_time=start, end_time=result.get("end_time") or time.time(),
+            )
+        )  # fmt: skip
+        self.tables.write()
+        return status
+
+    def _epoch_keys(self, trial_id: str) -> set[str]:
+        return {k for rec in self.tables.history.get(trial_id, {}).values() for k in rec}
+
+    def progress(self, trial_id: str, status: str) -> None:
+        if self.quiet:
+            return
+        done = sum(1 for r in self.tables.trials.values() if r.status != "running")
+        row = self.tables.trials[trial_id]
+        shown = "  ".join(
+            f"{m} {row.metrics[m]:.4g}" for m in self.objectives if _number(row.metrics.get(m))
+        )
+        extra = f"  ({row.error})" if row.error else ""
+        took = ""
+        if row.start_time and row.end_time:
+            took = f"  {row.end_time - row.start_time:.1f}s"
+        print(f"[{done}/{self.total}] trial {trial_id}  {status:<8} {shown}{took}{extra}", flush=True)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _artifacts(
+    local: Path | None, config: dict[str, Any], error_text: str | None, stack: contextlib.ExitStack
+) -> list[tuple[Path, str | None]]:
+    """(local path, artifact folder) pairs for a trial's child run."""
+    import yaml
+
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-art-")))
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    out: list[tuple[Path, str | None]] = [(tmp / "config.yaml", "config"), (tmp / "config.json", "config")]
+    if error_text:
+        (tmp / "error.txt").write_text(error_text)
+        out.append((tmp / "error.txt", None))
+    if local is not None:
+        out.append((local / "model.pt", "checkpoint"))
+        for name in ("report.json", "neurons.parquet", HISTORY_FILE):
+            out.append((local / name, "evaluation" if name != HISTORY_FILE else None))
+        out.append((local / "pictures", "pictures"))
+    return out
+
+
+class StudyCallback(tune.Callback):
+    """Tune's events → `StudyRecorder` (runs in the driver's control loop, synchronously:
+    a trial Tune snapshots as ended has been recorded)."""
+
+    def __init__(self, recorder: StudyRecorder):
+        self.rec = recorder
+
+    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
+        self.rec.start(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001, ANN201
+        self.rec.epoch(trial.trial_id, trial.config, result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
+        status = self.rec.finish(trial.trial_id, trial.config, trial.last_result, trial.checkpoint)
+        self.rec.progress(trial.trial_id, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
+        text = trial.get_error() or "the trial failed without an error message"
+        status = self.rec.finish(
+            trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
+            error_text=str(text), node=(trial.last_result or {}).get("node_ip"),
+        )  # fmt: skip
+        self.rec.progress(trial.trial_id, status)
+

@@ -1,0 +1,143 @@
+"""End to end: the digits smoke study → MLflow, trials.parquet, `runs`, `pareto`, `export`,
+and a fresh process with only syncmodel reproducing the logged test accuracy."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from mlflow import MlflowClient
+
+from pipeline import cli
+from pipeline.tracking import EPOCH_PREFIX, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL, param_str
+
+DIGITS = Path(__file__).resolve().parents[2] / "studies" / "digits.yaml"
+
+
+def _client(storage: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+
+
+def _child_runs(storage: Path) -> tuple[object, list[object]]:
+    client = _client(storage)
+    exp = client.get_experiment_by_name("digits")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "study"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get(TAG_PARENT) == parents[0].info.run_id]
+    return parents[0], children
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def test_one_child_run_per_trial_row_with_equal_params_and_metrics(smoke_study: Path) -> None:
+    trials = pq.read_table(smoke_study / "trials.parquet").to_pylist()
+    parent, children = _child_runs(smoke_study)
+    assert len(trials) == 2 and len(children) == len(trials)
+    by_trial = {r.data.tags[TAG_TRIAL]: r for r in children}
+    assert sorted(by_trial) == sorted(row["trial_id"] for row in trials)
+    for row in trials:
+        run = by_trial[row["trial_id"]]
+        assert row["mlflow_run_id"] == run.info.run_id
+        assert row["status"] == "ok" == run.data.tags["syncstudy.status"]
+        assert run.data.tags[TAG_STUDY] == "digits"
+        params = {k[len("params."):]: v for k, v in row.items() if k.startswith("params.")}
+        assert len(params) == len(run.data.params) > 20  # the full resolved config
+        for key, value in params.items():
+            # trials.parquet stores lists as JSON text; MLflow params are text
+            expected = value if isinstance(value, str) and key == "layers" else param_str(value)
+            assert run.data.params[key] == expected, key
+        finals = {k: v for k, v in run.data.metrics.items() if not k.startswith(EPOCH_PREFIX)}
+        metrics = {k[len("metrics."):]: v for k, v in row.items() if k.startswith("metrics.") and v is not None}
+        assert set(finals) == set(metrics)
+        assert all(_same(finals[k], metrics[k]) for k in metrics)
+        for key in ("test_acc", "interpretability", "val_acc"):
+            assert key in metrics
+        assert {a.path for a in _client(smoke_study).list_artifacts(run.info.run_id)} >= {
+            "checkpoint", "config", "evaluation"
+        }
+
+
+def test_epoch_metrics_logged_once_per_epoch_and_history_table(smoke_study: Path) -> None:
+    _, children = _child_runs(smoke_study)
+    history = pq.read_table(smoke_study / "history.parquet").to_pylist()
+    client = _client(smoke_study)
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_acc")]
+        assert steps == [1]  # one epoch in the smoke form
+        rows = [h for h in history if h["trial_id"] == run.data.tags[TAG_TRIAL]]
+        assert [h["epoch"] for h in rows] == [1]
+        assert rows[0]["val_acc"] == run.data.metrics[EPOCH_PREFIX + "val_acc"]
+    neurons = pq.read_table(smoke_study / "neurons.parquet")
+    assert set(neurons.column("trial_id").to_pylist()) == {r.data.tags[TAG_TRIAL] for r in children}
+
+
+def test_runs_json_and_pareto_agree_with_mlflow(
+    smoke_study: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = ["--smoke", "--tracking-uri", f"sqlite:///{smoke_study / 'mlflow.db'}"]
+    assert cli.main(["runs", str(DIGITS), *spec, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    _, children = _child_runs(smoke_study)
+    by_run = {r.info.run_id: r for r in children}
+    assert {t["run_id"] for t in listed} == set(by_run)
+    for t in listed:
+        run = by_run[t["run_id"]]
+        assert t["params"] == run.data.params
+        assert t["metrics"]["test_acc"] == run.data.metrics["test_acc"]
+    accs = [t["metrics"]["test_acc"] for t in listed]
+    assert accs == sorted(accs, reverse=True)  # sorted by the first objective, best first
+
+    # --study NAME from the folder the study was launched in (runs/NAME/study.yaml)
+    monkeypatch.chdir(smoke_study.parent.parent)
+    (smoke_study.parent.parent / "runs").mkdir(exist_ok=True)
+    link = smoke_study.parent.parent / "runs" / "digits"
+    if not link.exists():
+        link.symlink_to(smoke_study)
+    assert cli.main(["pareto", "--study", "digits", "--json"]) == 0
+    front = json.loads(capsys.readouterr().out)
+    points = {r.data.tags[TAG_TRIAL]: (r.data.metrics["test_acc"], r.data.metrics["interpretability"]) for r in children}
+    expected = {
+        t for t, (a, i) in points.items()
+        if not any(a2 >= a and i2 >= i and (a2, i2) != (a, i) for a2, i2 in points.values())
+    }  # fmt: skip
+    assert {f["trial_id"] for f in front} == expected
+    for f in front:
+        assert (f["objectives"]["test_acc"], f["objectives"]["interpretability"]) == points[f["trial_id"]]
+
+    assert cli.main(["runs", "--study", "digits", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "sorted by test_acc (max)" in out and len(out.strip().splitlines()) == 3
+
+
+def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "best"
+    uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
+    assert cli.main(["export", str(DIGITS), "--smoke", "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "SHA256SUMS", "config.json", "config.yaml", "metrics.json", "model.pt", "report.json",
+    ]  # fmt: skip
+    logged = json.loads((out / "metrics.json").read_text())["metrics"]["test_acc"]
+    code = (
+        "import json, sys\n"
+        "from syncmodel.checkpoint import load_checkpoint\n"
+        "from syncmodel.data import load_data\n"
+        "from syncmodel.training import inspect, resolve_device\n"
+        f"model, config, meta = load_checkpoint({str(out / 'model.pt')!r})\n"
+        "acc = inspect(model, load_data(config).test, meta['layers'], config.epsilon, resolve_device('cpu'))['acc']\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna', 'pipeline'})\n"
+        "print(json.dumps({'acc': acc, 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["acc"] == logged

@@ -1,0 +1,82 @@
+"""A study whose driver is killed (SIGKILL) mid-study is finished by `launch --resume`, and
+every trial appears exactly once in MLflow and in the Parquet tables."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+
+from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_TRIAL
+
+SAMPLES = 4
+PROGRESS = re.compile(r"^\[(\d+)/\d+\] trial (\S+)")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    # The driver's own Ray (raylet, workers, agents) shares its session: leave nothing behind.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_sigkill_mid_study_then_resume_records_each_trial_once(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
+    storage = tmp_path / "study"
+    spec = write_spec(
+        tmp_path / "digits.yaml", samples=SAMPLES, storage=str(storage), train={"epochs": 2, "n_train": 300}
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 300
+        for line in proc.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if PROGRESS.match(line):
+                break
+            assert time.monotonic() < deadline, "no trial finished in time:\n" + "".join(seen)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-study
+        proc.wait(timeout=30)
+        time.sleep(2)
+    finally:
+        _kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen) + proc.stdout.read()  # type: ignore[union-attr]
+    first_done = [m.group(2) for m in map(PROGRESS.match, seen) if m]
+    assert len(first_done) == 1
+    rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    assert [r["trial_id"] for r in rows] == first_done
+
+    resumed = syncstudy("launch", str(spec), "--smoke", "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    ids = [r["trial_id"] for r in rows]
+    assert len(ids) == SAMPLES == len(set(ids))
+    assert set(first_done) <= set(ids)
+    assert all(r["status"] == "ok" for r in rows)
+    history = pq.read_table(storage / "history.parquet").to_pylist()
+    assert sorted((h["trial_id"], h["epoch"]) for h in history) == sorted((t, e) for t in ids for e in (1, 2))
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("digits")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    children = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+    assert sorted(r.data.tags[TAG_TRIAL] for r in children) == sorted(ids)
+    by_id = {r["trial_id"]: r for r in rows}
+    for run in children:
+        assert run.info.run_id == by_id[run.data.tags[TAG_TRIAL]]["mlflow_run_id"]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_acc")]
+        assert steps == [1, 2]  # each epoch logged exactly once, across the two drivers
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")] == [2]
+    assert sum(1 for r in runs if r.data.tags.get(TAG_ROLE) == "study") == 1

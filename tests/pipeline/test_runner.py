@@ -1,0 +1,151 @@
+"""pipeline.search and pipeline.runner pieces: the search space in Optuna's terms, the
+searcher's bookkeeping, error classes, the guards that stop a launch before Ray starts, the
+trial's evaluation outputs, and a study whose every trial fails."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from pipeline import cli, runner, search
+from pipeline.spec import Objective, Param, SamplerSpec, StudySpec, load_spec
+from syncmodel.config import TrainConfig
+from syncmodel.errors import ConfigError
+
+
+def _spec(**kw: object) -> StudySpec:
+    space = {
+        "lambda_focus": Param("lambda_focus", "float", 1e-3, 1.0, log=True),
+        "warmup_epochs": Param("warmup_epochs", "int", 0, 2),
+        "layers": Param("layers", "categorical", choices=(["features.0"], ["features.3"])),
+        "lr": Param("lr", "fixed", value=0.01),
+    }
+    return StudySpec(
+        name="unit", train=TrainConfig(), search=space,
+        objectives=[Objective("test_acc", "max"), Objective("interpretability", "max")], **kw,
+    )  # fmt: skip
+
+
+def test_search_space_in_optuna_terms() -> None:
+    spec = _spec()
+    dists = search.distributions(spec)
+    assert dists["lambda_focus"] == FloatDistribution(1e-3, 1.0, log=True)
+    assert dists["warmup_epochs"] == IntDistribution(0, 2)
+    assert isinstance(dists["layers"], CategoricalDistribution)  # lists travel as JSON text
+    assert "lr" not in dists and search.fixed_params(spec) == {"lr": 0.01}
+    raw = {"layers": dists["layers"].choices[1], "warmup_epochs": 1.0}
+    assert search.decode_params(spec, raw) == {"layers": ["features.3"], "warmup_epochs": 1}
+    with pytest.raises(ConfigError, match="search.lambda_focus"):
+        search.grid_values(spec)
+    spec.search["lambda_focus"] = Param("lambda_focus", "float", 0.0, 1.0, step=0.5)
+    assert search.grid_values(spec)["lambda_focus"] == [0.0, 0.5, 1.0]
+    assert search.grid_size(spec) == 3 * 3 * 2
+    for name in ("tpe", "nsga2", "random", "grid"):
+        spec.sampler = SamplerSpec(name=name, seed=1)
+        assert search.make_sampler(spec) is not None
+
+
+def test_searcher_tells_optuna_complete_pruned_or_fail() -> None:
+    limiter = search.make_searcher(_spec())
+    searcher = limiter.searcher
+    for tid in ("a", "b", "c", "d"):
+        assert set(searcher.suggest(tid)) == {"lambda_focus", "warmup_epochs", "layers"}
+        searcher.on_trial_result(tid, {"epoch": 1, "val_acc": 0.5})  # no objective yet: ignored
+    searcher.on_trial_complete("a", {"final": 1, "test_acc": 0.9, "interpretability": 0.3})
+    searcher.on_trial_complete("b", {"final": 0, "val_acc": 0.5})  # stopped by the scheduler
+    searcher.on_trial_complete("c", {"final": 1, "test_acc": float("nan"), "interpretability": 0.1})
+    searcher.on_trial_complete("d", None, error=True)
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert searcher._ot_study.trials[0].values == [0.9, 0.3]
+
+
+def test_classify_error() -> None:
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\n    f()\nRuntimeError: boom\n'
+    from pipeline.recorder import classify_error
+
+    assert classify_error(trace) == ("error", "RuntimeError: boom")
+    oom = "Traceback...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"
+    assert classify_error(oom)[0] == "oom"
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("Ray must not start")
+
+    monkeypatch.setattr(runner, "ray_session", refuse)
+
+
+def test_launch_guards_exit_2_before_ray(
+    tmp_path: Path, no_ray: None, capsys: pytest.CaptureFixture[str], digits_spec: Path
+) -> None:
+    storage = tmp_path / "study"
+    base = ["launch", str(digits_spec), "--smoke", "--storage", str(storage)]
+    assert cli.main([*base, "--resume"]) == 2
+    assert "no study to resume" in capsys.readouterr().err
+
+    uri = "http://127.0.0.1:9"  # discard port: nothing answers
+    t0 = time.monotonic()
+    assert cli.main([*base, "--tracking-uri", uri]) == 2
+    assert uri in capsys.readouterr().err and time.monotonic() - t0 < 10
+
+    (storage / runner.EXPERIMENT_DIR).mkdir(parents=True)
+    assert cli.main(base) == 2
+    assert "add --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_spec(tmp_path: Path, no_ray: None, digits_spec: Path) -> None:
+    from pipeline.spec import dump_resolved
+
+    storage = tmp_path / "study"
+    spec = load_spec(digits_spec, smoke=True, overrides={"storage": str(storage)})
+    (storage / runner.EXPERIMENT_DIR).mkdir(parents=True)
+    (storage / runner.EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")
+    dump_resolved(spec, storage / runner.SPEC_FILE)
+    changed = load_spec(digits_spec, overrides={"storage": str(storage)})  # full form, not smoke
+    with pytest.raises(Exception, match="differs .* samples"):
+        runner.run_study(changed, resume=True)
+
+
+def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> None:
+    from syncmodel.data import load_data
+    from syncmodel.training import train
+
+    config = TrainConfig(n_train=120, epochs=1, width=8)
+    data = load_data(config)
+    result = train(config, data=data)
+    spec = _spec().evaluation.__class__(enabled=True, max_images=60, pictures=True)
+    report = runner._evaluate(result, data, spec, tmp_path)
+    assert 0.0 <= report["interpretability"] <= 1.0
+    assert (tmp_path / "report.json").is_file()
+    assert pq.read_table(tmp_path / "neurons.parquet").num_rows == report["neurons"]
+    assert list((tmp_path / "pictures").glob("*.png"))
+
+
+def test_failing_trials_are_recorded_and_the_study_exits_1(
+    ray_cluster: str, tmp_path: Path, write_spec, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+) -> None:
+    from mlflow import MlflowClient
+
+    storage = tmp_path / "study"
+    spec = write_spec(
+        tmp_path / "broken.yaml", storage=str(storage), train={"layers": ["no_such_layer"]},
+    )  # fmt: skip
+    assert cli.main(["launch", str(spec), "--smoke"]) == 1
+    out = capsys.readouterr().out
+    assert out.count(" error ") >= 2 and "2 trials (2 error)" in out
+    rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    assert [r["status"] for r in rows] == ["error", "error"]
+    assert all("no_such_layer" in r["error"] for r in rows)
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    for r in rows:
+        run = client.get_run(r["mlflow_run_id"])
+        assert run.info.status == "FAILED" and run.data.tags["syncstudy.status"] == "error"
+        assert "no_such_layer" in run.data.tags["syncstudy.error"]
+        assert "error.txt" in {a.path for a in client.list_artifacts(r["mlflow_run_id"])}

@@ -1,0 +1,63 @@
+"""pipeline.tables: keyed upserts (a replayed trial never duplicates a row), typed columns,
+atomic writes, round trips through Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.tables import HISTORY, NEURONS, TRIAL_COLUMNS, TRIALS, StudyTables, TrialRow
+
+
+def _row(tid: str, acc: float = 0.5, status: str = "ok") -> TrialRow:
+    return TrialRow(
+        trial_id=tid, status=status, params={"lr": 0.01, "epochs": 2, "layers": ["features.3"], "k": None},
+        metrics={"test_acc": acc, "interpretability": float("nan")}, mlflow_run_id="r" + tid,
+        checkpoint=f"/x/{tid}", node_id="n1", start_time=1_700_000_000.0, end_time=1_700_000_010.5,
+    )  # fmt: skip
+
+
+def test_upserts_are_keyed_and_round_trip(tmp_path: Path) -> None:
+    tables = StudyTables(tmp_path)
+    tables.upsert_trial(_row("b", 0.1))
+    tables.upsert_trial(_row("a"))
+    tables.upsert_trial(_row("b", 0.9))  # replayed trial: replaces, never duplicates
+    tables.upsert_history("a", [{"epoch": 1, "val_acc": 0.2}, {"epoch": 2, "val_acc": 0.3}])
+    tables.upsert_history("a", [{"epoch": 2, "val_acc": 0.3}])
+    tables.set_neurons("a", pa.table({"layer": ["f"], "neuron": [0], "module": [1]}))
+    tables.write()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    trials = pq.read_table(tmp_path / TRIALS)
+    assert trials.column_names[: len(TRIAL_COLUMNS)] == list(TRIAL_COLUMNS)
+    assert trials.column("trial_id").to_pylist() == ["a", "b"]
+    assert trials.column("metrics.test_acc").to_pylist() == [0.5, 0.9]
+    assert trials.schema.field("start_time").type == pa.timestamp("ms", tz="UTC")
+    assert trials.schema.field("params.lr").type == pa.float64()
+    assert trials.schema.field("params.epochs").type == pa.int64()
+    assert trials.column("params.layers").to_pylist() == ['["features.3"]'] * 2  # JSON text
+
+    history = pq.read_table(tmp_path / HISTORY).to_pylist()
+    assert [(h["trial_id"], h["epoch"]) for h in history] == [("a", 1), ("a", 2)]
+    assert pq.read_table(tmp_path / NEURONS).column_names == ["trial_id", "layer", "neuron", "module"]
+
+    again = StudyTables(tmp_path)  # a resumed driver starts from what is on disk
+    assert sorted(again.trials) == ["a", "b"]
+    assert again.trials["a"].end_time == 1_700_000_010.5
+    again.upsert_trial(_row("c"))
+    again.drop(["b"])
+    again.write()
+    assert pq.read_table(tmp_path / TRIALS).column("trial_id").to_pylist() == ["a", "c"]
+    assert sorted(pq.read_table(tmp_path / NEURONS).column("trial_id").to_pylist()) == ["a"]
+
+
+def test_metric_columns_are_the_union_with_nulls(tmp_path: Path) -> None:
+    tables = StudyTables(tmp_path)
+    tables.upsert_trial(_row("a"))
+    tables.upsert_trial(TrialRow("b", "error", {"lr": 0.1}, {}, error="RuntimeError: boom"))
+    tables.write()
+    rows = pq.read_table(tmp_path / TRIALS).to_pylist()
+    assert rows[1]["metrics.test_acc"] is None and rows[1]["error"] == "RuntimeError: boom"
+    assert rows[1]["params.epochs"] is None

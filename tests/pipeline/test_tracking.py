@@ -1,0 +1,115 @@
+"""pipeline.tracking: runs are found before they are created, epochs and final results are
+written once, and a bad tracking URI fails in seconds with the URI in the message."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.tracking import (
+    EPOCH_PREFIX,
+    TAG_STATUS,
+    Tracker,
+    TrackingError,
+    check_target,
+    resolve_target,
+)
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory: pytest.TempPathFactory) -> Tracker:
+    storage = tmp_path_factory.mktemp("store")
+    target = resolve_target(None, "unit", storage)
+    assert target.uri == f"sqlite:///{storage.resolve() / 'mlflow.db'}"
+    assert target.artifact_location == (storage.resolve() / "mlartifacts").as_uri()
+    check_target(target)
+    return Tracker(target, "unit")
+
+
+def test_runs_are_found_by_tags_not_duplicated(tracker: Tracker) -> None:
+    parent = tracker.parent_run({"samples": 4}, {"syncstudy.objectives": "[]"})
+    assert tracker.parent_run({"samples": 4}, {}) == parent
+    run = tracker.trial_run("t1", parent, {"lr": 0.1, "layers": ["a"], "k": None})
+    assert tracker.trial_run("t1", parent, {"lr": 0.1, "layers": ["a"], "k": None}) == run
+    params = tracker.client.get_run(run).data.params
+    assert params == {"lr": "0.1", "layers": '["a"]', "k": "null"}
+    assert [r.trial_id for r in tracker.trials()] == ["t1"]
+
+
+def test_epochs_and_final_results_are_written_once(tracker: Tracker, tmp_path: Path) -> None:
+    parent = tracker.parent_run({}, {})
+    run = tracker.trial_run("t2", parent, {"lr": 0.1})
+    assert tracker.log_epochs(run, [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}]) == 2
+    # a replay (resumed trial, reconciliation) re-sends epochs 1-2 and adds 3
+    fresh = Tracker(tracker.target, "unit")  # a new driver: no in-memory state
+    assert fresh.log_epochs(run, [{"epoch": e, "val_acc": e / 10} for e in (1, 2, 3)]) == 1
+    history = tracker.client.get_metric_history(run, EPOCH_PREFIX + "val_acc")
+    assert [m.step for m in history] == [1, 2, 3]
+
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    first = tracker.finish_trial(
+        run, status="ok", metrics={"test_acc": 0.9, "bad": "x"}, step=3,
+        artifacts=[(tmp_path / "model.pt", "checkpoint"), (tmp_path / "missing.json", None)],
+    )  # fmt: skip
+    again = fresh.finish_trial(run, status="error", metrics={"test_acc": 0.1}, step=3, error="late")
+    assert (first, again) == (True, False)
+    data = tracker.client.get_run(run)
+    assert data.data.tags[TAG_STATUS] == "ok" and data.info.status == "FINISHED"
+    assert [m.value for m in tracker.client.get_metric_history(run, "test_acc")] == [0.9]
+    assert [a.path for a in tracker.client.list_artifacts(run, "checkpoint")] == ["checkpoint/model.pt"]
+
+
+def test_orphans_are_soft_deleted(tracker: Tracker) -> None:
+    parent = tracker.parent_run({}, {})
+    tracker.trial_run("lost", parent, {})
+    keep = {r.trial_id for r in tracker.trials()} - {"lost"}
+    assert tracker.delete_orphans(keep) == ["lost"]
+    assert "lost" not in {r.trial_id for r in tracker.trials()}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "uri, words",
+    [
+        ("file:///tmp/mlruns", "MLflow 3 needs a database or a server"),
+        ("/tmp/mlruns", "MLflow 3 needs a database or a server"),
+        ("ftp://example.org/x", "unsupported scheme"),
+        ("sqlite://host/mlflow.db", "expected sqlite:///PATH"),
+    ],
+)
+def test_bad_uris_name_the_uri(uri: str, words: str, tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match="tracking URI") as err:
+        check_target(resolve_target(uri, "x", tmp_path))
+    assert words in str(err.value) and uri.split("://")[-1].lstrip("/")[:5] in str(err.value)
+
+
+def test_relative_sqlite_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = resolve_target("sqlite:///sub/mlflow.db", "x", tmp_path / "study")
+    assert target.uri == f"sqlite:///{tmp_path.resolve()}/sub/mlflow.db"
+    assert target.artifact_location is None  # a store outside the study folder: MLflow's default
+
+
+def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable") as err:
+        check_target(resolve_target(uri, "x", tmp_path))
+    assert uri in str(err.value) and time.monotonic() - t0 < 10
+
+
+def test_sqlite_that_cannot_be_a_database(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TrackingError, match="cannot create"):
+        check_target(resolve_target(f"sqlite:///{tmp_path}/afile/mlflow.db", "x", tmp_path))
+    (tmp_path / "notdb.db").write_text("hello")
+    with pytest.raises(TrackingError, match="not an SQLite database"):
+        check_target(resolve_target(f"sqlite:///{tmp_path}/notdb.db", "x", tmp_path))
