@@ -123,6 +123,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-trial-")))
 
         def on_epoch(record: dict[str, float], written: Path | None) -> None:
+            if int(record["epoch"]) >= cfg.epochs:
+                # The last epoch is reported with the final result, in one report: a scheduler
+                # that stops trials at max_t (ASHA) would otherwise stop every trial here,
+                # before its test metrics and evaluation.
+                return
             ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
             tune.report({**record, "final": 0}, checkpoint=ckpt)
 
