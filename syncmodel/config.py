@@ -40,6 +40,8 @@ class TrainConfig:
     lambda_focus: float = 0.0
     focus_kind: str = "spread"  # spread | template | (further kinds registered in syncmodel.focus)
     focus_position: str = "argmax"  # argmax | centroid
+    focus_offclass: float = 1.0  # class_spread: weight of the off-class suppression
+    focus_class_momentum: float = 0.9  # class_spread: EMA momentum of the filters' class means
     # --- synchronisation coupling (DESIGN §1.2) ---
     coupling_K: float = 0.0
     epsilon: float = 0.5
@@ -62,6 +64,8 @@ class TrainConfig:
         "lr": (0.0, None, False),
         "weight_decay": (0.0, None, True),
         "lambda_focus": (0.0, None, True),
+        "focus_offclass": (0.0, None, True),
+        "focus_class_momentum": (0.0, 1.0, True),
         "coupling_K": (0.0, None, True),
         "epsilon": (0.0, None, False),
         "epsilon_final": (0.0, None, False),

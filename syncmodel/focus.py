@@ -180,6 +180,70 @@ def template_loss(
         return _masked_mean(per_map, alive)
 
 
+# Kinds that need the labels: the Regularizer passes `targets` and a per-filter `filter_class`.
+CLASS_CONDITIONAL_KINDS = frozenset({"class_spread"})
+
+
+def batch_class_means(acts: Tensor, targets: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Detached class-mean spatial-mean responses (K, C) and the class counts (K,) of a batch."""
+    with torch.no_grad():
+        resp = acts.detach().float().mean((2, 3))  # (B, C)
+        onehot = torch.nn.functional.one_hot(targets.long(), num_classes).to(resp.dtype)  # (B, K)
+        counts = onehot.sum(0)  # (K,)
+        return onehot.T @ resp / counts.clamp_min(1).unsqueeze(-1), counts
+
+
+@FOCUS_KINDS.register("class_spread")
+def class_spread_loss(
+    acts: Tensor,
+    *,
+    targets: Tensor,
+    filter_class: Tensor | None = None,
+    num_classes: int | None = None,
+    offclass: float = 1.0,
+    focus: str = "argmax",
+    min_mass: float = DEFAULT_MIN_MASS,
+    **_: object,
+) -> Tensor:
+    """Part-tied focus: spread on the filter's own class, off-class share suppressed elsewhere.
+
+    ICNN (Zhang, Wu & Zhu, CVPR 2018) ties each filter to one category and pushes it towards
+    silence on the others; that tie, not the focus alone, is what keeps a filter on one part
+    (DESIGN §4: focus alone made maps point-like but less part-stable). Here, with
+    `own[b, c] = targets[b] == filter_class[c]`:
+
+        loss = mean_{(b, c) own, alive} spread[b, c]
+             + offclass * mean_{c alive} sum_{b not own} M[b, c] / sum_b M[b, c]
+
+    M[b, c] is map (b, c)'s total mass. Both terms are scale-invariant per filter (the spread
+    per map, the off-class share per filter over the batch), so the gradient never shrinks a
+    filter's activation as a whole (`<grad, A[:, c]> = 0`): it moves mass onto the focus and
+    from other classes' images onto the own class's; dead maps and dead filters add nothing.
+
+    Args:
+        acts: post-ReLU maps (B, C, H, W).
+        targets: labels (B,).
+        filter_class: each filter's class (C,), detached; the Regularizer passes the argmax
+            of a running average of class-mean responses. None → argmax of this batch's
+            class means (needs `num_classes` or takes `targets.max() + 1`).
+        offclass: weight of the off-class suppression (`TrainConfig.focus_offclass`).
+    """
+    with torch.autocast(acts.device.type, enabled=False):
+        if filter_class is None:
+            k = num_classes if num_classes is not None else int(targets.max()) + 1
+            filter_class = batch_class_means(acts, targets, k)[0].argmax(0)  # (C,)
+        spread, alive = _spread_terms(acts, focus, min_mass)  # (B, C) each
+        own = targets.view(-1, 1) == filter_class.view(1, -1).to(targets.device)  # (B, C)
+        loss = _masked_mean(spread, alive & own)
+        if offclass > 0:
+            mass = acts.sum((2, 3), dtype=_compute_dtype(acts))  # (B, C)
+            total = mass.sum(0)  # (C,)
+            live = total > min_mass
+            off = (mass * ~own).sum(0) / torch.where(live, total, torch.ones_like(total))
+            loss = loss + offclass * _masked_mean(off, live)
+        return loss
+
+
 def focus_loss(acts: Tensor, kind: str = "spread", focus: str = "argmax", **opts: object) -> Tensor:
     """Focus regulariser on post-ReLU maps `acts` (B, C, H, W) → float32 scalar (DESIGN §1.1).
 

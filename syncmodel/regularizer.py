@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
-from syncmodel.focus import FOCUS_KINDS, focus_loss
+from syncmodel.focus import CLASS_CONDITIONAL_KINDS, FOCUS_KINDS, batch_class_means, focus_loss
 from syncmodel.sync import descriptors, mean_neighbours, sync_loss
 
 
@@ -76,6 +76,9 @@ class Regularizer:
                     raise ConfigError("descriptor", f"'weight' needs a Conv2d inside layer {name!r}")
                 self.convs[name] = convs[-1]
         self.activations: dict[str, Tensor] = {}
+        # class_spread: per layer, a running mean of class-mean responses (K, C) and which
+        # classes it has seen (K,). Not checkpointed: it restarts on resume (refills in ~10 steps).
+        self.class_means: dict[str, tuple[Tensor, Tensor]] = {}
         self._handles = [
             module.register_forward_hook(self._capture(name)) for name, module in self.modules.items()
         ]
@@ -118,7 +121,13 @@ class Regularizer:
         parts = {"ce": ce.detach().float(), "focus": zero, "sync": zero}
         if cfg.lambda_focus > 0:
             focus = torch.stack(
-                [focus_loss(self._acts(n), cfg.focus_kind, cfg.focus_position) for n in self.layers]
+                [
+                    focus_loss(
+                        self._acts(n), cfg.focus_kind, cfg.focus_position,
+                        **self._focus_opts(n, logits, targets),
+                    )  # fmt: skip
+                    for n in self.layers
+                ]
             ).mean()
             total = total + cfg.lambda_focus * focus
             parts["focus"] = focus.detach()
@@ -133,6 +142,38 @@ class Regularizer:
             total = total + cfg.coupling_K * sync
             parts["sync"] = sync.detach()
         return total, parts
+
+    def _focus_opts(self, name: str, logits: Tensor, targets: Tensor) -> dict[str, object]:
+        """Extra inputs of class-conditional focus kinds: targets and each filter's class."""
+        if self.config.focus_kind not in CLASS_CONDITIONAL_KINDS:
+            return {}
+        return {
+            "targets": targets,
+            "filter_class": self.filter_classes(name, targets, logits.shape[1]),
+            "offclass": self.config.focus_offclass,
+        }
+
+    def filter_classes(self, name: str, targets: Tensor, num_classes: int) -> Tensor:
+        """Update layer `name`'s running class means with the last batch; each filter's class (C,).
+
+        A filter's class is the argmax over classes of an exponential moving average (momentum
+        `focus_class_momentum`) of its class-mean responses; detached. A class's first batch
+        sets its row directly.
+        """
+        batch, counts = batch_class_means(self._acts(name), targets, num_classes)  # (K, C), (K,)
+        present = counts > 0
+        if name not in self.class_means:
+            self.class_means[name] = (torch.zeros_like(batch), torch.zeros_like(present))
+        ema, seen = self.class_means[name]
+        m = self.config.focus_class_momentum
+        update = torch.where(seen.unsqueeze(-1), m * ema + (1 - m) * batch, batch)
+        ema = torch.where(present.unsqueeze(-1), update, ema)
+        self.class_means[name] = (ema, seen | present)
+        return ema.argmax(0)
+
+    def reset_class_means(self) -> None:
+        """Forget the running class means of `class_spread` (e.g. between runs sharing one)."""
+        self.class_means.clear()
 
     def mean_neighbours(self, epoch: float = 0.0) -> dict[str, float]:
         """Neighbours within epsilon per neuron, per layer, on the last captured batch (a diagnostic)."""
