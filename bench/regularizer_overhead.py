@@ -35,7 +35,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--lambda-focus", type=float, default=0.1)
     p.add_argument("--coupling-k", type=float, default=0.1)
     p.add_argument("--layers", nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.gpu:
         config = TrainConfig(dataset="fake-cifar10", backbone="resnet18", n_train=2048, device="cuda",
