@@ -86,8 +86,6 @@ def claim(out: Path, key: tuple) -> bool:
 def release(out: Path, key: tuple) -> None:
     claims = out.parent / (out.name + ".claims")
     (claims / "_".join(map(str, key)).replace("/", "-")).unlink(missing_ok=True)
-    if claims.exists() and not any(claims.iterdir()):
-        claims.rmdir()
 
 
 def run(
