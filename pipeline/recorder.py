@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ class StudyRecorder:
         objectives: list[str],
         total: int,
         quiet: bool = False,
+        tracker: Tracker | None = None,
     ):
         self.study = study
         self.target = target
@@ -71,6 +72,8 @@ class StudyRecorder:
         self.total = total
         self.quiet = quiet
         self._state: dict[str, Any] | None = None
+        if tracker is not None:  # share the caller's client (not pickled: see __getstate__)
+            self._open(tracker)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_state": None}
@@ -84,13 +87,12 @@ class StudyRecorder:
     def tables(self) -> StudyTables:
         return self._open()["tables"]
 
-    def _open(self) -> dict[str, Any]:
+    def _open(self, tracker: Tracker | None = None) -> dict[str, Any]:
         if self._state is None:
             self._state = {
-                "tracker": Tracker(self.target, self.study),
+                "tracker": tracker or Tracker(self.target, self.study),
                 "tables": StudyTables(self.storage),
                 "runs": {},
-                "lock": threading.Lock(),
             }
         return self._state
 
@@ -125,9 +127,13 @@ class StudyRecorder:
         error_text: str | None = None,
         node: str | None = None,
     ) -> str:
-        """Record a trial's end (idempotent); returns its status."""
+        """Record a trial's end (idempotent); returns its status.
+
+        The Parquet row is written even when MLflow fails (the failure is raised after), so
+        the tables stay complete through a tracking outage; the row's run id is then empty
+        until the reconciliation records the trial again.
+        """
         result = dict(result or {})
-        run_id = self.run_id(trial_id, sampled)
         config = self.config_of(sampled)
         if error_text is not None:
             status, error = classify_error(error_text)
@@ -135,6 +141,8 @@ class StudyRecorder:
             status, error = str(result.get("status", "ok")), str(result.get("error") or "") or None
         else:
             status, error = "stopped", None  # the scheduler ended it before its final result
+        failure: Exception | None = None
+        run_id: str | None = None
         with contextlib.ExitStack() as stack:
             local = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
             final = _read_json(local / FINAL_FILE) if local else None
@@ -142,36 +150,41 @@ class StudyRecorder:
                 result = {**result, **final}
             history = _read_json(local / HISTORY_FILE) if local else None
             if history:
-                self.tracker.log_epochs(run_id, history)
                 self.tables.upsert_history(trial_id, history)
             if local is not None and (local / "neurons.parquet").is_file():
                 import pyarrow.parquet as pq
 
                 self.tables.set_neurons(trial_id, pq.read_table(local / "neurons.parquet"))
-            artifacts = _artifacts(local, config, error_text, stack)
             metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
             if status == "stopped" or error_text is not None:
                 metrics = {k: v for k, v in metrics.items() if k in self._epoch_keys(trial_id)}
-            metrics.pop("start_time", None)
-            metrics.pop("end_time", None)
-            metrics.pop("epoch", None)
+            for key in ("start_time", "end_time", "epoch"):
+                metrics.pop(key, None)
             ckpt_path = getattr(checkpoint, "path", None)
             node_id = str(result.get("node_id") or node or "")
-            self.tracker.finish_trial(
-                run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
-                error=error, artifacts=artifacts,
-                tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
-            )  # fmt: skip
+            try:
+                run_id = self.run_id(trial_id, sampled)
+                if history:
+                    self.tracker.log_epochs(run_id, history)
+                self.tracker.finish_trial(
+                    run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
+                    error=error, artifacts=_artifacts(local, config, error_text, stack),
+                    tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
+                )  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - raised below, once the row is written
+                failure = exc
         row = self.tables.trials.get(trial_id)
         start = (row.start_time if row else None) or result.get("start_time")
         self.tables.upsert_trial(
             TrialRow(
                 trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
-                mlflow_run_id=run_id, checkpoint=ckpt_path, node_id=node_id or None,
-                start_time=start, end_time=result.get("end_time") or time.time(),
+                mlflow_run_id=run_id or (row.mlflow_run_id if row else None), checkpoint=ckpt_path,
+                node_id=node_id or None, start_time=start, end_time=result.get("end_time") or time.time(),
             )
         )  # fmt: skip
         self.tables.write()
+        if failure is not None:
+            raise failure
         return status
 
     def _epoch_keys(self, trial_id: str) -> set[str]:
@@ -225,27 +238,51 @@ def _artifacts(
 
 
 class StudyCallback(tune.Callback):
-    """Tune's events → `StudyRecorder` (runs in the driver's control loop, synchronously:
-    a trial Tune snapshots as ended has been recorded)."""
+    """Tune's events → `StudyRecorder`, in the driver's control loop, synchronously: a trial
+    that Tune's snapshot holds as ended has been recorded.
+
+    A recording failure (the tracking server went away, a full disk) is reported and never
+    raised into Tune, which would end the whole study: the study goes on, and the
+    reconciliation after `fit` records again whatever was missed (every write is idempotent).
+    """
 
     def __init__(self, recorder: StudyRecorder):
         self.rec = recorder
+        self.failures = 0
+
+    def _guard(self, what: str, trial_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            self.failures += 1
+            if self.failures <= 5:
+                print(
+                    f"syncstudy: could not record {what} of trial {trial_id} "
+                    f"({exc.__class__.__name__}: {str(exc)[:200]}); retrying at the end",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+            return None
 
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        self.rec.start(trial.trial_id, trial.config)
+        self._guard("the start", trial.trial_id, self.rec.start, trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001, ANN201
-        self.rec.epoch(trial.trial_id, trial.config, result)
+        self._guard("an epoch", trial.trial_id, self.rec.epoch, trial.trial_id, trial.config, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        status = self.rec.finish(trial.trial_id, trial.config, trial.last_result, trial.checkpoint)
-        self.rec.progress(trial.trial_id, status)
+        status = self._guard(
+            "the end", trial.trial_id, self.rec.finish,
+            trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
+        )  # fmt: skip
+        if status is not None:
+            self.rec.progress(trial.trial_id, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
         text = trial.get_error() or "the trial failed without an error message"
-        status = self.rec.finish(
+        status = self._guard(
+            "the error", trial.trial_id, self.rec.finish,
             trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
             error_text=str(text), node=(trial.last_result or {}).get("node_ip"),
         )  # fmt: skip
-        self.rec.progress(trial.trial_id, status)
-
+        if status is not None:
+            self.rec.progress(trial.trial_id, status)

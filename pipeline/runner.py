@@ -185,7 +185,9 @@ class StudyOutcome:
     parent_run_id: str
     rows: list[TrialRow] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # trials MLflow could not record
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
 
     @property
     def ok(self) -> int:
@@ -287,24 +289,44 @@ def run_study(
     if not resume:
         dump_resolved(spec, storage / SPEC_FILE)
 
-    # The tracking store (a fresh sqlite store takes seconds to migrate) opens while Ray starts.
-    opened: dict[str, Any] = {}
-    opener = threading.Thread(target=_open_parent, args=(spec, target, opened), daemon=True)
-    opener.start()
+    # Ray's start is mostly waiting on its processes: the tracking store, the data and the
+    # searcher (Optuna's import) are prepared meanwhile.
+    prep: dict[str, Any] = {}
+    worker = threading.Thread(target=_prepare, args=(spec, target, resume, prep), daemon=True)
+    worker.start()
+    phases: dict[str, float] = {"checks": time.perf_counter() - t0}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
     with ray_session(address, num_cpus):
-        opener.join()
-        if "error" in opened:
-            raise opened["error"]
-        parent_id = opened["parent"]
-        tuner = _tuner(spec, storage, target, parent_id, resume, quiet)
+        lap("ray start")
+        worker.join()
+        if "error" in prep:
+            raise prep["error"]
+        parent_id = prep["parent"]
+        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, prep)
+        lap("set-up")
         grid = tuner.fit()
-        outcome = _reconcile(spec, storage, target, parent_id, grid)
-    opened["tracker"].finish_parent(parent_id)
+        lap("trials")
+        outcome = _reconcile(spec, storage, target, parent_id, grid, prep["tracker"])
+        try:
+            prep["tracker"].finish_parent(parent_id)
+        except Exception as exc:  # noqa: BLE001 - the tables and Tune hold the study
+            outcome.gaps.append(f"the parent run ({exc.__class__.__name__})")
+        lap("wrap-up")
+    lap("ray stop")
+    outcome.phases = phases
     outcome.seconds = time.perf_counter() - t0
     return outcome
 
 
-def _open_parent(spec: StudySpec, target: TrackingTarget, box: dict[str, Any]) -> None:
+def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[str, Any]) -> None:
+    """The parent run, the shared data bundle and the searcher (run in a thread)."""
     from pipeline.spec import spec_to_dict
 
     try:
@@ -327,8 +349,19 @@ def _open_parent(spec: StudySpec, target: TrackingTarget, box: dict[str, Any]) -
             path.write_text(yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
             tracker.client.log_artifact(parent, str(path))
         box.update(tracker=tracker, parent=parent)
+        if not any(name in DATA_FIELDS for name in search.searched(spec)):
+            from syncmodel.data import load_data
+
+            box["data"] = load_data(TrainConfig.from_dict(base_config(spec)))
+        if not resume:  # a restored study brings its own searcher (with Optuna's state)
+            box["searcher"] = search.make_searcher(spec)
     except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
         box["error"] = exc
+
+
+def base_config(spec: StudySpec) -> dict[str, Any]:
+    """Every trial's config before its sampled params: spec.train + the fixed search entries."""
+    return {**spec.train.to_dict(), **search.fixed_params(spec)}
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -336,7 +369,13 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def _tuner(
-    spec: StudySpec, storage: Path, target: TrackingTarget, parent_id: str, resume: bool, quiet: bool
+    spec: StudySpec,
+    storage: Path,
+    target: TrackingTarget,
+    parent_id: str,
+    resume: bool,
+    quiet: bool,
+    prep: dict[str, Any],
 ):  # noqa: ANN202 - ray.tune.Tuner
     import ray
     from ray import tune
@@ -356,12 +395,8 @@ def _tuner(
     # verbose=0) would bury them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-    base = {**spec.train.to_dict(), **search.fixed_params(spec)}
-    data_ref = None
-    if not any(name in DATA_FIELDS for name in search.searched(spec)):
-        from syncmodel.data import load_data
-
-        data_ref = ray.put(load_data(TrainConfig.from_dict(base)))
+    base = base_config(spec)
+    data_ref = ray.put(prep["data"]) if "data" in prep else None
     ctx = TrialContext(
         base=base, search=dict(spec.search), evaluation=spec.evaluation,
         threads=max(1, int(spec.resources.cpu)), data_ref=data_ref,
@@ -384,7 +419,7 @@ def _tuner(
     return tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(
-            search_alg=search.make_searcher(spec),
+            search_alg=prep["searcher"],
             scheduler=_scheduler(spec),
             num_samples=samples,
             reuse_actors=True,
@@ -414,34 +449,44 @@ def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler or None
 
 
 def _reconcile(
-    spec: StudySpec, storage: Path, target: TrackingTarget, parent_id: str, grid: Any
+    spec: StudySpec, storage: Path, target: TrackingTarget, parent_id: str, grid: Any, tracker: Tracker
 ) -> StudyOutcome:
-    """After fit: record any ended trial the callbacks missed, drop runs Tune no longer knows."""
+    """After fit: record any ended trial the callbacks missed, drop runs Tune no longer knows.
+
+    What still cannot be recorded (the tracking store is down) is listed in `gaps`; running
+    `launch --resume` later records it (Tune has nothing left to run; this pass runs again).
+    """
     from pipeline.recorder import StudyRecorder
 
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage),
-        ctx_base={**spec.train.to_dict(), **search.fixed_params(spec)},
+        ctx_base=base_config(spec),
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
-        total=spec.samples, quiet=True,
+        total=spec.samples, quiet=True, tracker=tracker,
     )  # fmt: skip
     known: set[str] = set()
+    gaps: list[str] = []
     for result in grid:
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
         known.add(trial_id)
-        sampled = result.config or {}
-        if trial_id in recorder.tables.trials and recorder.tables.trials[trial_id].status != "running":
-            continue
-        error = None
-        if result.error is not None:
-            error = str(result.error)
-        recorder.finish(trial_id, sampled, result.metrics, result.checkpoint, error_text=error)
-    orphans = recorder.tracker.delete_orphans(known)
+        try:
+            row = recorder.tables.trials.get(trial_id)
+            if row is not None and row.mlflow_run_id and recorder.tracker.is_final(row.mlflow_run_id):
+                continue  # recorded by the callbacks (or an earlier driver)
+            error = str(result.error) if result.error is not None else None
+            recorder.finish(trial_id, result.config or {}, result.metrics, result.checkpoint, error_text=error)
+        except Exception as exc:  # noqa: BLE001 - reported as a gap
+            gaps.append(f"{trial_id} ({exc.__class__.__name__}: {str(exc)[:120]})")
+    orphans: list[str] = []
+    try:
+        orphans = recorder.tracker.delete_orphans(known)
+    except Exception as exc:  # noqa: BLE001
+        gaps.append(f"orphan clean-up ({exc.__class__.__name__})")
     if orphans:
         recorder.tables.drop(orphans)
         recorder.tables.write()
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
-    return StudyOutcome(storage, target, parent_id, rows, orphans)
+    return StudyOutcome(storage, target, parent_id, rows, orphans, gaps=gaps)
 
 
 def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], None] = print) -> None:
@@ -472,7 +517,14 @@ def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], N
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     out(f"{len(outcome.rows)} trials ({summary}) in {outcome.seconds:.0f} s")
+    if outcome.phases:
+        out("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items()))
     out(f"tables: {outcome.storage}  tracking: {outcome.target.uri}  experiment: {outcome.target.experiment}")
+    if outcome.gaps:
+        out(
+            f"NOT recorded in MLflow ({outcome.target.uri}): {'; '.join(outcome.gaps)}. "
+            "The tables hold them; run `syncstudy launch SPEC --resume` once the store is back."
+        )
     if outcome.orphans:
         out(f"removed {len(outcome.orphans)} runs of trials lost with the dead driver: {', '.join(outcome.orphans)}")
 

@@ -179,13 +179,19 @@ def searcher_class() -> type:
             metrics = self._metric if isinstance(self._metric, list) else [self._metric]
             values = None if error else objective_values(result, metrics)
             ot_trial = self._ot_trials[trial_id]
-            if values is not None:
-                self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
-            elif not error and result and not result.get("final"):
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-            else:
-                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
+            self._completed_trials.add(trial_id)  # first: a failing tell is never retried
+            try:
+                if values is not None:
+                    self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+                elif not error and result and not result.get("final"):
+                    self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                else:
+                    self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            except RuntimeError as exc:
+                # GridSampler calls study.stop() once the grid is used up, which Optuna allows
+                # only inside optimize(); the trial is already recorded by then.
+                if "Study.stop" not in str(exc):
+                    raise
 
     _StudySearcher.__name__ = _StudySearcher.__qualname__ = "StudySearcher"
     _StudySearcher.__module__ = __name__

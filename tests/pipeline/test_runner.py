@@ -65,6 +65,20 @@ def test_searcher_tells_optuna_complete_pruned_or_fail() -> None:
     assert searcher._ot_study.trials[0].values == [0.9, 0.3]
 
 
+def test_grid_sampler_runs_out_quietly() -> None:
+    spec = _spec()
+    spec.search = {"warmup_epochs": Param("warmup_epochs", "int", 0, 1)}
+    spec.objectives = [Objective("test_acc", "max")]
+    spec.sampler = SamplerSpec(name="grid", seed=0)
+    searcher = search.make_searcher(spec).searcher
+    seen = []
+    for tid in ("a", "b"):
+        seen.append(searcher.suggest(tid)["warmup_epochs"])
+        searcher.on_trial_complete(tid, {"final": 1, "test_acc": 0.5})  # the last one stops the grid
+    assert sorted(seen) == [0, 1]
+    assert [t.state for t in searcher._ot_study.trials] == [TrialState.COMPLETE] * 2
+
+
 def test_classify_error() -> None:
     trace = 'Traceback (most recent call last):\n  File "x.py", line 1\n    f()\nRuntimeError: boom\n'
     from pipeline.recorder import classify_error
