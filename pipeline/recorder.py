@@ -24,7 +24,7 @@ from pipeline import search
 from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS
 from pipeline.spec import Param
 from pipeline.tables import StudyTables, TrialRow
-from pipeline.tracking import Tracker, TrackingTarget
+from pipeline.tracking import Tracker, TrackingTarget, artifact_files
 from syncmodel.config import TrainConfig
 
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
@@ -168,7 +168,8 @@ class StudyRecorder:
                     self.tracker.log_epochs(run_id, history)
                 self.tracker.finish_trial(
                     run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
-                    error=error, artifacts=_artifacts(local, config, error_text, stack),
+                    error=error,
+                    artifacts=_artifacts(local, config, error_text, bool(result.get("uploaded")), stack),
                     tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
                 )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - raised below, once the row is written
@@ -217,23 +218,27 @@ def _read_json(path: Path) -> Any:
 
 
 def _artifacts(
-    local: Path | None, config: dict[str, Any], error_text: str | None, stack: contextlib.ExitStack
+    local: Path | None,
+    config: dict[str, Any],
+    error_text: str | None,
+    uploaded: bool,
+    stack: contextlib.ExitStack,
 ) -> list[tuple[Path, str | None]]:
-    """(local path, artifact folder) pairs for a trial's child run."""
+    """(local path, artifact folder) pairs the driver uploads for a trial's child run: its
+    config, its error trace, and the files of its last checkpoint unless the trial uploaded
+    them itself (remote servers: `tracking.upload_from_trial`)."""
     import yaml
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-art-")))
     (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    out: list[tuple[Path, str | None]] = [(tmp / "config.yaml", "config"), (tmp / "config.json", "config")]
     if error_text:
         (tmp / "error.txt").write_text(error_text)
+    out = [(p, d) for p, d in artifact_files(tmp) if not uploaded]
+    if error_text:
         out.append((tmp / "error.txt", None))
-    if local is not None:
-        out.append((local / "model.pt", "checkpoint"))
-        for name in ("report.json", "neurons.parquet", HISTORY_FILE):
-            out.append((local / name, "evaluation" if name != HISTORY_FILE else None))
-        out.append((local / "pictures", "pictures"))
+    if local is not None and not uploaded:
+        out += [(p, d) for p, d in artifact_files(local) if p.name not in ("config.yaml", "config.json")]
     return out
 
 

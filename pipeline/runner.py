@@ -35,7 +35,7 @@ from typing import Any
 from pipeline import search
 from pipeline.spec import EvaluationSpec, Param, StudySpec
 from pipeline.tables import TrialRow
-from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target
+from pipeline.tracking import Tracker, TrackingTarget, check_target, is_remote, resolve_target
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
 
@@ -53,7 +53,7 @@ TUNE_KEYS = {
     "training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip",
     "hostname", "pid", "time_this_iter_s", "timestamp", "date", "time_since_restore",
     "timesteps_since_restore", "iterations_since_restore", "config", "checkpoint_dir_name",
-    "trial_id", "done", "experiment_tag", "should_checkpoint", "__duplicate__", "final",
+    "trial_id", "done", "experiment_tag", "should_checkpoint", "__duplicate__", "final", "uploaded",
 }  # fmt: skip
 
 
@@ -69,6 +69,8 @@ class TrialContext:
     evaluation: EvaluationSpec
     threads: int
     data_ref: Any = None  # ray.ObjectRef of the shared DataBundle, or None
+    study: str = ""
+    upload_uri: str | None = None  # a remote tracking server: trials upload their own files
 
 
 _DATA_CACHE: dict[Any, Any] = {}  # per worker process: survives actor reuse
@@ -102,6 +104,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
     checkpoint (spec.retries), then the driver records the trial as error/oom."""
     import ray
     import torch
+    import yaml
     from ray import tune
 
     from syncmodel.training import train
@@ -151,6 +154,12 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
         }
         (final_dir / HISTORY_FILE).write_text(json.dumps(result.history, allow_nan=True))
         (final_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        (final_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if ctx.upload_uri:
+            from pipeline.tracking import upload_from_trial
+
+            trial_id = tune.get_context().get_trial_id()
+            final["uploaded"] = int(upload_from_trial(ctx.upload_uri, ctx.study, trial_id, final_dir))
         (final_dir / FINAL_FILE).write_text(json.dumps(final, allow_nan=True))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(final_dir)))
 
@@ -399,7 +408,8 @@ def _tuner(
     data_ref = ray.put(prep["data"]) if "data" in prep else None
     ctx = TrialContext(
         base=base, search=dict(spec.search), evaluation=spec.evaluation,
-        threads=max(1, int(spec.resources.cpu)), data_ref=data_ref,
+        threads=max(1, int(spec.resources.cpu)), data_ref=data_ref, study=spec.name,
+        upload_uri=target.uri if is_remote(target.uri) else None,
     )  # fmt: skip
     fn = tune.with_resources(
         tune.with_parameters(trainable, ctx=ctx),

@@ -476,6 +476,63 @@ class Tracker:
         return str(version.version)
 
 
+# Where a trial's files go in its child run: (file or folder in the trial's final checkpoint,
+# artifact folder). Used by the driver (from Tune's storage) and by a trial uploading its own.
+ARTIFACT_LAYOUT: tuple[tuple[str, str | None], ...] = (
+    ("config.yaml", "config"),
+    ("config.json", "config"),
+    ("model.pt", "checkpoint"),
+    ("report.json", "evaluation"),
+    ("neurons.parquet", "evaluation"),
+    ("history.json", None),
+    ("pictures", "pictures"),
+)
+
+
+def artifact_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """The `ARTIFACT_LAYOUT` entries present in `folder`."""
+    return [(folder / name, dest) for name, dest in ARTIFACT_LAYOUT if (folder / name).exists()]
+
+
+def is_remote(uri: str) -> bool:
+    return urllib.parse.urlsplit(uri).scheme.lower() in ("http", "https")
+
+
+def upload_from_trial(uri: str, study: str, trial_id: str, folder: Path, wait_s: float = 10.0) -> bool:
+    """A trial's own upload of its files to its child run (remote servers, proxied artifacts:
+    the bytes go from the worker to the server, not through the driver or a shared disk).
+    The driver created the run when the trial started; returns False if it cannot be found
+    or the upload fails (the driver then uploads from Tune's storage)."""
+    client = _client(uri)
+    flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    deadline = time.monotonic() + wait_s
+    try:
+        exp = client.get_experiment_by_name(_experiment_of(client, study))
+        while True:
+            runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=10) if exp else []
+            if runs or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        if not runs:
+            return False
+        run_id = min(runs, key=lambda r: r.info.start_time).info.run_id
+        for local, dest in artifact_files(folder):
+            if local.is_dir():
+                client.log_artifacts(run_id, str(local), dest)
+            else:
+                client.log_artifact(run_id, str(local), dest)
+        return True
+    except Exception:  # noqa: BLE001 - the driver falls back to Tune's storage
+        return False
+
+
+def _experiment_of(client: Any, study: str) -> str:
+    # The experiment carries the study tag (it may be named otherwise: tracking.experiment).
+    for exp in client.search_experiments(filter_string=f"tags.`{TAG_STUDY}` = '{study}'", max_results=10):
+        return exp.name
+    return study
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 

@@ -153,3 +153,47 @@ def test_every_other_study_runs_in_its_smoke_form(study: str, ray_cluster: str, 
     rows = pq.read_table(storage / "trials.parquet").to_pylist()
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
     assert all(r["metrics.interpretability"] is not None for r in rows)
+
+
+def test_remote_server_trials_upload_their_own_files(
+    ray_cluster: str, tmp_path: Path, write_spec  # noqa: ANN001
+) -> None:
+    """With an MLflow server (proxied artifacts), each trial uploads its files itself: the
+    driver never reads them off Tune's storage (a cluster's workers share no disk with it)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}",
+         "--artifacts-destination", str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(1)
+        storage = tmp_path / "study"
+        spec = write_spec(tmp_path / "remote.yaml", storage=str(storage), evaluation={"max_images": 60})
+        assert cli.main(["launch", str(spec), "--smoke", "--tracking-uri", url, "--quiet"]) == 0
+        finals = [json.loads(p.read_text()) for p in (storage / "tune").glob("*/checkpoint_*/final.json")]
+        assert len(finals) == 2 and all(f["uploaded"] == 1 for f in finals)
+        client = MlflowClient(tracking_uri=url)
+        for row in pq.read_table(storage / "trials.parquet").to_pylist():
+            names = {a.path for a in client.list_artifacts(row["mlflow_run_id"])}
+            assert {"checkpoint", "config", "evaluation", "history.json"} <= names
+            assert row["metrics.test_acc"] == client.get_run(row["mlflow_run_id"]).data.metrics["test_acc"]
+        assert not (storage / "mlflow.db").exists() and not (storage / "mlartifacts").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
