@@ -2,11 +2,14 @@
 
 Everything saved is tensors and primitives, so `torch.load(..., weights_only=True)` reads it:
 a checkpoint can never run code. Writes go to a temporary name and are renamed into place.
+Each payload carries the sha256 of its contents (`payload_digest`): torch checks neither
+tensor bytes nor strings on load, so an altered file would otherwise load with wrong weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +22,7 @@ from syncmodel.config import TrainConfig
 from syncmodel.errors import CheckpointError, SyncStudyError
 
 FORMAT = "syncstudy-checkpoint/1"
+DIGEST = "sha256"  # payload key: payload_digest of everything else in the payload
 
 
 def atomic_write(path: str | Path, write: Any) -> Path:
@@ -44,7 +48,48 @@ def save_checkpoint(
     """Write model weights (on CPU), the resolved config and `meta` (shapes, layers, epoch)."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "state_dict": state, "config": config.to_dict(), "meta": dict(meta)}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return atomic_write(path, lambda tmp: torch.save(with_digest(payload), tmp))
+
+
+def payload_digest(obj: Any) -> str:
+    """sha256 of a nested payload (dicts, lists, tensors, plain values), independent of the
+    file's zip layout: tensors by dtype, shape and bytes; dict keys in sorted order."""
+    digest = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            digest.update(f"D{len(x)}".encode())
+            for key in sorted(x, key=str):
+                digest.update(json.dumps(str(key)).encode())
+                feed(x[key])
+        elif isinstance(x, (list, tuple)):
+            digest.update(f"L{len(x)}".encode())
+            for item in x:
+                feed(item)
+        else:  # None, bool, int, float, str (repr keeps NaN, inf and int/float apart)
+            digest.update(f"V{type(x).__name__}:{x!r}".encode())
+
+    feed(obj)
+    return digest.hexdigest()
+
+
+def with_digest(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, DIGEST: payload_digest({k: v for k, v in payload.items() if k != DIGEST})}
+
+
+def check_digest(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a payload whose contents do not match its stored sha256 (an absent one is
+    accepted: checkpoints written before digests existed)."""
+    stored = payload.get(DIGEST)
+    if stored is None:
+        return
+    actual = payload_digest({k: v for k, v in payload.items() if k != DIGEST})
+    if stored != actual:
+        raise CheckpointError(f"{path}: contents do not match the checkpoint's sha256 (altered or corrupted)")
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -63,6 +108,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("state_dict", "config", "meta"):
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    check_digest(payload, path)
     return payload
 
 

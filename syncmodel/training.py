@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from syncmodel.checkpoint import atomic_write, save_checkpoint
+from syncmodel.checkpoint import atomic_write, check_digest, save_checkpoint, with_digest
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split, load_data
 from syncmodel.errors import CheckpointError, ConfigError
@@ -308,7 +308,7 @@ def _save(
         "torch_rng": torch.get_rng_state(),
         "history": [dict(r) for r in history],
     }
-    atomic_write(ckpt_dir / "train_state.pt", lambda tmp: torch.save(state, tmp))
+    atomic_write(ckpt_dir / "train_state.pt", lambda tmp: torch.save(with_digest(state), tmp))
     save_checkpoint(ckpt_dir / "model.pt", model, config, meta)
     return ckpt_dir
 
@@ -324,6 +324,9 @@ def _restore(
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{state_path}: unreadable training state ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or "optimizer" not in state:
+        raise CheckpointError(f"{state_path}: not a training state")
+    check_digest(state, state_path)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"])

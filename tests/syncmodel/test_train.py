@@ -67,7 +67,7 @@ def test_checkpoint_reloads_to_the_same_test_accuracy(digits, tmp_path):
 def test_checkpoint_holds_only_weights_and_plain_data(digits, tmp_path):
     result = train(TrainConfig(**{**FAST, "epochs": 1}), data=digits, out_dir=tmp_path)
     payload = torch.load(result.checkpoint, weights_only=True)  # raises if anything else is inside
-    assert set(payload) == {"format", "state_dict", "config", "meta"}
+    assert set(payload) == {"format", "state_dict", "config", "meta", "sha256"}
 
 
 def test_truncated_checkpoint_is_refused_with_the_file_named(digits, tmp_path):
