@@ -61,11 +61,12 @@ def choose(
     return ranked[0]
 
 
-def _safe_name(name: str) -> str:
-    # Artifact names come from the store; none may climb out of the export folder.
-    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise SyncStudyError(f"refusing artifact name {name!r}: it would escape the output folder")
-    return name
+def _inside(path: Path, folder: Path, what: str) -> Path:
+    """`path` if it resolves inside `folder`; names from the store never climb out of it."""
+    resolved = Path(path).resolve()
+    if resolved != folder.resolve() and folder.resolve() not in resolved.parents:
+        raise SyncStudyError(f"refusing {what} {str(path)!r}: it would escape {folder}")
+    return resolved
 
 
 def export_trial(
@@ -84,14 +85,18 @@ def export_trial(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory() as dl:
-            model = tracker.download(record.run_id, "checkpoint/model.pt", Path(dl))
-            shutil.copy2(model, tmp / _safe_name("model.pt"))
+            here = Path(dl)
+
+            def fetch(artifact: str) -> Path:
+                return _inside(tracker.download(record.run_id, artifact, here), here, "artifact")
+
+            shutil.copy2(fetch("checkpoint/model.pt"), tmp / "model.pt")
             for name in ("config.yaml", "config.json"):
-                src = tracker.download(record.run_id, f"config/{name}", Path(dl))
-                shutil.copy2(src, tmp / _safe_name(name))
+                shutil.copy2(fetch(f"config/{name}"), tmp / name)
             try:
-                report = tracker.download(record.run_id, "evaluation/report.json", Path(dl))
-                shutil.copy2(report, tmp / "report.json")
+                shutil.copy2(fetch("evaluation/report.json"), tmp / "report.json")
+            except SyncStudyError:
+                raise
             except Exception:  # noqa: BLE001 - trials without evaluation have none
                 pass
         payload = read_checkpoint(tmp / "model.pt")  # weights-only load: refuse anything else
@@ -113,13 +118,47 @@ def export_trial(
     return out
 
 
-def verify(folder: str | Path) -> None:
-    """Check every file against SHA256SUMS; `CheckpointError`-style message on a mismatch."""
-    folder = Path(folder)
-    for line in (folder / MANIFEST).read_text().splitlines():
-        digest, name = line.split("  ", 1)
-        if file_sha256(folder / _safe_name(name)) != digest:
-            raise SyncStudyError(f"{folder / name}: sha256 does not match {MANIFEST}")
+def verify(folder: str | Path) -> int:
+    """Check an exported folder; returns how many files the manifest covers.
+
+    Refused (`SyncStudyError` naming the folder or file): a missing or malformed SHA256SUMS,
+    a manifest entry that is not a plain file name in the folder (``../x``, ``/etc/x``,
+    ``sub/x``), a listed file missing or with another sha256, a file the manifest does not
+    list, and a model.pt that is not a weights-only syncstudy checkpoint.
+    """
+    folder = Path(folder).resolve()
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise SyncStudyError(f"{folder}: no {MANIFEST} (not an exported folder?)")
+    listed: dict[str, str] = {}
+    for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise SyncStudyError(f"{manifest}:{number}: not a 'SHA256  NAME' line")
+        listed[_manifest_name(folder, name)] = digest
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file() or path.is_symlink():
+            raise SyncStudyError(f"{path}: listed in {MANIFEST} but missing (or not a plain file)")
+        if file_sha256(path) != digest:
+            raise SyncStudyError(f"{path}: sha256 does not match {MANIFEST} (altered or corrupted)")
+    extra = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in listed)
+    if extra:
+        raise SyncStudyError(f"{folder}: files not in {MANIFEST}: {', '.join(extra)}")
+    if "model.pt" not in listed:
+        raise SyncStudyError(f"{manifest}: lists no model.pt")
+    read_checkpoint(folder / "model.pt")  # weights-only, and its own sha256 over the contents
+    return len(listed)
+
+
+def _manifest_name(folder: Path, name: str) -> str:
+    # Export writes a flat folder: anything with a separator or a parent step could make a
+    # checker (or `sha256sum -c`) read outside it.
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise SyncStudyError(f"{folder / MANIFEST}: entry {name!r} is not a file of the folder (refused)")
+    if (folder / name).resolve().parent != folder:
+        raise SyncStudyError(f"{folder / MANIFEST}: entry {name!r} leads outside the folder (refused)")
+    return name
 
 
 def model_card(

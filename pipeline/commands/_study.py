@@ -75,6 +75,11 @@ def locate_study(
     if spec_path:
         spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri})
     elif study:
+        from pipeline.spec_sections import NAME_RE
+
+        if not NAME_RE.match(study):
+            # a study name is a folder name under runs/: nothing that climbs out of it
+            raise SyncStudyError(f"--study {study!r}: not a study name (a-z 0-9 _ -, first a letter or digit)")
         saved = Path("runs") / study / SPEC_FILE
         if saved.is_file():
             spec = load_spec(saved, overrides={"tracking.uri": tracking_uri})

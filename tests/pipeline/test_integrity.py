@@ -1,0 +1,130 @@
+"""Exported folders and checkpoints under fault: `export --verify` and `evaluate` refuse a
+truncated, altered or escaping file with exit 2 and one line naming it, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import cli
+from pipeline.export import MANIFEST, verify
+from syncmodel.checkpoint import file_sha256, save_checkpoint
+from syncmodel.config import TrainConfig
+from syncmodel.errors import SyncStudyError
+from syncmodel.nets import build_model
+
+
+def _export_like(folder: Path) -> Path:
+    """A folder as `export_trial` writes one (model.pt, config.json, SHA256SUMS)."""
+    folder.mkdir()
+    config = TrainConfig(dataset="digits", width=8)
+    torch.manual_seed(0)
+    model = build_model(config, 1, 10, 8)
+    meta = {"in_channels": 1, "num_classes": 10, "image_size": 8, "layers": ["features.0"], "epoch": 1}
+    save_checkpoint(folder / "model.pt", model, config, meta)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    _manifest(folder)
+    return folder
+
+
+def _manifest(folder: Path, extra: str = "") -> None:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    (folder / MANIFEST).write_text("".join(f"{file_sha256(p)}  {p.name}\n" for p in files) + extra)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_verify_accepts_a_good_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = _export_like(tmp_path / "best")
+    assert verify(out) == 2
+    code, text = _cli(capsys, "export", "--verify", str(out))
+    assert code == 0 and "2 files match SHA256SUMS" in text
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        ("alter", "config.json: sha256 does not match"),
+        ("truncate", "model.pt: sha256 does not match"),
+        ("truncate+manifest", "model.pt: not a readable weights-only checkpoint"),
+        ("missing", "config.json: listed in SHA256SUMS but missing"),
+        ("extra", "files not in SHA256SUMS: evil.pkl"),
+        ("no-manifest", "no SHA256SUMS"),
+        ("bad-line", "not a 'SHA256  NAME' line"),
+        ("parent", "entry '../outside' is not a file of the folder"),
+        ("absolute", "entry '/etc/passwd' is not a file of the folder"),
+        ("symlink", "entry 'link' leads outside the folder"),
+    ],
+)
+def test_verify_refuses_with_one_line(
+    damage: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = _export_like(tmp_path / "best")
+    (tmp_path / "outside").write_text("secret")
+    if damage == "alter":
+        (out / "config.json").write_text("{}")
+    elif damage.startswith("truncate"):
+        data = (out / "model.pt").read_bytes()
+        (out / "model.pt").write_bytes(data[: len(data) // 2])
+        if damage.endswith("manifest"):
+            _manifest(out)  # a consistent manifest over a broken file: the load refuses it
+    elif damage == "missing":
+        (out / "config.json").unlink()
+    elif damage == "extra":
+        (out / "evil.pkl").write_bytes(b"x")
+    elif damage == "no-manifest":
+        (out / MANIFEST).unlink()
+    elif damage == "bad-line":
+        _manifest(out, extra="not a manifest line\n")
+    elif damage in ("parent", "absolute"):
+        name = "../outside" if damage == "parent" else "/etc/passwd"
+        target = tmp_path / "outside" if damage == "parent" else Path("/etc/passwd")
+        _manifest(out, extra=f"{file_sha256(target)}  {name}\n")
+    elif damage == "symlink":
+        (out / "link").symlink_to(tmp_path / "outside")
+        _manifest(out, extra=f"{file_sha256(tmp_path / 'outside')}  link\n")
+    with pytest.raises(SyncStudyError, match="refused|match|missing|not|no "):
+        verify(out)
+    code, text = _cli(capsys, "export", "--verify", str(out))
+    assert code == 2 and words in text, text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_a_broken_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = _export_like(tmp_path / "best") / "model.pt"
+    good = ckpt.read_bytes()
+    for name, data in (("truncated", good[: len(good) // 2]), ("altered", _flip_weight_byte(ckpt, good))):
+        ckpt.write_bytes(data)
+        code, text = _cli(capsys, "evaluate", str(ckpt), "--out", str(tmp_path / "ev"), "--no-pictures")
+        assert code == 2, (name, text)
+        assert str(ckpt) in text and ("sha256" in text or "not a readable" in text), text
+        assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+    assert not (tmp_path / "ev").exists()  # nothing written for a refused checkpoint
+
+
+def _flip_weight_byte(ckpt: Path, data: bytes) -> bytes:
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    big = max(state.values(), key=lambda t: t.numel())
+    at = data.find(big.contiguous().numpy().tobytes()[:32])
+    assert at > 0
+    out = bytearray(data)
+    out[at + 3] ^= 0x40
+    return bytes(out)
+
+
+def test_export_requires_out_and_study_names_cannot_escape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = _cli(capsys, "export", "--study", "digits")
+    assert code == 2 and "--out DIR is required" in text
+    for name in ("../../etc", "a/b", "/tmp/x"):
+        code, text = _cli(capsys, "runs", "--study", name)
+        assert code == 2 and "not a study name" in text, text
