@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import tune
 
-from pipeline import search
+from pipeline import faults, search
 from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS
 from pipeline.spec import Param
 from pipeline.tables import StudyTables, TrialRow
@@ -36,7 +36,9 @@ def classify_error(text: str) -> tuple[str, str]:
     prints first in a chained trace (Ray wraps it in its own exceptions after)."""
     lines = [ln.strip() for ln in (text or "").splitlines()]
     found = [ln for ln in lines if _EXC_LINE.match(ln) and not ln.startswith(_WRAPPERS)]
-    oom = any(s in (text or "") for s in ("OutOfMemoryError", "out of memory", "OOMKilled"))
+    # torch.OutOfMemoryError (CUDA), MemoryError (host), Ray's OutOfMemoryError (its memory
+    # monitor killed the worker), a container's OOM kill.
+    oom = any(s in (text or "") for s in ("OutOfMemoryError", "MemoryError", "out of memory", "OOMKilled"))
     message = found[0] if found else next((ln for ln in reversed(lines) if ln), "unknown error")
     return ("oom" if oom else "error"), message[:500]
 
@@ -107,6 +109,7 @@ class StudyRecorder:
         return runs[trial_id]
 
     def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
+        self._open().setdefault("started", {}).setdefault(trial_id, time.time())
         self.run_id(trial_id, sampled)
 
     def epoch(self, trial_id: str, sampled: dict[str, Any], result: dict[str, Any]) -> None:
@@ -175,7 +178,11 @@ class StudyRecorder:
             except Exception as exc:  # noqa: BLE001 - raised below, once the row is written
                 failure = exc
         row = self.tables.trials.get(trial_id)
-        start = (row.start_time if row else None) or result.get("start_time")
+        start = (
+            (row.start_time if row else None)
+            or result.get("start_time")
+            or self._open().get("started", {}).get(trial_id)
+        )
         self.tables.upsert_trial(
             TrialRow(
                 trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
@@ -251,6 +258,10 @@ class StudyCallback(tune.Callback):
     reconciliation after `fit` records again whatever was missed (every write is idempotent).
     """
 
+    # Class defaults: a callback unpickled from an older tuner.pkl (--resume) lacks them.
+    started = 0
+    ended = 0
+
     def __init__(self, recorder: StudyRecorder):
         self.rec = recorder
         self.failures = 0
@@ -270,6 +281,8 @@ class StudyCallback(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
         self._guard("the start", trial.trial_id, self.rec.start, trial.trial_id, trial.config)
+        self.started += 1
+        faults.driver_point("before_first_result", self.started)  # tests only (pipeline.faults)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001, ANN201
         self._guard("an epoch", trial.trial_id, self.rec.epoch, trial.trial_id, trial.config, result)
@@ -279,8 +292,7 @@ class StudyCallback(tune.Callback):
             "the end", trial.trial_id, self.rec.finish,
             trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
         )  # fmt: skip
-        if status is not None:
-            self.rec.progress(trial.trial_id, status)
+        self._ended(trial.trial_id, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
         text = trial.get_error() or "the trial failed without an error message"
@@ -289,5 +301,10 @@ class StudyCallback(tune.Callback):
             trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
             error_text=str(text), node=(trial.last_result or {}).get("node_ip"),
         )  # fmt: skip
+        self._ended(trial.trial_id, status)
+
+    def _ended(self, trial_id: str, status: str | None) -> None:
         if status is not None:
-            self.rec.progress(trial.trial_id, status)
+            self.rec.progress(trial_id, status)
+        self.ended += 1
+        faults.driver_point("after_trial", self.ended)  # tests only (pipeline.faults)

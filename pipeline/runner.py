@@ -70,7 +70,7 @@ class TrialContext:
     threads: int
     data_ref: Any = None  # ray.ObjectRef of the shared DataBundle, or None
     study: str = ""
-    upload_uri: str | None = None  # a remote tracking server: trials upload their own files
+    upload_to: TrackingTarget | None = None  # a remote tracking server: trials upload their files
 
 
 _DATA_CACHE: dict[Any, Any] = {}  # per worker process: survives actor reuse
@@ -155,11 +155,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
         (final_dir / HISTORY_FILE).write_text(json.dumps(result.history, allow_nan=True))
         (final_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         (final_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if ctx.upload_uri:
+        if ctx.upload_to is not None:
             from pipeline.tracking import upload_from_trial
 
             trial_id = tune.get_context().get_trial_id()
-            final["uploaded"] = int(upload_from_trial(ctx.upload_uri, ctx.study, trial_id, final_dir))
+            final["uploaded"] = int(upload_from_trial(ctx.upload_to, ctx.study, trial_id, final_dir))
         (final_dir / FINAL_FILE).write_text(json.dumps(final, allow_nan=True))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(final_dir)))
 
@@ -409,7 +409,7 @@ def _tuner(
     ctx = TrialContext(
         base=base, search=dict(spec.search), evaluation=spec.evaluation,
         threads=max(1, int(spec.resources.cpu)), data_ref=data_ref, study=spec.name,
-        upload_uri=target.uri if is_remote(target.uri) else None,
+        upload_to=target if is_remote(target.uri) else None,
     )  # fmt: skip
     fn = tune.with_resources(
         tune.with_parameters(trainable, ctx=ctx),

@@ -498,16 +498,18 @@ def is_remote(uri: str) -> bool:
     return urllib.parse.urlsplit(uri).scheme.lower() in ("http", "https")
 
 
-def upload_from_trial(uri: str, study: str, trial_id: str, folder: Path, wait_s: float = 10.0) -> bool:
+def upload_from_trial(
+    target: TrackingTarget, study: str, trial_id: str, folder: Path, wait_s: float = 10.0
+) -> bool:
     """A trial's own upload of its files to its child run (remote servers, proxied artifacts:
     the bytes go from the worker to the server, not through the driver or a shared disk).
     The driver created the run when the trial started; returns False if it cannot be found
     or the upload fails (the driver then uploads from Tune's storage)."""
-    client = _client(uri)
+    client = _client(target.uri)
     flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'"
     deadline = time.monotonic() + wait_s
     try:
-        exp = client.get_experiment_by_name(_experiment_of(client, study))
+        exp = client.get_experiment_by_name(target.experiment)
         while True:
             runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=10) if exp else []
             if runs or time.monotonic() > deadline:
@@ -524,13 +526,6 @@ def upload_from_trial(uri: str, study: str, trial_id: str, folder: Path, wait_s:
         return True
     except Exception:  # noqa: BLE001 - the driver falls back to Tune's storage
         return False
-
-
-def _experiment_of(client: Any, study: str) -> str:
-    # The experiment carries the study tag (it may be named otherwise: tracking.experiment).
-    for exp in client.search_experiments(filter_string=f"tags.`{TAG_STUDY}` = '{study}'", max_results=10):
-        return exp.name
-    return study
 
 
 def _is_number(v: Any) -> bool:

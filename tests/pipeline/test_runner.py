@@ -163,3 +163,33 @@ def test_failing_trials_are_recorded_and_the_study_exits_1(
         assert run.info.status == "FAILED" and run.data.tags["syncstudy.status"] == "error"
         assert "no_such_layer" in run.data.tags["syncstudy.error"]
         assert "error.txt" in {a.path for a in client.list_artifacts(r["mlflow_run_id"])}
+
+
+def test_asha_stops_lagging_trials_and_they_are_recorded_as_stopped(
+    ray_cluster: str, tmp_path: Path, write_spec  # noqa: ANN001
+) -> None:
+    from mlflow import MlflowClient
+
+    storage = tmp_path / "study"
+    spec = write_spec(
+        tmp_path / "asha.yaml", storage=str(storage), samples=6, concurrency=1,
+        scheduler={"name": "asha", "metric": "val_acc", "mode": "max", "grace_period": 2, "reduction_factor": 2},
+        train={"epochs": 3, "n_train": 800, "batch_size": 32}, evaluation={"max_images": 50},
+        sampler={"seed": 3},
+    )  # fmt: skip
+    assert cli.main(["launch", str(spec), "--smoke", "--quiet"]) == 0
+    rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    assert len(rows) == 6
+    stopped = [r for r in rows if r["status"] == "stopped"]
+    assert stopped and all(r["status"] in ("ok", "stopped") for r in rows)
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    history = pq.read_table(storage / "history.parquet").to_pylist()
+    for r in stopped:
+        assert r["metrics.test_acc"] is None and r["metrics.val_acc"] is not None
+        epochs = [h["epoch"] for h in history if h["trial_id"] == r["trial_id"]]
+        assert epochs and max(epochs) < 3
+        assert client.get_run(r["mlflow_run_id"]).info.status == "KILLED"
+        assert r["start_time"] is not None and r["end_time"] > r["start_time"]
+    for r in rows:
+        if r["status"] == "ok":
+            assert r["metrics.test_acc"] is not None and r["metrics.interpretability"] is not None
