@@ -142,13 +142,6 @@ def test_no_trial_wrote_a_local_tracking_store(study) -> None:
         assert not found, found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline.runner logs MLflow from the driver (StudyRecorder): a trial's files reach "
-    "the server only through Tune's storage, which needs a shared disk on a real cluster. "
-    "Issue 5 asks for the upload from the worker; remove this marker once the trainable "
-    "uploads its artifacts itself.",
-)
 def test_each_trial_uploaded_an_artifact_from_its_worker(study, ray_cluster, recorded_tracking) -> None:
     """The worker process itself sent the run's files to the server (HTTP PUT to the proxied
     artifact store), not the driver reading them off a shared disk."""
