@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except SyncStudyError as exc:
-        print(f"syncstudy {args.command}: error: {exc}", file=sys.stderr)
+        from pipeline.tracking import redact  # a URI's password never reaches the terminal
+
+        print(f"syncstudy {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"syncstudy {args.command}: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -46,8 +47,21 @@ _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 CHECK_TIMEOUT_S = 8.0
 
 
+# scheme://user:PASSWORD@ in any text (ours, or a driver's error message quoting the URI).
+_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s'\"]*):[^@/\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URI in it replaced by ***."""
+    return _CREDENTIALS.sub(r"\g<head>:***@", text)
+
+
 class TrackingError(SyncStudyError):
-    """The tracking store cannot be used; the message names the URI."""
+    """The tracking store cannot be used; the message names the URI (its password redacted:
+    a `${VAR}` in the spec was expanded from the environment and must not reach a log)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
