@@ -32,10 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import search
+from pipeline import faults, search
 from pipeline.spec import EvaluationSpec, Param, StudySpec
 from pipeline.tables import TrialRow
-from pipeline.tracking import Tracker, TrackingTarget, check_target, is_remote, resolve_target
+from pipeline.tracking import (
+    Tracker,
+    TrackingTarget,
+    check_target,
+    is_remote,
+    outage_of,
+    resolve_target,
+)
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
 
@@ -123,6 +130,11 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
             tune.report(json.loads((restore / FINAL_FILE).read_text()))
             return
         resume = restore if restore is not None and (restore / "train_state.pt").is_file() else None
+        # Test-only fault injection (pipeline.faults, docs/reliability.md): a no-op unless set.
+        context = tune.get_context()
+        injected = faults.TrialFaults(context.get_trial_name(), context.get_trial_id(), resume)
+        data = injected.data(data)
+        injected.before_training()
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-trial-")))
 
         def on_epoch(record: dict[str, float], written: Path | None) -> None:
@@ -133,6 +145,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
                 return
             ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
             tune.report({**record, "final": 0}, checkpoint=ckpt)
+            injected.after_epoch(int(record["epoch"]))
 
         result = train(cfg, on_epoch=on_epoch, out_dir=work, data=data, resume=resume)
         final_dir = work / "final"
@@ -195,6 +208,8 @@ class StudyOutcome:
     rows: list[TrialRow] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # trials MLflow could not record
+    outages: str = ""  # when the tracking store did not answer during the study
+    unfinished: int = 0  # trials Tune left unfinished (an interrupted study)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
 
@@ -287,7 +302,7 @@ def run_study(
     """Run (or resume) a study to its end; returns the trials' rows (trials.parquet)."""
     from pipeline.spec import check_fits_local, dump_resolved
 
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     storage = storage_of(spec)
     target = target_of(spec, storage)
     _check_resume(spec, storage, resume)
@@ -327,6 +342,7 @@ def run_study(
             prep["tracker"].finish_parent(parent_id)
         except Exception as exc:  # noqa: BLE001 - the tables and Tune hold the study
             outcome.gaps.append(f"the parent run ({exc.__class__.__name__})")
+        outcome.outages = outage_of(target.uri).report(since=wall0)
         lap("wrap-up")
     lap("ray stop")
     outcome.phases = phases
@@ -368,6 +384,13 @@ def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[st
         box["error"] = exc
 
 
+def planned_trials(spec: StudySpec) -> int:
+    """How many trials the study runs: `samples`, capped at the grid's size for grid search."""
+    if spec.sampler.name == "grid":
+        return min(spec.samples, search.grid_size(spec))
+    return spec.samples
+
+
 def base_config(spec: StudySpec) -> dict[str, Any]:
     """Every trial's config before its sampled params: spec.train + the fixed search entries."""
     return {**spec.train.to_dict(), **search.fixed_params(spec)}
@@ -375,6 +398,12 @@ def base_config(spec: StudySpec) -> dict[str, Any]:
 
 def _trial_dirname(trial: Any) -> str:
     return trial.trial_id
+
+
+def _trial_name(trial: Any) -> str:
+    # "3_1a2b3c4d": the creation counter of Tune's experiment tag, then the id (Tune's logs;
+    # pipeline.faults picks trials by that counter).
+    return f"{trial.experiment_tag.split('_', 1)[0]}_{trial.trial_id}"
 
 
 def _tuner(
@@ -418,9 +447,7 @@ def _tuner(
     exp = storage / EXPERIMENT_DIR
     if resume:
         return tune.Tuner.restore(str(exp), trainable=fn, resume_unfinished=True, resume_errored=False)
-    samples = spec.samples
-    if spec.sampler.name == "grid":
-        samples = min(samples, search.grid_size(spec))
+    samples = planned_trials(spec)
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage), ctx_base=base,
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
@@ -434,6 +461,7 @@ def _tuner(
             num_samples=samples,
             reuse_actors=True,
             trial_dirname_creator=_trial_dirname,
+            trial_name_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
@@ -496,7 +524,10 @@ def _reconcile(
         recorder.tables.drop(orphans)
         recorder.tables.write()
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
-    return StudyOutcome(storage, target, parent_id, rows, orphans, gaps=gaps)
+    # Ctrl-C: Tune stops early and saves the study; trials it ran and those it never created
+    # are both missing from the ended ones.
+    unfinished = max(planned_trials(spec) - grid.num_terminated - grid.num_errors, 0)
+    return StudyOutcome(storage, target, parent_id, rows, orphans, gaps=gaps, unfinished=unfinished)
 
 
 def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], None] = print) -> None:
@@ -530,6 +561,10 @@ def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], N
     if outcome.phases:
         out("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items()))
     out(f"tables: {outcome.storage}  tracking: {outcome.target.uri}  experiment: {outcome.target.experiment}")
+    if outcome.unfinished:
+        out(f"interrupted: {outcome.unfinished} trials unfinished; `syncstudy launch SPEC --resume` continues the study")
+    if outcome.outages:
+        out(outcome.outages)
     if outcome.gaps:
         out(
             f"NOT recorded in MLflow ({outcome.target.uri}): {'; '.join(outcome.gaps)}. "

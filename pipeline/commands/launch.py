@@ -1,7 +1,8 @@
 """`syncstudy launch SPEC`: run a study (local Ray started here, or `--address` of a cluster).
 
 A progress line per ended trial, a summary table at the end. Exit 0 when at least one trial
-finished (status ok), 1 when none did, 2 on a user error (nothing started).
+finished (status ok), 1 when none did, 2 on a user error (nothing started), 130 when it was
+interrupted (Ctrl-C: Tune saves the study; `--resume` continues it).
 """
 
 from __future__ import annotations
@@ -39,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
         redact_uri(outcome.target.uri) or "", outcome.target.experiment, outcome.target.artifact_location
     )
     print_summary(spec, outcome)
+    if outcome.unfinished:
+        return 130
     return 0 if outcome.ok > 0 else 1
