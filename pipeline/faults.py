@@ -36,7 +36,7 @@ KINDS = ("raise", "oom", "memory", "exit", "nan")
 PAUSE_S = 120.0  # a paused trial waits this long for the test to kill the driver
 
 
-class InjectedFault(RuntimeError):
+class InjectedError(RuntimeError):
     """The `raise` fault."""
 
 
@@ -65,10 +65,18 @@ def parse_faults(text: str | None) -> list[Fault]:
     return out
 
 
-def trial_number(experiment_tag: str) -> int:
-    """Tune's experiment tag starts with the trial's creation counter: "3_lr=0.01,..." → 3."""
-    head = experiment_tag.split("_", 1)[0]
+def trial_number(name: str) -> int:
+    """The creation counter that starts a trial's name ("3_1a2b3c4d" → 3), else 0."""
+    head = name.split("_", 1)[0]
     return int(head) if head.isdigit() else 0
+
+
+def _epoch_of(resume: Path | None) -> int | None:
+    if resume is None:
+        return None
+    from syncmodel.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(resume / "model.pt")["meta"].get("epoch", 0))
 
 
 def _dir() -> Path | None:
@@ -91,7 +99,7 @@ def _die() -> None:
 def _raise(kind: str, where: str) -> None:
     message = f"injected by {FAULT_ENV} {where}"
     if kind == "raise":
-        raise InjectedFault(message)
+        raise InjectedError(message)
     if kind == "oom":
         import torch
 
@@ -103,25 +111,32 @@ def _raise(kind: str, where: str) -> None:
 
 
 class TrialFaults:
-    """The faults and crash point that apply to one trial (built in the trainable)."""
+    """The faults and crash point that apply to one trial (built in the trainable).
 
-    def __init__(self, number: int, trial_id: str, restored_epoch: int | None):
-        self.number = number
+    `trial_name` is Tune's trial name, "N_<id>" (pipeline.runner names trials so); `resume`
+    the checkpoint folder the trial continues from, or None.
+    """
+
+    def __init__(self, trial_name: str, trial_id: str, resume: Path | None):
+        self.number = trial_number(trial_name)
         self.trial_id = trial_id
-        self.restored = restored_epoch is not None
+        self.restored = resume is not None
+        self.faults: list[Fault] = []
+        self.crash = os.environ.get(CRASH_ENV, "")
+        if not os.environ.get(FAULT_ENV) and not self.crash:
+            return  # the normal case: nothing read, nothing written
         self.faults = [
             f for f in parse_faults(os.environ.get(FAULT_ENV))
-            if f.trial == number and not (f.once and self.restored)
+            if f.trial == self.number and not (f.once and self.restored)
         ]  # fmt: skip
-        self.crash = os.environ.get(CRASH_ENV, "")
         folder = _dir()
-        if folder is not None and (self.faults or self.crash or os.environ.get(FAULT_ENV)):
+        if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
-            event = {"trial": number, "trial_id": trial_id, "restored_epoch": restored_epoch}
+            event = {"trial": self.number, "trial_id": trial_id, "restored_epoch": _epoch_of(resume)}
             with open(folder / "events.jsonl", "a") as fh:
                 fh.write(json.dumps(event) + "\n")
         if self.crash == "checkpoint_write" and not self.restored:
-            _pause_in_checkpoint_write(number)
+            _pause_in_checkpoint_write(self.number)
 
     @property
     def active(self) -> bool:

@@ -27,6 +27,10 @@ from pipeline.tables import StudyTables, TrialRow
 from pipeline.tracking import Tracker, TrackingTarget, artifact_files
 from syncmodel.config import TrainConfig
 
+# Child runs this process has seen recorded with their final status: the reconciliation after
+# `fit` trusts these without asking the store (which may be down by then).
+RECORDED: set[str] = set()
+
 _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _WRAPPERS = ("ray.air._internal.util.StartTraceback", "ray.exceptions.RayTaskError")
 
@@ -118,8 +122,8 @@ class StudyRecorder:
         record = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
         if "epoch" not in record:
             return
+        self.tables.upsert_history(trial_id, [record])  # first: kept through a tracking outage
         self.tracker.log_epochs(self.run_id(trial_id, sampled), [record])
-        self.tables.upsert_history(trial_id, [record])
 
     def finish(
         self,
@@ -175,6 +179,7 @@ class StudyRecorder:
                     artifacts=_artifacts(local, config, error_text, bool(result.get("uploaded")), stack),
                     tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
                 )  # fmt: skip
+                RECORDED.add(run_id)
             except Exception as exc:  # noqa: BLE001 - raised below, once the row is written
                 failure = exc
         row = self.tables.trials.get(trial_id)

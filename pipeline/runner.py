@@ -494,7 +494,7 @@ def _reconcile(
     What still cannot be recorded (the tracking store is down) is listed in `gaps`; running
     `launch --resume` later records it (Tune has nothing left to run; this pass runs again).
     """
-    from pipeline.recorder import StudyRecorder
+    from pipeline.recorder import RECORDED, StudyRecorder
 
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage),
@@ -509,7 +509,9 @@ def _reconcile(
         known.add(trial_id)
         try:
             row = recorder.tables.trials.get(trial_id)
-            if row is not None and row.mlflow_run_id and recorder.tracker.is_final(row.mlflow_run_id):
+            if row is not None and row.mlflow_run_id and (
+                row.mlflow_run_id in RECORDED or recorder.tracker.is_final(row.mlflow_run_id)
+            ):
                 continue  # recorded by the callbacks (or an earlier driver)
             error = str(result.error) if result.error is not None else None
             recorder.finish(trial_id, result.config or {}, result.metrics, result.checkpoint, error_text=error)
