@@ -1,0 +1,80 @@
+"""A tracking server that goes away mid-study: the trials go on, the tables hold every trial,
+the summary names what MLflow missed, and `launch --resume` with the server back records it
+(each trial and epoch once)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from mlflow import MlflowClient
+
+from pipeline.services import free_port, start_mlflow_server
+from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
+
+SAMPLES = 3
+
+
+def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
+    port = free_port()
+    backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts"
+    server = start_mlflow_server(backend, artifacts, port=port, log_path=tmp_path / "server.log")
+    storage = tmp_path / "study"
+    spec = write_spec(
+        tmp_path / "outage.yaml", samples=SAMPLES, storage=str(storage), tracking={"uri": server.url},
+        train={"epochs": 1, "n_train": 200, "width": 8}, evaluation={"max_images": 60, "pictures": False},
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("[1/"):
+                server.stop()
+                stopped = time.monotonic()
+        proc.wait(timeout=60)
+        after_stop = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        server.stop()
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    # Two trials ran without the store: each refusal is immediate (no minutes of HTTP retries).
+    assert after_stop < 90, f"{after_stop:.0f} s from the outage to the end:\n{out}"
+    rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    assert len(rows) == SAMPLES and all(r["status"] == "ok" for r in rows), rows
+    gap = next((ln for ln in lines if ln.startswith("NOT recorded in MLflow")), "")
+    missed = [r["trial_id"] for r in rows if r["trial_id"] in gap]
+    assert len(missed) == SAMPLES - 1 and "the parent run" in gap, out  # the trials after the outage
+    assert "tracking store down" in out, out
+
+    server = start_mlflow_server(backend, artifacts, port=port, log_path=tmp_path / "server.log")
+    try:
+        resumed = syncstudy("launch", str(spec), "--smoke", "--resume")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert "NOT recorded" not in resumed.stdout, resumed.stdout
+        client = MlflowClient(tracking_uri=server.url)
+        exp = client.get_experiment_by_name("digits")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+        trials = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+        rows = {r["trial_id"]: r for r in pq.read_table(storage / "trials.parquet").to_pylist()}
+        assert sorted(r.data.tags[TAG_TRIAL] for r in trials) == sorted(rows)
+        for run in trials:
+            assert run.data.tags[TAG_STATUS] == "ok" and run.info.status == "FINISHED"
+            assert rows[run.data.tags[TAG_TRIAL]]["mlflow_run_id"] == run.info.run_id
+            assert [m.step for m in client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_acc")] == [1]
+            assert rows[run.data.tags[TAG_TRIAL]]["metrics.test_acc"] == run.data.metrics["test_acc"]
+            assert {"checkpoint", "config"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert sum(1 for r in runs if r.data.tags.get(TAG_ROLE) == "study") == 1
+    finally:
+        server.stop()
