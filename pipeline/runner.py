@@ -376,8 +376,14 @@ def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[st
         box.update(tracker=tracker, parent=parent)
         if not any(name in DATA_FIELDS for name in search.searched(spec)):
             from syncmodel.data import load_data
+            from syncmodel.errors import DataError
 
-            box["data"] = load_data(TrainConfig.from_dict(base_config(spec)))
+            try:
+                box["data"] = load_data(TrainConfig.from_dict(base_config(spec)))
+            except DataError:
+                # The data lives on the cluster's workers only (spec check_data=False): each
+                # worker process loads it for itself (and keeps it across its trials).
+                pass
         if not resume:  # a restored study brings its own searcher (with Optuna's state)
             box["searcher"] = search.make_searcher(spec)
     except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread

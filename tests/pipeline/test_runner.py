@@ -193,3 +193,21 @@ def test_asha_stops_lagging_trials_and_they_are_recorded_as_stopped(
     for r in rows:
         if r["status"] == "ok":
             assert r["metrics.test_acc"] is not None and r["metrics.interpretability"] is not None
+
+
+def test_data_only_on_the_workers_is_loaded_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_spec: Path
+) -> None:
+    """The driver shares the data set when it can read it; when only the cluster's workers
+    have it (DataError here), each worker loads it instead of the launch failing."""
+    import syncmodel.data
+    from syncmodel.errors import DataError
+
+    def missing(_config: object) -> None:
+        raise DataError("/data/cifar10: not here")
+
+    monkeypatch.setattr(syncmodel.data, "load_data", missing)
+    spec = load_spec(digits_spec, smoke=True, overrides={"storage": str(tmp_path / "s")})
+    box: dict = {}
+    runner._prepare(spec, runner.target_of(spec, runner.storage_of(spec)), False, box)
+    assert "error" not in box and "data" not in box and "searcher" in box
