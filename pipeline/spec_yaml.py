@@ -41,6 +41,9 @@ class SpecError(ConfigError):
         self.message = message
         self.args = (": ".join(p for p in (self.file, field, message) if p),)
 
+    def __reduce__(self):  # picklable across Ray processes despite the three-argument __init__
+        return (self.__class__, (self.file, self.field, self.message))
+
 
 def error_message(exc: ConfigError) -> str:
     """The message of a `ConfigError` without its `field: ` prefix."""

@@ -18,6 +18,9 @@ class ConfigError(SyncStudyError):
         self.message = message
         super().__init__(f"{field}: {message}")
 
+    def __reduce__(self):  # picklable across Ray processes despite the two-argument __init__
+        return (self.__class__, (self.field, self.message))
+
 
 class DataError(SyncStudyError):
     """A data set cannot be found or read; the message names the folder and what to put there."""
