@@ -136,7 +136,7 @@ class TrainConfig:
 
 
 # Dataclass field annotations are strings (from __future__ import annotations): resolve once.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
