@@ -123,13 +123,13 @@ class TrialFaults:
         self.restored = resume is not None
         self.faults: list[Fault] = []
         self.crash = os.environ.get(CRASH_ENV, "")
-        if not os.environ.get(FAULT_ENV) and not self.crash:
+        folder = _dir()
+        if not os.environ.get(FAULT_ENV) and not self.crash and folder is None:
             return  # the normal case: nothing read, nothing written
         self.faults = [
             f for f in parse_faults(os.environ.get(FAULT_ENV))
             if f.trial == self.number and not (f.once and self.restored)
         ]  # fmt: skip
-        folder = _dir()
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             event = {"trial": self.number, "trial_id": trial_id, "restored_epoch": _epoch_of(resume)}

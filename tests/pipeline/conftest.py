@@ -60,6 +60,26 @@ def _syncstudy(*args: str, cwd: Path | None = None, timeout: float = 600, **kw: 
     )  # fmt: skip
 
 
+def _searcher_trials(storage: Path) -> dict[str, object]:
+    """trial id → Optuna trial, from the searcher state Tune saved last in `storage`/tune."""
+    import glob
+    import pickle
+
+    from pipeline import search  # noqa: F401 - the pickled searcher's class lives there
+
+    # Named by each driver's start time (Tune picks the newest by name too).
+    newest = max(glob.glob(str(storage / "tune" / "searcher-state-*.pkl")))
+    with open(newest, "rb") as fh:
+        state = pickle.load(fh)
+    by_number = {t.number: t for t in state["_ot_study"].trials}
+    return {tid: by_number[t.number] for tid, t in state["_ot_trials"].items()}
+
+
+@pytest.fixture(scope="session")
+def searcher_trials():  # noqa: ANN201 - the helper above
+    return _searcher_trials
+
+
 @pytest.fixture(scope="session")
 def digits_spec() -> Path:
     return DIGITS

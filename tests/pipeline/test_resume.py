@@ -28,7 +28,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def test_sigkill_mid_study_then_resume_records_each_trial_once(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
+def test_sigkill_mid_study_then_resume_records_each_trial_once(
+    tmp_path: Path, write_spec, syncstudy, searcher_trials  # noqa: ANN001
+) -> None:
     storage = tmp_path / "study"
     spec = write_spec(
         tmp_path / "digits.yaml", samples=SAMPLES, storage=str(storage), train={"epochs": 2, "n_train": 300}
@@ -80,3 +82,11 @@ def test_sigkill_mid_study_then_resume_records_each_trial_once(tmp_path: Path, w
         assert steps == [1, 2]  # each epoch logged exactly once, across the two drivers
         assert [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")] == [2]
     assert sum(1 for r in runs if r.data.tags.get(TAG_ROLE) == "study") == 1
+
+    # Optuna's history survives: the restored searcher holds every trial, the dead driver's
+    # included, with the params and objectives of the tables.
+    known = searcher_trials(storage)
+    for tid in ids:
+        assert known[tid].state.name == "COMPLETE", (tid, known[tid].state)
+        assert known[tid].values == [by_id[tid]["metrics.test_acc"], by_id[tid]["metrics.interpretability"]]
+        assert all(by_id[tid][f"params.{k}"] == v for k, v in known[tid].params.items()), tid
