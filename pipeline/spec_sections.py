@@ -526,7 +526,9 @@ def _tracking_uri(uri: str) -> str:
     except ValueError as exc:
         raise ConfigError("tracking.uri", f"not a valid URI: {exc}") from None
     if scheme.split("+")[0] not in TRACKING_SCHEMES:
-        raise ConfigError("tracking.uri", f"unknown scheme {scheme!r}; known: {', '.join(TRACKING_SCHEMES)}")
+        raise ConfigError(
+            "tracking.uri", f"unknown scheme {scheme!r} in {redact_uri(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}"
+        )
     if scheme == "sqlite":
         db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not db:

@@ -1,17 +1,21 @@
-"""A tracking server that goes away mid-study: the trials go on, the tables hold every trial,
-the summary names what MLflow missed, and `launch --resume` with the server back records it
+"""Tracking outages. A URI that cannot be used fails before Ray starts, within 10 s, naming
+it. A server that goes away mid-study: the trials go on, the tables hold every trial, the
+summary names what MLflow missed, and `launch --resume` with the server back records it
 (each trial and epoch once)."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
 
 from pipeline.services import free_port, start_mlflow_server
@@ -78,3 +82,47 @@ def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write
         assert sum(1 for r in runs if r.data.tags.get(TAG_ROLE) == "study") == 1
     finally:
         server.stop()
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_error(404)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["closed port", "not mlflow", "unroutable", "bad scheme", "unwritable sqlite"])
+def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
+    kind: str, tmp_path: Path, digits_spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline import cli, runner
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("Ray must not start")
+
+    monkeypatch.setattr(runner, "ray_session", refuse)
+    server = None
+    if kind == "closed port":
+        uri = f"http://127.0.0.1:{free_port()}"
+    elif kind == "not mlflow":
+        server = http.server.HTTPServer(("127.0.0.1", 0), _NotMlflow)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+    elif kind == "unroutable":
+        uri = "http://203.0.113.1:5000"  # TEST-NET-3: nothing answers
+    elif kind == "bad scheme":
+        uri = "ftp://127.0.0.1/mlflow"
+    else:
+        (tmp_path / "a-file").write_text("not a folder")
+        uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    t0 = time.monotonic()
+    try:
+        code = cli.main(["launch", str(digits_spec), "--smoke", "--storage", str(tmp_path / "s"), "--tracking-uri", uri])
+    finally:
+        if server is not None:
+            server.shutdown()
+    took = time.monotonic() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and took < 10, (took, err)
+    assert uri in err and "tracking" in err and len(err.strip().splitlines()) == 1, err
