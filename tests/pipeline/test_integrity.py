@@ -128,3 +128,25 @@ def test_export_requires_out_and_study_names_cannot_escape(
     for name in ("../../etc", "a/b", "/tmp/x"):
         code, text = _cli(capsys, "runs", "--study", name)
         assert code == 2 and "not a study name" in text, text
+
+
+def test_export_refuses_an_artifact_that_lands_outside_its_download_folder(tmp_path: Path) -> None:
+    """A store answering with a path outside the download folder (a crafted artifact name
+    such as ../../x) is refused, and no export folder or temporary folder is left."""
+    from pipeline.export import export_trial
+    from pipeline.tracking import TrialRecord
+
+    outside = tmp_path / "elsewhere" / "model.pt"
+    outside.parent.mkdir()
+    outside.write_bytes(b"x")
+
+    class Store:
+        study = "digits"
+
+        def download(self, run_id: str, artifact: str, dst: Path) -> Path:
+            return dst / ".." / ".." / outside.relative_to("/")  # escapes dst
+
+    record = TrialRecord("t1", "r1", "ok", {}, {"test_acc": 0.5})
+    with pytest.raises(SyncStudyError, match="refusing artifact .* would escape"):
+        export_trial(Store(), record, tmp_path / "out", objectives=[], chosen_by="test")  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
