@@ -92,7 +92,9 @@ class _NotMlflow(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize("kind", ["closed port", "not mlflow", "unroutable", "bad scheme", "unwritable sqlite"])
+@pytest.mark.parametrize(
+    "kind", ["closed port", "not mlflow", "unroutable", "bad scheme", "sqlite under a file", "unwritable sqlite"]
+)
 def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
     kind: str, tmp_path: Path, digits_spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,9 +115,11 @@ def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
         uri = "http://203.0.113.1:5000"  # TEST-NET-3: nothing answers
     elif kind == "bad scheme":
         uri = "ftp://127.0.0.1/mlflow"
-    else:
+    elif kind == "sqlite under a file":
         (tmp_path / "a-file").write_text("not a folder")
         uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
+    else:
+        uri = "sqlite:////proc/syncstudy/mlflow.db"  # not writable, even for root
     t0 = time.monotonic()
     try:
         code = cli.main(["launch", str(digits_spec), "--smoke", "--storage", str(tmp_path / "s"), "--tracking-uri", uri])
