@@ -7,6 +7,8 @@ already has its UI there: the URL is printed and nothing is started.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 
@@ -39,10 +41,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: binding to {args.host}: anyone who can reach it can read the study", file=sys.stderr)
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     print(f"MLflow UI for study {ref.name!r} (experiment {ref.target.experiment!r}) at {url}  (Ctrl-C stops it)", flush=True)
-    proc = subprocess.Popen(command(ref.target.uri, args.host, args.port))
+    # Its own process group, stopped with us: a SIGTERM to this command (a test, a service
+    # manager) must not leave the MLflow server and its workers running as orphans.
+    proc = subprocess.Popen(command(ref.target.uri, args.host, args.port), start_new_session=True)
+
+    def stop(*_: object) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=30)
         return 0
+    finally:
+        stop()
+        signal.signal(signal.SIGTERM, previous)
