@@ -60,6 +60,16 @@ def _syncstudy(*args: str, cwd: Path | None = None, timeout: float = 600, **kw: 
     )  # fmt: skip
 
 
+def _launch(spec: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`syncstudy launch SPEC --smoke` as a driver process of its own (a test may SIGKILL its
+    session); stdout and stderr merged, unbuffered, line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )  # fmt: skip
+
+
 def _searcher_trials(storage: Path) -> dict[str, object]:
     """trial id → Optuna trial, from the searcher state Tune saved last in `storage`/tune."""
     import glob
@@ -88,6 +98,11 @@ def digits_spec() -> Path:
 @pytest.fixture(scope="session")
 def write_spec():  # noqa: ANN201 - the helper above
     return _write_spec
+
+
+@pytest.fixture(scope="session")
+def launch_driver():  # noqa: ANN201 - the helper above
+    return _launch
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,14 +20,6 @@ from optuna.trial import TrialState
 from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
 SAMPLES, EPOCHS = 3, 2
-
-
-def _launch(spec: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )  # fmt: skip
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -44,14 +35,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
 # the same point from inside the driver.
 @pytest.mark.parametrize("point", ["before_first_result", "checkpoint_write"])
 def test_sigkill_then_resume(
-    point: str, tmp_path: Path, write_spec, syncstudy, searcher_trials, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    point: str, tmp_path: Path, write_spec, syncstudy, searcher_trials, launch_driver, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
 ) -> None:
     storage, marks = tmp_path / "study", tmp_path / "marks"
     spec = write_spec(
         tmp_path / "crash.yaml", samples=SAMPLES, storage=str(storage),
         train={"epochs": EPOCHS, "n_train": 200, "width": 8}, evaluation={"max_images": 60, "pictures": False},
     )  # fmt: skip
-    proc = _launch(spec, {"SYNCSTUDY_CRASH_AT": point, "SYNCSTUDY_TEST_DIR": str(marks)})
+    proc = launch_driver(spec, env={"SYNCSTUDY_CRASH_AT": point, "SYNCSTUDY_TEST_DIR": str(marks)})
     marker = marks / point.replace(":", "_")
     try:
         if point == "checkpoint_write":

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -26,18 +24,14 @@ PLAN = {
 }
 
 
-def test_each_fault_is_recorded_and_the_study_goes_on(tmp_path: Path, write_spec) -> None:  # noqa: ANN001
+def test_each_fault_is_recorded_and_the_study_goes_on(tmp_path: Path, write_spec, launch_driver) -> None:  # noqa: ANN001
     storage, marks = tmp_path / "study", tmp_path / "marks"
     spec = write_spec(
         tmp_path / "faults.yaml", samples=len(PLAN), storage=str(storage), retries=1,
         train={"epochs": 2, "n_train": 200, "width": 8}, evaluation={"max_images": 60, "pictures": False},
     )  # fmt: skip
     faults = ",".join(f"{n}:{kind}" for n, (kind, _, _) in PLAN.items())
-    env = {**os.environ, "SYNCSTUDY_FAULT": faults, "SYNCSTUDY_TEST_DIR": str(marks), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
-    )  # fmt: skip
+    proc = launch_driver(spec, env={"SYNCSTUDY_FAULT": faults, "SYNCSTUDY_TEST_DIR": str(marks)})
     try:
         out, _ = proc.communicate(timeout=400)
     finally:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 SAMPLES = 3
 
 
-def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
+def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write_spec, syncstudy, launch_driver) -> None:  # noqa: ANN001
     port = free_port()
     backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts"
     server = start_mlflow_server(backend, artifacts, port=port, log_path=tmp_path / "server.log")
@@ -33,11 +31,7 @@ def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write
         tmp_path / "outage.yaml", samples=SAMPLES, storage=str(storage), tracking={"uri": server.url},
         train={"epochs": 1, "n_train": 200, "width": 8}, evaluation={"max_images": 60, "pictures": False},
     )  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = launch_driver(spec)
     lines: list[str] = []
     try:
         for line in proc.stdout:  # type: ignore[union-attr]

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,17 +28,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def test_sigkill_mid_study_then_resume_records_each_trial_once(
-    tmp_path: Path, write_spec, syncstudy, searcher_trials  # noqa: ANN001
+    tmp_path: Path, write_spec, syncstudy, searcher_trials, launch_driver  # noqa: ANN001
 ) -> None:
     storage = tmp_path / "study"
     spec = write_spec(
         tmp_path / "digits.yaml", samples=SAMPLES, storage=str(storage), train={"epochs": 2, "n_train": 300}
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--smoke"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = launch_driver(spec)
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 300
