@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.spec_yaml import SpecError, error_message, read_yaml
+from syncmodel.catalog import known_names
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
 
@@ -119,25 +120,19 @@ class StudySpec:
 
 
 # --------------------------------------------------------------------------- names syncmodel knows
-# The registries import torch (seconds): the loader asks them only once the cheap checks passed.
+# From syncmodel.catalog: validating a spec never imports torch (seconds).
 
 
 def known_datasets() -> list[str]:
-    from syncmodel.data.registry import DATASETS
-
-    return DATASETS.names()
+    return known_names("dataset")
 
 
 def known_backbones() -> list[str]:
-    from syncmodel.nets import BACKBONES
-
-    return BACKBONES.names()
+    return known_names("backbone")
 
 
 def known_focus_kinds() -> list[str]:
-    from syncmodel.focus import FOCUS_KINDS
-
-    return FOCUS_KINDS.names()
+    return known_names("focus_kind")
 
 
 # --------------------------------------------------------------------------- loading

@@ -573,7 +573,7 @@ def _check_data(train: TrainConfig, check: bool) -> TrainConfig:
 
 
 def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
-    """Names resolved by syncmodel's registries (imports torch: the last check)."""
+    """Names syncmodel resolves (syncmodel.catalog: no torch import)."""
     checks = (("dataset", known_datasets), ("backbone", known_backbones), ("focus_kind", known_focus_kinds))
     for name, known in checks:
         p = search.get(name)

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from syncmodel.checkpoint import atomic_write
+from syncmodel.files import atomic_write
 
 TRIALS = "trials.parquet"
 HISTORY = "history.parquet"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +18,10 @@ from torch import nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import CheckpointError, SyncStudyError
+from syncmodel.files import atomic_write  # noqa: F401 - re-exported: checkpoint writers use it
 
 FORMAT = "syncstudy-checkpoint/1"
 DIGEST = "sha256"  # payload key: payload_digest of everything else in the payload
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(

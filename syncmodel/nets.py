@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
 from syncmodel.config import TrainConfig
@@ -155,6 +154,8 @@ def _resnet18(
     `layer4` (BasicBlocks, output post-ReLU) maps: 32 → 4×4 with the CIFAR stem, 224 → 7×7
     with the ImageNet stem. `config.width` is ignored.
     """
+    import torchvision  # here: its import costs a second (torch._dynamo) that simple_cnn never needs
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     if config.cifar_stem:
         model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)

@@ -8,35 +8,42 @@ touches the network unless `download: true`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchvision import datasets
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split
 from syncmodel.data.splits import TEST_SEED, cap, make_bundle, resize, split_indices, subset
 from syncmodel.errors import DataError
 
-# name -> (torchvision class, what must lie under the data root)
+if TYPE_CHECKING:
+    from torchvision import datasets
+
+# torchvision is imported where a set is read: its import costs a second (torch._dynamo), which
+# the data sets outside this module (digits, shapes) never need.
+
+# name -> (torchvision.datasets class name, what must lie under the data root)
 _TORCHVISION = {
     "mnist": (
-        datasets.MNIST,
+        "MNIST",
         "MNIST/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
     ),
     "fashion-mnist": (
-        datasets.FashionMNIST,
+        "FashionMNIST",
         "FashionMNIST/raw/ with the same four idx files as MNIST",
     ),
     "cifar10": (
-        datasets.CIFAR10,
+        "CIFAR10",
         "cifar-10-batches-py/ with data_batch_1..5, test_batch, batches.meta",
     ),
-    "cifar100": (datasets.CIFAR100, "cifar-100-python/ with train, test, meta"),
+    "cifar100": ("CIFAR100", "cifar-100-python/ with train, test, meta"),
 }
 IMAGEFOLDER_SIZE = 32
+# torchvision.datasets.folder.IMG_EXTENSIONS, without importing torchvision (tests/syncmodel/test_data.py)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 TEST_FRACTION = 0.2  # imagefolder without a test/ folder
 
 
@@ -45,9 +52,11 @@ def data_root(config: TrainConfig) -> Path:
 
 
 def _open(name: str, root: Path, train: bool, download: bool) -> datasets.VisionDataset:
-    cls, expected = _TORCHVISION[name]
+    from torchvision import datasets
+
+    cls_name, expected = _TORCHVISION[name]
     try:
-        return cls(str(root), train=train, download=download)
+        return getattr(datasets, cls_name)(str(root), train=train, download=download)
     except Exception as exc:  # torchvision: RuntimeError when missing, URLError/OSError offline
         if download:
             raise DataError(
@@ -109,7 +118,7 @@ def _scan(folder: Path) -> dict[str, list[Path]]:
     """class name -> image files, for the class sub-folders of `folder` that hold images."""
     found = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
+        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         if files:
             found[sub.name] = files
     return found
