@@ -7,9 +7,9 @@ Who does what:
   checkpoint holds model.pt, history.json, final.json and the evaluation outputs;
 - the driver's `StudyRecorder` (a Tune callback) writes MLflow and the Parquet tables from
   those results: trials never need the tracking store, its disk or its credentials;
-- the data set is loaded once by the driver and put in Ray's object store; each worker
-  process fetches it once (per node, Ray copies an object once) and keeps it while the actor
-  is reused for the next trials.
+- the data set is loaded once, by a Ray task, into Ray's object store; each worker process
+  fetches it once (per node, Ray copies an object once) and keeps it while the actor is
+  reused for the next trials. The driver never imports torch.
 
 Resume (`resume=True`): `Tuner.restore` reloads the experiment (trials, Optuna state) from
 `<storage>/tune`; finished trials are kept, unfinished ones continue from their last
@@ -92,18 +92,49 @@ def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
     import ray
 
     from syncmodel.data import load_data
+    from syncmodel.errors import DataError
 
     if ctx.data_ref is not None:
         key: Any = ctx.data_ref.hex()
         if key not in _DATA_CACHE:
             _DATA_CACHE.clear()
-            _DATA_CACHE[key] = ray.get(ctx.data_ref)
+            try:
+                _DATA_CACHE[key] = ray.get(ctx.data_ref)
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, DataError):
+                    raise
+                # The node that ran the loading task lacks the data (on a cluster it may live
+                # on the trial nodes only): this worker loads it, and keeps it for its trials.
+                _DATA_CACHE[key] = load_data(config)
     else:
         key = tuple(getattr(config, f) for f in DATA_FIELDS)
         if key not in _DATA_CACHE:
             _DATA_CACHE.clear()
             _DATA_CACHE[key] = load_data(config)
     return _DATA_CACHE[key]
+
+
+def load_bundle(base: dict[str, Any]) -> Any:
+    """The study's data set (a Ray task: see `shared_data`)."""
+    from syncmodel.data import load_data
+
+    return load_data(TrainConfig.from_dict(base))
+
+
+def shared_data(spec: StudySpec) -> Any:
+    """The data set every trial trains on, loaded once by a Ray task and kept in the object
+    store (Ray copies it once to each node that runs trials); None when a data field is
+    searched (then each worker loads the bundle its trials need).
+
+    A task, not the driver: the driver then never imports torch, and the bundle loads in a
+    worker that Ray started (with torch preloaded) while the driver prepares the study.
+    """
+    if any(name in DATA_FIELDS for name in search.searched(spec)):
+        return None
+    import ray
+
+    task = ray.remote(num_cpus=0, max_retries=0)(load_bundle)
+    return task.options(name="syncstudy.load_data").remote(base_config(spec))
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
@@ -228,10 +259,26 @@ def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
     )
 
 
+# What a trial's worker process imports before its first trial (a local Ray only): Ray
+# starts its workers while the driver prepares the study, so the first trial does not wait
+# seconds for torch. Evaluation adds its own modules (preload_modules).
+TRIAL_MODULES = ("ray.tune", "syncmodel.training", "syncmodel.data", "pipeline.runner")
+
+
+def preload_modules(evaluate: bool = False) -> tuple[str, ...]:
+    return TRIAL_MODULES + (("syncmodel.evaluation",) if evaluate else ())
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    address: str | None, num_cpus: int | None = None, preload: tuple[str, ...] = ()
+) -> Iterator[None]:
     """Connect to a cluster (`address`), reuse a Ray already started in this process, or start
-    a local one (token authentication on, Ray's default for local clusters) and stop it after."""
+    a local one (token authentication on, Ray's default for local clusters) and stop it after.
+
+    `preload`: modules the local Ray's worker processes import as they start (Ray's
+    `preload_python_modules`); a cluster's workers are started by the cluster, not here.
+    """
     import ray
 
     if ray.is_initialized():
@@ -244,11 +291,35 @@ def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[No
         # address="local": a new cluster, never one that `ray start` left on this machine
         # (plain ray.init() would join that one).
         private_token()
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        _actors_in_prestarted_workers()
+        system = {"preload_python_modules": list(preload)} if preload else None
+        ray.init(address="local", num_cpus=num_cpus, _system_config=system, **kwargs)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _actors_in_prestarted_workers() -> None:
+    """Let the local Ray's trial actors start in the workers Ray prestarted (and preloaded).
+
+    Tune gives every trainable actor `runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}`
+    (for PyTorch Lightning, ray.tune.execution.class_cache). A runtime env unlike the
+    prestarted workers' (none) makes Ray start a fresh worker process for the first trial:
+    3 s of Python, Ray and torch imports on this project's 2-core machine. The variables are
+    set in this process's environment instead, before Ray starts, so that every process of
+    the local Ray inherits them, and Tune's per-actor copy is dropped. Nothing changes for a
+    cluster (`--address`): its workers do not inherit this environment.
+    """
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # pragma: no cover - a Ray without this module: nothing to do
+        return
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    if isinstance(defaults, dict):
+        for key, value in defaults.items():
+            os.environ.setdefault(key, value)
+        defaults.clear()
 
 
 def private_token() -> None:
@@ -313,8 +384,8 @@ def run_study(
     if not resume:
         dump_resolved(spec, storage / SPEC_FILE)
 
-    # Ray's start is mostly waiting on its processes: the tracking store, the data and the
-    # searcher (Optuna's import) are prepared meanwhile.
+    # Ray's start is mostly waiting on its processes: the tracking store and the searcher
+    # (MLflow's and Optuna's imports) are prepared meanwhile; the data loads in a Ray task.
     prep: dict[str, Any] = {}
     worker = threading.Thread(target=_prepare, args=(spec, target, resume, prep), daemon=True)
     worker.start()
@@ -327,13 +398,14 @@ def run_study(
         phases[name] = now - mark
         mark = now
 
-    with ray_session(address, num_cpus):
+    with ray_session(address, num_cpus, preload_modules(spec.evaluation.enabled)):
         lap("ray start")
+        data_ref = shared_data(spec)
         worker.join()
         if "error" in prep:
             raise prep["error"]
         parent_id = prep["parent"]
-        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, prep)
+        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, prep, data_ref)
         lap("set-up")
         grid = tuner.fit()
         lap("trials")
@@ -351,7 +423,7 @@ def run_study(
 
 
 def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[str, Any]) -> None:
-    """The parent run, the shared data bundle and the searcher (run in a thread)."""
+    """The parent run and the searcher (run in a thread while Ray starts)."""
     from pipeline.spec import spec_to_dict
 
     try:
@@ -374,16 +446,6 @@ def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[st
             path.write_text(yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
             tracker.client.log_artifact(parent, str(path))
         box.update(tracker=tracker, parent=parent)
-        if not any(name in DATA_FIELDS for name in search.searched(spec)):
-            from syncmodel.data import load_data
-            from syncmodel.errors import DataError
-
-            try:
-                box["data"] = load_data(TrainConfig.from_dict(base_config(spec)))
-            except DataError:
-                # The data lives on the cluster's workers only (spec check_data=False): each
-                # worker process loads it for itself (and keeps it across its trials).
-                pass
         if not resume:  # a restored study brings its own searcher (with Optuna's state)
             box["searcher"] = search.make_searcher(spec)
     except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
@@ -420,8 +482,8 @@ def _tuner(
     resume: bool,
     quiet: bool,
     prep: dict[str, Any],
+    data_ref: Any = None,
 ):  # noqa: ANN202 - ray.tune.Tuner
-    import ray
     from ray import tune
 
     from pipeline.recorder import StudyCallback, StudyRecorder
@@ -438,9 +500,12 @@ def _tuner(
     # The recorder prints one line per trial; Tune's console output (its new engine ignores
     # verbose=0) would bury them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own per-trial result files (CSV, JSON, TensorBoard): MLflow and the Parquet tables
+    # hold every result; the TensorBoard writer alone imported torch into the driver (3 s of
+    # CPU as the first trial started, docs/benchmarks.md).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
     base = base_config(spec)
-    data_ref = ray.put(prep["data"]) if "data" in prep else None
     ctx = TrialContext(
         base=base, search=dict(spec.search), evaluation=spec.evaluation,
         threads=max(1, int(spec.resources.cpu)), data_ref=data_ref, study=spec.name,
