@@ -291,34 +291,39 @@ def ray_session(
         # address="local": a new cluster, never one that `ray start` left on this machine
         # (plain ray.init() would join that one).
         private_token()
-        _actors_in_prestarted_workers()
+        for key, value in TUNE_ACTOR_ENV.items():
+            os.environ.setdefault(key, value)
         system = {"preload_python_modules": list(preload)} if preload else None
         ray.init(address="local", num_cpus=num_cpus, _system_config=system, **kwargs)
+        _actors_in_prestarted_workers()
     try:
         yield
     finally:
         ray.shutdown()
 
 
+# Tune's environment for every trainable actor (ray.tune.execution.class_cache.DEFAULT_ENV_VARS
+# in Ray 2.60): set in the local Ray's environment instead (see _actors_in_prestarted_workers).
+TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+
+
 def _actors_in_prestarted_workers() -> None:
     """Let the local Ray's trial actors start in the workers Ray prestarted (and preloaded).
 
     Tune gives every trainable actor `runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}`
-    (for PyTorch Lightning, ray.tune.execution.class_cache). A runtime env unlike the
-    prestarted workers' (none) makes Ray start a fresh worker process for the first trial:
-    3 s of Python, Ray and torch imports on this project's 2-core machine. The variables are
-    set in this process's environment instead, before Ray starts, so that every process of
-    the local Ray inherits them, and Tune's per-actor copy is dropped. Nothing changes for a
-    cluster (`--address`): its workers do not inherit this environment.
+    (for PyTorch Lightning). A runtime env unlike the prestarted workers' (none) makes Ray
+    start a fresh worker process for the first trial: 3 s of Python, Ray and torch imports
+    on this project's 2-core machine. `ray_session` sets those variables in this process's
+    environment before Ray starts, so that every process of the local Ray inherits them;
+    here Tune's per-actor copy is dropped, but only if it holds nothing else (a Ray whose
+    Tune adds other variables keeps them, and its first trial just starts slower:
+    tests/pipeline/test_startup.py notices). Not for a cluster (`--address`): its workers do
+    not inherit this environment.
     """
-    try:
-        from ray.tune.execution import class_cache
-    except ImportError:  # pragma: no cover - a Ray without this module: nothing to do
-        return
+    from ray.tune.execution import class_cache  # the Tuner imports ray.tune next anyway
+
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict):
-        for key, value in defaults.items():
-            os.environ.setdefault(key, value)
+    if isinstance(defaults, dict) and all(os.environ.get(k) == v for k, v in defaults.items()):
         defaults.clear()
 
 
