@@ -272,9 +272,10 @@ def preload_modules(evaluate: bool = False) -> tuple[str, ...]:
 @contextlib.contextmanager
 def ray_session(
     address: str | None, num_cpus: int | None = None, preload: tuple[str, ...] = ()
-) -> Iterator[None]:
+) -> Iterator[bool]:
     """Connect to a cluster (`address`), reuse a Ray already started in this process, or start
     a local one (token authentication on, Ray's default for local clusters) and stop it after.
+    Yields whether it started a local Ray.
 
     `preload`: modules the local Ray's worker processes import as they start (Ray's
     `preload_python_modules`); a cluster's workers are started by the cluster, not here.
@@ -282,7 +283,7 @@ def ray_session(
     import ray
 
     if ray.is_initialized():
-        yield
+        yield False
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
     if address:
@@ -295,9 +296,8 @@ def ray_session(
             os.environ.setdefault(key, value)
         system = {"preload_python_modules": list(preload)} if preload else None
         ray.init(address="local", num_cpus=num_cpus, _system_config=system, **kwargs)
-        _actors_in_prestarted_workers()
     try:
-        yield
+        yield not address
     finally:
         ray.shutdown()
 
@@ -317,10 +317,13 @@ def _actors_in_prestarted_workers() -> None:
     environment before Ray starts, so that every process of the local Ray inherits them;
     here Tune's per-actor copy is dropped, but only if it holds nothing else (a Ray whose
     Tune adds other variables keeps them, and its first trial just starts slower:
-    tests/pipeline/test_startup.py notices). Not for a cluster (`--address`): its workers do
-    not inherit this environment.
+    tests/pipeline/test_startup.py notices). Only for the local Ray `ray_session` started:
+    a cluster's workers (`--address`) do not inherit this environment.
+
+    Called from the main thread once the preparing thread is done: two threads importing
+    ray.tune at once can fail (its circular imports with ray.train).
     """
-    from ray.tune.execution import class_cache  # the Tuner imports ray.tune next anyway
+    from ray.tune.execution import class_cache
 
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
     if isinstance(defaults, dict) and all(os.environ.get(k) == v for k, v in defaults.items()):
@@ -389,8 +392,12 @@ def run_study(
     if not resume:
         dump_resolved(spec, storage / SPEC_FILE)
 
-    # Ray's start is mostly waiting on its processes: the tracking store and the searcher
-    # (MLflow's and Optuna's imports) are prepared meanwhile; the data loads in a Ray task.
+    # Ray's start is mostly waiting on its processes: the tracking store is prepared meanwhile
+    # (MLflow's import, the parent run) and Optuna imported; the data loads in a Ray task.
+    # The thread imports nothing of Ray, and Ray is imported before it starts: two threads
+    # importing one package with circular imports at once can fail (ray.tune and ray.train).
+    import ray  # noqa: F401
+
     prep: dict[str, Any] = {}
     worker = threading.Thread(target=_prepare, args=(spec, target, resume, prep), daemon=True)
     worker.start()
@@ -403,14 +410,16 @@ def run_study(
         phases[name] = now - mark
         mark = now
 
-    with ray_session(address, num_cpus, preload_modules(spec.evaluation.enabled)):
+    with ray_session(address, num_cpus, preload_modules(spec.evaluation.enabled)) as local:
         lap("ray start")
         data_ref = shared_data(spec)
         worker.join()
         if "error" in prep:
             raise prep["error"]
+        if local:
+            _actors_in_prestarted_workers()
         parent_id = prep["parent"]
-        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, prep, data_ref)
+        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref)
         lap("set-up")
         grid = tuner.fit()
         lap("trials")
@@ -428,7 +437,7 @@ def run_study(
 
 
 def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[str, Any]) -> None:
-    """The parent run and the searcher (run in a thread while Ray starts)."""
+    """The parent run, and Optuna imported for the searcher (run in a thread while Ray starts)."""
     from pipeline.spec import spec_to_dict
 
     try:
@@ -452,7 +461,7 @@ def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[st
             tracker.client.log_artifact(parent, str(path))
         box.update(tracker=tracker, parent=parent)
         if not resume:  # a restored study brings its own searcher (with Optuna's state)
-            box["searcher"] = search.make_searcher(spec)
+            import optuna  # noqa: F401 - imported here, used by make_searcher in the main thread
     except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
         box["error"] = exc
 
@@ -486,10 +495,10 @@ def _tuner(
     parent_id: str,
     resume: bool,
     quiet: bool,
-    prep: dict[str, Any],
     data_ref: Any = None,
 ):  # noqa: ANN202 - ray.tune.Tuner
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from pipeline.recorder import StudyCallback, StudyRecorder
 
@@ -505,9 +514,10 @@ def _tuner(
     # The recorder prints one line per trial; Tune's console output (its new engine ignores
     # verbose=0) would bury them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Tune's own per-trial result files (CSV, JSON, TensorBoard): MLflow and the Parquet tables
-    # hold every result; the TensorBoard writer alone imported torch into the driver (3 s of
-    # CPU as the first trial started, docs/benchmarks.md).
+    # Tune's own per-trial result files: its JSON and CSV loggers are given explicitly below
+    # (Tune's result grid reads them); its TensorBoard logger is left out (MLflow holds every
+    # result): importing TensorBoardX imported torch into the driver, 3 s of CPU just as the
+    # first trial started (docs/benchmarks.md).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
     base = base_config(spec)
@@ -532,7 +542,7 @@ def _tuner(
     return tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(
-            search_alg=prep["searcher"],
+            search_alg=search.make_searcher(spec),
             scheduler=_scheduler(spec),
             num_samples=samples,
             reuse_actors=True,
@@ -542,7 +552,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
             storage_path=str(storage),
-            callbacks=[StudyCallback(recorder)],
+            callbacks=[StudyCallback(recorder), JsonLoggerCallback(), CSVLoggerCallback()],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,

@@ -195,19 +195,52 @@ def test_asha_stops_lagging_trials_and_they_are_recorded_as_stopped(
             assert r["metrics.test_acc"] is not None and r["metrics.interpretability"] is not None
 
 
-def test_data_only_on_the_workers_is_loaded_there(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digits_spec: Path
-) -> None:
-    """The driver shares the data set when it can read it; when only the cluster's workers
-    have it (DataError here), each worker loads it instead of the launch failing."""
+def test_data_only_on_the_workers_is_loaded_there(ray_cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study's data set loads once, in a Ray task; when the node that ran it lacks the
+    data (on a cluster it may live on the trial nodes only: DataError), the trial's worker
+    loads it for itself instead of the trial failing; any other failure of the task stays a
+    failure."""
+    import ray
+
     import syncmodel.data
     from syncmodel.errors import DataError
 
-    def missing(_config: object) -> None:
-        raise DataError("/data/cifar10: not here")
+    @ray.remote(num_cpus=0, max_retries=0)
+    def lacks_data() -> None:
+        raise DataError("/data/cifar10: not on this node")
 
-    monkeypatch.setattr(syncmodel.data, "load_data", missing)
-    spec = load_spec(digits_spec, smoke=True, overrides={"storage": str(tmp_path / "s")})
-    box: dict = {}
-    runner._prepare(spec, runner.target_of(spec, runner.storage_of(spec)), False, box)
-    assert "error" not in box and "data" not in box and "searcher" in box
+    @ray.remote(num_cpus=0, max_retries=0)
+    def breaks() -> None:
+        raise ValueError("a bug in a loader")
+
+    loaded: list[TrainConfig] = []
+    monkeypatch.setattr(syncmodel.data, "load_data", lambda c: loaded.append(c) or "bundle")
+    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    config = TrainConfig()
+    ctx = runner.TrialContext(base={}, search={}, evaluation=None, threads=1, data_ref=lacks_data.remote())
+    assert runner._data_for(ctx, config) == "bundle" and loaded == [config]
+    assert runner._data_for(ctx, config) == "bundle" and len(loaded) == 1  # kept for the next trials
+    broken = runner.TrialContext(base={}, search={}, evaluation=None, threads=1, data_ref=breaks.remote())
+    with pytest.raises(ValueError, match="a bug in a loader"):
+        runner._data_for(broken, config)
+
+
+def test_the_driver_does_not_import_torch(tmp_path: Path, digits_spec: Path) -> None:
+    """Preparing a study (the tracking store, Optuna) leaves torch to the workers: its import
+    would cost the driver seconds of CPU while Ray starts (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipeline import runner\n"
+        "from pipeline.spec import load_spec\n"
+        f"spec = load_spec({str(digits_spec)!r}, smoke=True, overrides={{'storage': {str(tmp_path / 's')!r}}})\n"
+        "box = {}\n"
+        "runner._prepare(spec, runner.target_of(spec, runner.storage_of(spec)), False, box)\n"
+        "assert 'error' not in box, box\n"
+        "print(' '.join(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""

@@ -14,7 +14,7 @@ _PROBE = r"""
 import json, os, sys, time
 import ray
 from ray.tune.execution.class_cache import _ActorClassCache
-from pipeline.runner import ray_session
+from pipeline.runner import _actors_in_prestarted_workers, ray_session
 
 class Probe:
     def info(self):
@@ -31,7 +31,9 @@ def idle_workers():
             pass
     return pids
 
-with ray_session(None, 2, preload=("wave",)):
+with ray_session(None, 2, preload=("wave",)) as local:
+    assert local
+    _actors_in_prestarted_workers()  # as run_study does, once Ray is up
     deadline = time.time() + 120
     while len(idle_workers()) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -46,7 +48,8 @@ print(json.dumps({"idle": idle, **info}))
 def test_trial_actors_start_in_prestarted_preloaded_workers(tmp_path: Path) -> None:
     """Tune gives each trainable actor a runtime env (PL_DISABLE_FORK); unlike the prestarted
     workers' that made Ray start a new worker for the first trial (seconds). `ray_session`
-    moves the variable into the local Ray's environment instead."""
+    moves the variable into the local Ray's environment, `_actors_in_prestarted_workers`
+    drops Tune's copy."""
     drop = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS", "PL_DISABLE_FORK")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("AWS_")}
     p = subprocess.run(
