@@ -91,7 +91,7 @@ def test_sigkill_then_resume(
     for tid in ids:
         trial = known[tid]
         assert trial.state == TrialState.COMPLETE, (tid, trial.state)
-        assert trial.values == [by_id[tid]["metrics.test_acc"], by_id[tid]["metrics.interpretability"]]
+        assert trial.values == [by_id[tid]["metrics.val_acc"], by_id[tid]["metrics.interpretability"]]
         for name, value in trial.params.items():
             assert by_id[tid][f"params.{name}"] == value, (tid, name)
     if point == "checkpoint_write":

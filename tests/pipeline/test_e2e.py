@@ -94,7 +94,7 @@ def test_runs_json_and_pareto_agree_with_mlflow(
         run = by_run[t["run_id"]]
         assert t["params"] == run.data.params
         assert t["metrics"]["test_acc"] == run.data.metrics["test_acc"]
-    accs = [t["metrics"]["test_acc"] for t in listed]
+    accs = [t["metrics"]["val_acc"] for t in listed]
     assert accs == sorted(accs, reverse=True)  # sorted by the first objective, best first
 
     # --study NAME from the folder the study was launched in (runs/NAME/study.yaml)
@@ -105,18 +105,18 @@ def test_runs_json_and_pareto_agree_with_mlflow(
         link.symlink_to(smoke_study)
     assert cli.main(["pareto", "--study", "digits", "--json"]) == 0
     front = json.loads(capsys.readouterr().out)
-    points = {r.data.tags[TAG_TRIAL]: (r.data.metrics["test_acc"], r.data.metrics["interpretability"]) for r in children}
+    points = {r.data.tags[TAG_TRIAL]: (r.data.metrics["val_acc"], r.data.metrics["interpretability"]) for r in children}
     expected = {
         t for t, (a, i) in points.items()
         if not any(a2 >= a and i2 >= i and (a2, i2) != (a, i) for a2, i2 in points.values())
     }  # fmt: skip
     assert {f["trial_id"] for f in front} == expected
     for f in front:
-        assert (f["objectives"]["test_acc"], f["objectives"]["interpretability"]) == points[f["trial_id"]]
+        assert (f["objectives"]["val_acc"], f["objectives"]["interpretability"]) == points[f["trial_id"]]
 
     assert cli.main(["runs", "--study", "digits", "--top", "1"]) == 0
     out = capsys.readouterr().out
-    assert "sorted by test_acc (max)" in out and len(out.strip().splitlines()) == 3
+    assert "sorted by val_acc (max)" in out and len(out.strip().splitlines()) == 3
 
 
 def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_path: Path) -> None:

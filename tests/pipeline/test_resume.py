@@ -83,5 +83,5 @@ def test_sigkill_mid_study_then_resume_records_each_trial_once(
     known = searcher_trials(storage)
     for tid in ids:
         assert known[tid].state.name == "COMPLETE", (tid, known[tid].state)
-        assert known[tid].values == [by_id[tid]["metrics.test_acc"], by_id[tid]["metrics.interpretability"]]
+        assert known[tid].values == [by_id[tid]["metrics.val_acc"], by_id[tid]["metrics.interpretability"]]
         assert all(by_id[tid][f"params.{k}"] == v for k, v in known[tid].params.items()), tid
