@@ -262,7 +262,7 @@ def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
 # What a trial's worker process imports before its first trial (a local Ray only): Ray
 # starts its workers while the driver prepares the study, so the first trial does not wait
 # seconds for torch. Evaluation adds its own modules (preload_modules).
-TRIAL_MODULES = ("ray.tune", "syncmodel.training", "syncmodel.data", "pipeline.runner")
+TRIAL_MODULES = ("ray.tune", "syncmodel.training", "syncmodel.data.registry", "pipeline.runner")
 
 
 def preload_modules(evaluate: bool = False) -> tuple[str, ...]:
