@@ -315,9 +315,10 @@ def _actors_in_prestarted_workers() -> None:
     start a fresh worker process for the first trial: 3 s of Python, Ray and torch imports
     on this project's 2-core machine. `ray_session` sets those variables in this process's
     environment before Ray starts, so that every process of the local Ray inherits them;
-    here Tune's per-actor copy is dropped (for the rest of this process), but only if it holds nothing else (a Ray whose
-    Tune adds other variables keeps them, and its first trial just starts slower:
-    tests/pipeline/test_startup.py notices). Only for the local Ray `ray_session` started:
+    here Tune's per-actor copy is dropped (for the rest of this process), but only if it
+    holds nothing else (a Ray whose Tune adds other variables keeps them, and its first
+    trial just starts slower: tests/pipeline/test_startup.py notices). Only for the local
+    Ray `ray_session` started:
     a cluster's workers (`--address`) do not inherit this environment.
 
     Called from the main thread once the preparing thread is done: two threads importing
