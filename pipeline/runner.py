@@ -318,8 +318,8 @@ def _actors_in_prestarted_workers() -> None:
     here Tune's per-actor copy is dropped (for the rest of this process), but only if it
     holds nothing else (a Ray whose Tune adds other variables keeps them, and its first
     trial just starts slower: tests/pipeline/test_startup.py notices). Only for the local
-    Ray `ray_session` started:
-    a cluster's workers (`--address`) do not inherit this environment.
+    Ray `ray_session` started: a cluster's workers (`--address`) do not inherit this
+    environment.
 
     Called from the main thread once the preparing thread is done: two threads importing
     ray.tune at once can fail (its circular imports with ray.train).
