@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 import yaml
 
 from pipeline.spec_yaml import SpecError, error_message, read_yaml
-from syncmodel.catalog import known_names
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
 
@@ -28,7 +27,6 @@ __all__ = [
     "Param", "Objective", "SamplerSpec", "SchedulerSpec", "Resources", "TrackingSpec",
     "EvaluationSpec", "StudySpec", "SpecError", "load_spec", "spec_to_dict", "dump_resolved",
     "check_fits_local", "redact_uri", "describe", "grid_values", "grid_size",
-    "known_datasets", "known_backbones", "known_focus_kinds",
 ]
 
 
@@ -117,22 +115,6 @@ class StudySpec:
 
     def primary(self) -> Objective:
         return self.objectives[0]
-
-
-# --------------------------------------------------------------------------- names syncmodel knows
-# From syncmodel.catalog: validating a spec never imports torch (seconds).
-
-
-def known_datasets() -> list[str]:
-    return known_names("dataset")
-
-
-def known_backbones() -> list[str]:
-    return known_names("backbone")
-
-
-def known_focus_kinds() -> list[str]:
-    return known_names("focus_kind")
 
 
 # --------------------------------------------------------------------------- loading

@@ -27,12 +27,10 @@ from pipeline.spec import (
     StudySpec,
     TrackingSpec,
     grid_values,
-    known_backbones,
-    known_datasets,
-    known_focus_kinds,
     redact_uri,
 )
 from pipeline.spec_yaml import error_message, key_text, short
+from syncmodel.catalog import REGISTRIES, known_names
 from syncmodel.config import TrainConfig, coerce
 from syncmodel.errors import ConfigError
 
@@ -574,8 +572,7 @@ def _check_data(train: TrainConfig, check: bool) -> TrainConfig:
 
 def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
     """Names syncmodel resolves (syncmodel.catalog: no torch import)."""
-    checks = (("dataset", known_datasets), ("backbone", known_backbones), ("focus_kind", known_focus_kinds))
-    for name, known in checks:
+    for name in REGISTRIES:  # dataset, backbone, focus_kind: TrainConfig fields
         p = search.get(name)
         if p is not None and p.kind == "categorical":
             values = [(f"search.{name}.choices[{i}]", c) for i, c in enumerate(p.choices or ())]
@@ -583,8 +580,7 @@ def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
             values = [(f"search.{name}", p.value)]
         else:
             values = [(f"train.{name}", getattr(train, name))]
-        names = None
+        names = known_names(name)
         for where, value in values:
-            names = names or known()
             if value not in names:
                 raise ConfigError(where, f"unknown {name} {short(value)}; known: {', '.join(names)}")

@@ -25,7 +25,7 @@ DATASETS = (
 BACKBONES = ("resnet18", "simple_cnn", "vgg11_bn")
 FOCUS_KINDS = ("class_spread", "spread", "template")
 
-# catalogue tuple -> (module, attribute) of the registry that builds those names
+# kind (a TrainConfig field) -> (its built-in names, module and attribute of the registry that builds them)
 REGISTRIES = {
     "dataset": (DATASETS, "syncmodel.data.registry", "DATASETS"),
     "backbone": (BACKBONES, "syncmodel.nets", "BACKBONES"),

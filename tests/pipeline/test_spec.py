@@ -20,13 +20,12 @@ from pipeline.spec import (
     dump_resolved,
     grid_size,
     grid_values,
-    known_backbones,
-    known_datasets,
     load_spec,
     redact_uri,
     spec_to_dict,
 )
 from pipeline.spec_yaml import StrictLoader
+from syncmodel.catalog import known_names
 
 ROOT = Path(__file__).parents[2]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
@@ -272,8 +271,8 @@ def test_check_fits_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_names_come_from_syncmodel_registries() -> None:
     assert {"digits", "shapes", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder",
-            "fake-cifar10"} <= set(known_datasets())
-    assert {"simple_cnn", "resnet18", "vgg11_bn"} <= set(known_backbones())
+            "fake-cifar10"} <= set(known_names("dataset"))
+    assert {"simple_cnn", "resnet18", "vgg11_bn"} <= set(known_names("backbone"))
 
 
 def test_catalog_matches_what_evaluate_reports() -> None:
