@@ -20,12 +20,11 @@ from typing import Any
 
 from ray import tune
 
-from pipeline import faults, search
-from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS
+from pipeline import faults
+from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS, trial_config
 from pipeline.spec import Param
 from pipeline.tables import StudyTables, TrialRow
 from pipeline.tracking import Tracker, TrackingTarget, artifact_files
-from syncmodel.config import TrainConfig
 
 # Child runs this process has seen recorded with their final status: the reconciliation after
 # `fit` trusts these without asking the store (which may be down by then).
@@ -103,8 +102,7 @@ class StudyRecorder:
         return self._state
 
     def config_of(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        params = search.decode_params_from(self.search_params, sampled)
-        return TrainConfig.from_dict({**self.base, **params}).to_dict()
+        return trial_config(self.base, self.search_params, sampled).to_dict()
 
     def run_id(self, trial_id: str, sampled: dict[str, Any]) -> str:
         runs = self._open()["runs"]

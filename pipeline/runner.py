@@ -83,9 +83,10 @@ class TrialContext:
 _DATA_CACHE: dict[Any, Any] = {}  # per worker process: survives actor reuse
 
 
-def trial_config(ctx: TrialContext, sampled: dict[str, Any]) -> TrainConfig:
-    params = search.decode_params_from(ctx.search, sampled)
-    return TrainConfig.from_dict({**ctx.base, **params})
+def trial_config(base: dict[str, Any], space: dict[str, Param], sampled: dict[str, Any]) -> TrainConfig:
+    """A trial's config: the study's base config with its sampled params decoded (the trial
+    trains it; the driver's recorder logs it)."""
+    return TrainConfig.from_dict({**base, **search.decode_params_from(space, sampled)})
 
 
 def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
@@ -149,7 +150,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
 
     assert ctx is not None
     started = time.time()
-    cfg = trial_config(ctx, config)
+    cfg = trial_config(ctx.base, ctx.search, config)
     torch.set_num_threads(ctx.threads)
     data = _data_for(ctx, cfg)
     node_id = ray.get_runtime_context().get_node_id()
