@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,14 +123,14 @@ def resolve_target(
     uri = uri or default_uri(storage)
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
     if scheme == "sqlite":
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         uri = f"sqlite:///{path}"
         if artifact_location is None and path.parent == storage:
             artifact_location = (storage / "mlartifacts").as_uri()
     return TrackingTarget(uri, experiment, artifact_location)
 
 
-def _sqlite_path(uri: str) -> Path:
+def sqlite_path(uri: str) -> Path:
     # SQLAlchemy's form: sqlite:///relative/path or sqlite:////absolute/path.
     head, sep, raw = uri.partition(":///")
     if not sep:
@@ -172,7 +172,7 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
         with _quick_http():
             _with_deadline(lambda: _client(uri).search_experiments(max_results=1), uri, timeout)
     elif scheme == "sqlite":
-        path = _sqlite_path(uri)
+        path = sqlite_path(uri)
         if path.is_dir():
             raise TrackingError(f"tracking URI {uri}: {path} is a folder, not a database file")
         parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
@@ -258,7 +258,7 @@ def prepare_store(uri: str) -> None:
     """Start a new sqlite store as a copy of the migrated template (see `_sqlite_template`)."""
     if urllib.parse.urlsplit(uri).scheme.lower() != "sqlite":
         return
-    path = _sqlite_path(uri)
+    path = sqlite_path(uri)
     if path.exists():
         return
     try:
@@ -444,12 +444,8 @@ class Tracker:
         return self.client.get_experiment_by_name(self.target.experiment) is not None
 
     def _find(self, role: str, trial_id: str | None = None) -> Any | None:
-        flt = f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = '{role}'"
-        if trial_id is not None:
-            flt += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
-        runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10)
-        # Two runs can exist only if a creation raced; the oldest is the canonical one.
-        return min(runs, key=lambda r: r.info.start_time) if runs else None
+        flt = _run_filter(self.study, role, trial_id)
+        return _oldest(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10))
 
     def parent_run(self, params: dict[str, Any], tags: dict[str, str]) -> str:
         """The study's parent run (found by tags, else created)."""
@@ -548,11 +544,7 @@ class Tracker:
             raise ValueError(f"not a terminal status: {status!r}")
         if self.is_final(run_id):
             return False
-        for local, artifact_path in artifacts:
-            if local.is_dir():
-                self.client.log_artifacts(run_id, str(local), artifact_path)
-            elif local.is_file():
-                self.client.log_artifact(run_id, str(local), artifact_path)
+        _log_files(self.client, run_id, artifacts)
         ts = _now_ms()
         final = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if _is_number(v)]
         all_tags = {**(tags or {}), TAG_STATUS: status}
@@ -578,7 +570,7 @@ class Tracker:
 
     def trials(self) -> list[TrialRecord]:
         """Every (not deleted) trial run of the study, oldest first."""
-        flt = f"tags.`{TAG_STUDY}` = '{self.study}' and tags.`{TAG_ROLE}` = 'trial'"
+        flt = _run_filter(self.study, "trial")
         out: list[TrialRecord] = []
         token = None
         while True:
@@ -638,6 +630,26 @@ ARTIFACT_LAYOUT: tuple[tuple[str, str | None], ...] = (
 )
 
 
+def _run_filter(study: str, role: str, trial_id: str | None = None) -> str:
+    """MLflow's filter for a study's runs of one role (study, trial), or one trial's run."""
+    flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = '{role}'"
+    return flt + (f" and tags.`{TAG_TRIAL}` = '{trial_id}'" if trial_id is not None else "")
+
+
+def _oldest(runs: list[Any]) -> Any | None:
+    # Two runs for one role/trial exist only if a creation raced; the oldest is the canonical one.
+    return min(runs, key=lambda r: r.info.start_time) if runs else None
+
+
+def _log_files(client: Any, run_id: str, files: Iterable[tuple[Path, str | None]]) -> None:
+    """Upload (local file or folder, artifact folder) pairs to a run."""
+    for local, dest in files:
+        if local.is_dir():
+            client.log_artifacts(run_id, str(local), dest)
+        elif local.is_file():
+            client.log_artifact(run_id, str(local), dest)
+
+
 def artifact_files(folder: Path) -> list[tuple[Path, str | None]]:
     """The `ARTIFACT_LAYOUT` entries present in `folder`."""
     return [(folder / name, dest) for name, dest in ARTIFACT_LAYOUT if (folder / name).exists()]
@@ -655,7 +667,7 @@ def upload_from_trial(
     The driver created the run when the trial started; returns False if it cannot be found
     or the upload fails (the driver then uploads from Tune's storage)."""
     client = _client(target.uri)
-    flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = 'trial' and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    flt = _run_filter(study, "trial", trial_id)
     deadline = time.monotonic() + wait_s
     try:
         exp = client.get_experiment_by_name(target.experiment)
@@ -664,14 +676,10 @@ def upload_from_trial(
             if runs or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        if not runs:
+        run = _oldest(runs)
+        if run is None:
             return False
-        run_id = min(runs, key=lambda r: r.info.start_time).info.run_id
-        for local, dest in artifact_files(folder):
-            if local.is_dir():
-                client.log_artifacts(run_id, str(local), dest)
-            else:
-                client.log_artifact(run_id, str(local), dest)
+        _log_files(client, run.info.run_id, artifact_files(folder))
         return True
     except Exception:  # noqa: BLE001 - the driver falls back to Tune's storage
         return False

@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline import search
 from pipeline.runner import SPEC_FILE, storage_of, target_of
-from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target
+from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target, sqlite_path
 from syncmodel.errors import SyncStudyError
 
 
@@ -104,7 +104,7 @@ def open_study(ref: StudyRef) -> Tracker:
     """A tracker on the study's store, after a quick check; fills objectives from MLflow."""
     check_target(ref.target)
     if ref.target.uri.startswith("sqlite:"):
-        db = Path(ref.target.uri.split(":///", 1)[1])
+        db = sqlite_path(ref.target.uri)
         if not db.is_file():
             raise SyncStudyError(f"tracking URI {ref.target.uri}: no such database (was the study launched?)")
     tracker = Tracker(ref.target, ref.name)
