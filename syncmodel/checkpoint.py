@@ -18,7 +18,7 @@ from torch import nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import CheckpointError, SyncStudyError
-from syncmodel.files import atomic_write  # noqa: F401 - re-exported: checkpoint writers use it
+from syncmodel.files import atomic_write
 
 FORMAT = "syncstudy-checkpoint/1"
 DIGEST = "sha256"  # payload key: payload_digest of everything else in the payload
@@ -59,8 +59,13 @@ def payload_digest(obj: Any) -> str:
     return digest.hexdigest()
 
 
+def _contents_digest(payload: dict[str, Any]) -> str:
+    """payload_digest of everything in the payload but its stored digest."""
+    return payload_digest({k: v for k, v in payload.items() if k != DIGEST})
+
+
 def with_digest(payload: dict[str, Any]) -> dict[str, Any]:
-    return {**payload, DIGEST: payload_digest({k: v for k, v in payload.items() if k != DIGEST})}
+    return {**payload, DIGEST: _contents_digest(payload)}
 
 
 def check_digest(payload: dict[str, Any], path: Path) -> None:
@@ -69,8 +74,7 @@ def check_digest(payload: dict[str, Any], path: Path) -> None:
     stored = payload.get(DIGEST)
     if stored is None:
         return
-    actual = payload_digest({k: v for k, v in payload.items() if k != DIGEST})
-    if stored != actual:
+    if stored != _contents_digest(payload):
         raise CheckpointError(f"{path}: contents do not match the checkpoint's sha256 (altered or corrupted)")
 
 

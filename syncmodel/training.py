@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from syncmodel.checkpoint import atomic_write, check_digest, save_checkpoint, with_digest
+from syncmodel.checkpoint import check_digest, save_checkpoint, with_digest
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split, load_data
 from syncmodel.errors import CheckpointError, ConfigError
+from syncmodel.files import atomic_write
 
 # on_epoch(record, checkpoint_dir) -> True to stop the run early (e.g. a scheduler said so).
 EpochCallback = Callable[[dict[str, float], "Path | None"], "bool | None"]

@@ -107,7 +107,7 @@ def _fmt(value: Any) -> str:
 def _write(out: Path, report: dict[str, Any], neurons: Any) -> None:
     import pyarrow.parquet as pq
 
-    from syncmodel.checkpoint import atomic_write
+    from syncmodel.files import atomic_write
 
     text = json.dumps(report, indent=2)
     atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(text))

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     }
     payload.setdefault("test_acc", None)
     if out is not None:
-        from syncmodel.checkpoint import atomic_write
+        from syncmodel.files import atomic_write
 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
