@@ -31,11 +31,16 @@ def _grad(acts: torch.Tensor, **opts: object) -> torch.Tensor:
     return acts.grad
 
 
-def test_zero_strength_gives_exactly_cross_entropy() -> None:
+def _model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """simple_cnn for 4 classes of 8×8 one-channel images, and a batch of 8 (two per class)."""
     torch.manual_seed(0)
     model = build_model(TrainConfig(), 1, 4, 8)
+    return model, torch.rand(8, 1, 8, 8, generator=_gen()), torch.arange(8) % 4
+
+
+def test_zero_strength_gives_exactly_cross_entropy() -> None:
+    model, x, y = _model_and_batch()
     cfg = TrainConfig(lambda_focus=0.0, focus_kind="class_spread", coupling_K=0.0)
-    x, y = torch.rand(8, 1, 8, 8, generator=_gen()), torch.arange(8) % 4
     with Regularizer(model, cfg, ["block3"]) as reg:
         logits = model(x)
         total, parts = reg.loss(logits, y, 0)
@@ -129,10 +134,8 @@ def test_filter_class_defaults_to_the_batch_argmax() -> None:
 
 
 def test_regularizer_tracks_running_class_means_and_resets() -> None:
-    torch.manual_seed(0)
-    model = build_model(TrainConfig(), 1, 4, 8)
+    model, x, y = _model_and_batch()
     cfg = TrainConfig(lambda_focus=0.1, focus_kind="class_spread", focus_class_momentum=0.5)
-    x, y = torch.rand(8, 1, 8, 8, generator=_gen()), torch.arange(8) % 4
     with Regularizer(model, cfg, ["block3"]) as reg:
         reg.loss(model(x), y, 0)
         first = reg.class_means["block3"][0].clone()  # (K, C): the first batch, set directly
