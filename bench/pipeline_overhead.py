@@ -2,7 +2,7 @@
 a plain loop, and what 2 concurrent trials buy.
 
 The trials are fixed: a grid over lambda_focus × coupling_K (12 points, the digits study's
-sample count; --trials 6 for DESIGN §4's anchor) on the digits study's setup (simple_cnn,
+sample count; --trials 6 for docs/design.md §4's anchor) on the digits study's setup (simple_cnn,
 full data, its epochs and its evaluation of every trial; --epochs, --no-evaluate to change
 them), so both sides train exactly the same configs, with the same torch threads per trial
 (--threads, default 1: the digits study's `resources.cpu`; on a shared 2-core machine 2

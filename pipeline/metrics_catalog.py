@@ -37,7 +37,7 @@ METRICS: dict[str, MetricInfo] = {
     # syncmodel.train, at the end
     "test_acc": MetricInfo("max", False, "top-1 accuracy on the test split"),
     "train_time": MetricInfo("min", False, "training wall time, seconds"),
-    # syncmodel.evaluate, after training (DESIGN §1.4)
+    # syncmodel.evaluate, after training (docs/design.md §1.4)
     "interpretability": _ev("max", "composite score in [0, 1] (syncmodel.metrics.score)"),
     "entropy": _ev("min", "normalised spatial entropy of the activation maps"),
     "peak_mass": _ev("max", "activation mass near the focus"),
@@ -59,7 +59,7 @@ METRICS: dict[str, MetricInfo] = {
     "detector_fraction": _ev("max", "fraction of units that are part detectors", needs_parts=True),
 }
 
-# Data sets with ground-truth landmarks and part masks (DESIGN §2).
+# Data sets with ground-truth landmarks and part masks (docs/design.md §2).
 PART_DATASETS = ("shapes",)
 
 

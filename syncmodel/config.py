@@ -36,13 +36,13 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
-    # --- focus regulariser (DESIGN §1.1) ---
+    # --- focus regulariser (docs/design.md §1.1) ---
     lambda_focus: float = 0.0
     focus_kind: str = "spread"  # spread | template | (further kinds registered in syncmodel.focus)
     focus_position: str = "argmax"  # argmax | centroid
     focus_offclass: float = 1.0  # class_spread: weight of the off-class suppression
     focus_class_momentum: float = 0.9  # class_spread: EMA momentum of the filters' class means
-    # --- synchronisation coupling (DESIGN §1.2) ---
+    # --- synchronisation coupling (docs/design.md §1.2) ---
     coupling_K: float = 0.0
     epsilon: float = 0.5
     epsilon_final: float | None = None  # linear annealing of epsilon to this value over training

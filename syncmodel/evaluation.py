@@ -1,4 +1,4 @@
-"""`evaluate`: every interpretability metric of DESIGN §1.4 on a model and held-out data.
+"""`evaluate`: every interpretability metric of docs/design.md §1.4 on a model and held-out data.
 
 One forward pass collects the named layers' activations; the metrics, Sync modules, module
 ablation and (optionally) the pictures follow → a flat report and a per-neuron table.
@@ -38,7 +38,7 @@ from syncmodel.modules import find_modules
 if TYPE_CHECKING:
     import pyarrow as pa
 
-# Report keys per layer (DESIGN §1.4). With one layer they appear as is; with several, each
+# Report keys per layer (docs/design.md §1.4). With one layer they appear as is; with several, each
 # as "{layer}/{key}" and unprefixed as the mean over layers (counts: the sum).
 LAYER_KEYS = (
     "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "selectivity", "mis",
@@ -119,7 +119,7 @@ def _layer(
     rep: dict[str, float] = {
         "neurons": c,
         "dead_fraction": int((active == 0).sum()) / c,
-        # mean over live maps, as the focus loss and train.inspect average it (DESIGN §1.1)
+        # mean over live maps, as the focus loss and train.inspect average it (docs/design.md §1.1)
         **{k: float(v.nanmean()) for k, v in maps.items()},
         "selectivity": float(sel.mean()),
         "mis": float(mis_c.mean()),
@@ -238,7 +238,7 @@ def evaluate(
     seed: int = 0,
     picture_dir: str | Path | None = None,
 ) -> tuple[dict[str, float | int], pa.Table]:
-    """All metrics of DESIGN §1.4 for `model` on held-out data → (report, neurons table).
+    """All metrics of docs/design.md §1.4 for `model` on held-out data → (report, neurons table).
 
     Activations of `layers` are collected in one batched, no-grad, eval-mode pass with forward
     hooks (the model's training flag is restored). Per layer: focus (spread, entropy, peak

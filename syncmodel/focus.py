@@ -1,9 +1,9 @@
-"""Focus regulariser (DESIGN §1.1): each activation map should surround one focus position.
+"""Focus regulariser (docs/design.md §1.1): each activation map should surround one focus position.
 
 Kinds ("spread", "template", ...) live in the `FOCUS_KINDS` registry; `spatial_spread` is
 shared with the metrics.
 
-Why the loss cannot kill neurons by itself (DESIGN §4). Every kind here is a function of the
+Why the loss cannot kill neurons by itself (docs/design.md §4). Every kind here is a function of the
 ratio `sum_p A[p] f(p) / sum_p A[p]`, so it is invariant to the scale of each map:
 L(sA) = L(A) for s > 0. By Euler's theorem `<grad L, A> = 0` per map: the gradient has no
 component that shrinks a map as a whole; it only moves mass between positions (off the focus,
@@ -93,7 +93,7 @@ def _positions(
 def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
     """Focus position of every map, (B, C, 2) as (y, x) in [-1, 1], detached.
 
-    `argmax` is DESIGN §1.1's default; `centroid` (activation-weighted mean position) is what
+    `argmax` is docs/design.md §1.1's default; `centroid` (activation-weighted mean position) is what
     ICNN's released code uses (Zhang, Wu & Zhu, "Interpretable Convolutional Neural Networks",
     CVPR 2018). Dead maps get (0, 0) under `centroid` and the first pixel under `argmax`.
     """
@@ -123,7 +123,7 @@ def spatial_spread(
 ) -> Tensor:
     """Activation-weighted spread around the focus, per map: (B, C), NaN for dead maps.
 
-    spread[b, c] = sum_p A[p] * |p - mu|^2 / sum_p A[p], p and mu in [-1, 1]^2 (DESIGN §1.1);
+    spread[b, c] = sum_p A[p] * |p - mu|^2 / sum_p A[p], p and mu in [-1, 1]^2 (docs/design.md §1.1);
     0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass` are
     dead and reported as NaN so that metrics can `nanmean` them away. Differentiable, but
     losses should use `focus_loss`, whose masking keeps gradients finite.
@@ -141,7 +141,7 @@ def _masked_mean(values: Tensor, alive: Tensor) -> Tensor:
 def spread_loss(
     acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS, **_: object
 ) -> Tensor:
-    """Mean `spatial_spread` over the maps with non-zero mass (DESIGN §1.1); float32 scalar."""
+    """Mean `spatial_spread` over the maps with non-zero mass (docs/design.md §1.1); float32 scalar."""
     with torch.autocast(acts.device.type, enabled=False):
         spread, alive = _spread_terms(acts, focus, min_mass)
         return _masked_mean(spread, alive)
@@ -209,7 +209,7 @@ def class_spread_loss(
 
     ICNN (Zhang, Wu & Zhu, CVPR 2018) ties each filter to one category and pushes it towards
     silence on the others; that tie, not the focus alone, is what keeps a filter on one part
-    (DESIGN §4: focus alone made maps point-like but less part-stable). Here, with
+    (docs/design.md §4: focus alone made maps point-like but less part-stable). Here, with
     `own[b, c] = targets[b] == filter_class[c]`:
 
         loss = mean_{(b, c) own, alive} spread[b, c]
@@ -245,7 +245,7 @@ def class_spread_loss(
 
 
 def focus_loss(acts: Tensor, kind: str = "spread", focus: str = "argmax", **opts: object) -> Tensor:
-    """Focus regulariser on post-ReLU maps `acts` (B, C, H, W) → float32 scalar (DESIGN §1.1).
+    """Focus regulariser on post-ReLU maps `acts` (B, C, H, W) → float32 scalar (docs/design.md §1.1).
 
     `kind` names a registered `FOCUS_KINDS` entry (unknown → ConfigError on "focus_kind");
     `focus` is "argmax" or "centroid" (see `focus_positions`); `opts` go to the kind (e.g.

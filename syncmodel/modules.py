@@ -1,4 +1,4 @@
-"""Functional modules (DESIGN §1.3): Sync clustering of neurons by their response descriptors.
+"""Functional modules (docs/design.md §1.3): Sync clustering of neurons by their response descriptors.
 
 Neurons whose descriptors synchronise under the Kuramoto-style Sync dynamics collapse onto one
 point and form a module; neurons that stay alone are unsynchronised (label -1).
@@ -16,7 +16,7 @@ ORDER_TARGET = 1.0 - 1e-3  # stop once the local order parameter reaches this (B
 
 
 def response_descriptors(responses: Tensor) -> Tensor:
-    """Response-profile descriptor of each neuron: the coupling's "response" kind (DESIGN §1.2).
+    """Response-profile descriptor of each neuron: the coupling's "response" kind (docs/design.md §1.2).
 
     Delegates to `syncmodel.sync.descriptors`, so modules are found on exactly the descriptor
     the coupling synchronises.

@@ -1,7 +1,7 @@
 """Backbones by name (timm-style registry) and which of their layers are regularised.
 
 Every regularisable stage ends in BatchNorm → ReLU, so its module output is a post-ReLU map
-(B, C, H, W) that the focus/coupling hooks read; DESIGN §4: without BN before the ReLU, focus
+(B, C, H, W) that the focus/coupling hooks read; docs/design.md §4: without BN before the ReLU, focus
 regularisation kills every map.
 """
 

@@ -3,7 +3,7 @@
 Forward hooks capture the named layers' post-ReLU outputs; `Regularizer.loss` combines the terms.
 
 Strength scale. Both regularisers are O(1): the focus spread lies in [0, 8] (about 0.5-0.8 on
-a trained BN net, DESIGN §4) and the template loss in [0, 2]; the coupling potential is
+a trained BN net, docs/design.md §4) and the template loss in [0, 2]; the coupling potential is
 divided by epsilon^2 (config.epsilon, the initial radius: fixed over training), which
 makes each neighbour pair cost about (|v_g - v_c| / epsilon)^2 / 2 in [0, 1/2] (see
 `syncmodel.sync`). With that, 0.1 is a moderate strength for both (measured on digits,
@@ -41,7 +41,7 @@ def sync_normaliser(epsilon: float) -> float:
 
 
 class Regularizer:
-    """Hooks `layers` of `model` and builds the loss of DESIGN §1.1-1.2 from a `TrainConfig`.
+    """Hooks `layers` of `model` and builds the loss of docs/design.md §1.1-1.2 from a `TrainConfig`.
 
     Usage: `with Regularizer(model, cfg, ["layer4"]) as reg: total, parts = reg.loss(model(x),
     y, epoch)`; or call `.remove()` when done. `epoch` counts from 0 (fractions allowed): the

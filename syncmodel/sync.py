@@ -1,4 +1,4 @@
-"""Synchronisation coupling (DESIGN §1.2): similar neurons are pulled together, Kuramoto-style.
+"""Synchronisation coupling (docs/design.md §1.2): similar neurons are pulled together, Kuramoto-style.
 
 Neuron descriptors, adaptive epsilon / k-NN neighbourhoods, and the coupling loss in Gram form.
 
@@ -46,7 +46,7 @@ def descriptors(acts: Tensor | None, kind: str = "response", weight: Tensor | No
     """Per-neuron descriptors (C, D), float32 (float64 kept), unit norm; NaN rows = none.
 
     "response": v_c = spatial mean of `acts[:, c]` (acts (B, C, H, W)) over the batch, D = B,
-    standardised over the batch and scaled to unit norm (DESIGN §1.2). A neuron constant over
+    standardised over the batch and scaled to unit norm (docs/design.md §1.2). A neuron constant over
     the batch (dead ones included) has no descriptor: its row is NaN, it gets no neighbours and
     no gradient. "weight": the layer's conv weight `weight` (C, ...) flattened to (C, D) and
     scaled to unit norm; all-zero filters get NaN rows. Differentiable in acts / weight.
@@ -117,7 +117,7 @@ def _neighbourhoods(v: Tensor, valid: Tensor, epsilon: float, k: int | None) -> 
 def mean_neighbours(desc: Tensor, epsilon: float) -> float:
     """Average number of neighbours within `epsilon` per neuron (all C neurons): a diagnostic.
 
-    DESIGN §4's prototype: about 0.2 with no coupling; modules of about 8 at K = 1, eps = 0.5.
+    docs/design.md §4's prototype: about 0.2 with no coupling; modules of about 8 at K = 1, eps = 0.5.
     """
     if desc.shape[0] == 0:
         return 0.0
@@ -171,7 +171,7 @@ def sync_loss(
     reduction: str = "mean",
     detach_neighbours: bool = False,
 ) -> Tensor:
-    """Synchronisation coupling loss of one layer (DESIGN §1.2) → float32 scalar.
+    """Synchronisation coupling loss of one layer (docs/design.md §1.2) → float32 scalar.
 
     `acts` (B, C, H, W) post-ReLU maps for descriptor "response"; `weight` (C, ...) the
     layer's conv weight for descriptor "weight" (acts may then be None). Neighbourhoods are

@@ -103,9 +103,9 @@ def inspect(
 ) -> dict[str, float]:
     """Accuracy and the cheap diagnostics of the regularised layers on one split.
 
-    spread: mean activation-weighted spread around the focus over live maps (DESIGN §1.1);
+    spread: mean activation-weighted spread around the focus over live maps (docs/design.md §1.1);
     dead_fraction: neurons never active on the split; neighbours: mean number of other neurons
-    within `epsilon` of each neuron's response descriptor over the split (DESIGN §1.2, §4).
+    within `epsilon` of each neuron's response descriptor over the split (docs/design.md §1.2, §4).
     """
     from syncmodel.focus import spatial_spread
     from syncmodel.sync import descriptors, mean_neighbours

@@ -1,4 +1,4 @@
-"""Data sets by name (DESIGN §2): a `DataBundle` of in-memory tensors, split train/val/test.
+"""Data sets by name (docs/design.md §2): a `DataBundle` of in-memory tensors, split train/val/test.
 
 Contract (implemented per data set in this package):
     load_data(config: TrainConfig) -> DataBundle

@@ -1,4 +1,4 @@
-"""The data sets by name: `DATASETS.get(config.dataset)(config) -> DataBundle` (DESIGN §2).
+"""The data sets by name: `DATASETS.get(config.dataset)(config) -> DataBundle` (docs/design.md §2).
 
 One table, so that the known names (listed in errors for unknown ones) live in one place.
 """

@@ -1,4 +1,4 @@
-"""`shapes`: generated two-part objects with part masks and landmarks (DESIGN §2).
+"""`shapes`: generated two-part objects with part masks and landmarks (docs/design.md §2).
 
 Ground truth for location instability (ICNN) and part IoU (Network Dissection): each image
 shows one object made of two parts; the class is the pair of part types.

@@ -1,4 +1,4 @@
-"""Interpretability metrics from several aspects (DESIGN §1.4), one file per aspect.
+"""Interpretability metrics from several aspects (docs/design.md §1.4), one file per aspect.
 
 Each metric is a pure function of tensors (or of a model and data) citing its source.
 """

@@ -1,4 +1,4 @@
-"""Part detectors (Network Dissection; DESIGN §1.4): which units segment which object part.
+"""Part detectors (Network Dissection; docs/design.md §1.4): which units segment which object part.
 
 Bau, Zhou, Khosla, Oliva & Torralba, "Network Dissection: Quantifying Interpretability of Deep
 Visual Representations", CVPR 2017, applied to the part masks of data sets that have them.

@@ -1,4 +1,4 @@
-"""Focus metrics (DESIGN §1.4): how point-like each activation map is around its focus.
+"""Focus metrics (docs/design.md §1.4): how point-like each activation map is around its focus.
 
 All take post-ReLU maps (B, C, H, W) and return one value per map (B, C), NaN for dead maps
 (total mass <= 1e-6), so that per-neuron means can `nanmean` them away.
@@ -25,7 +25,7 @@ def spatial_entropy(acts: Tensor) -> Tensor:
 
     `H = -sum_p q_p log q_p / log(H W)` with `q = A / sum A` (negatives clamped to 0): 0 for a
     one-pixel map, 1 for a uniform one; 0 on 1×1 maps. Our measure for the focus aspect of
-    DESIGN §1.4: unlike `spatial_spread` it needs no focus position and ignores map size.
+    docs/design.md §1.4: unlike `spatial_spread` it needs no focus position and ignores map size.
 
     Args:
         acts: (B, C, H, W) activations.
@@ -43,7 +43,7 @@ def spatial_entropy(acts: Tensor) -> Tensor:
 def peak_mass(acts: Tensor, radius: float = 0.25, focus: str = "argmax") -> Tensor:
     """Fraction of each map's mass within `radius` of its focus.
 
-    Coordinates are normalised to [-1, 1] (as in `spatial_spread`, DESIGN §1.1), so the
+    Coordinates are normalised to [-1, 1] (as in `spatial_spread`, docs/design.md §1.1), so the
     default radius 0.25 is one eighth of the map side. 1 for a one-pixel map.
 
     Args:

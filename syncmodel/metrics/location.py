@@ -1,4 +1,4 @@
-"""Location instability (ICNN; DESIGN §1.4): does a filter fire at the same place of the object?
+"""Location instability (ICNN; docs/design.md §1.4): does a filter fire at the same place of the object?
 
 Zhang, Wu & Zhu, "Interpretable Convolutional Neural Networks", CVPR 2018: per filter
 and landmark, the std over images of the distance between the filter's inference position and

@@ -1,4 +1,4 @@
-"""Module metrics (DESIGN §1.4): are functional modules consistent, specific and functional?
+"""Module metrics (docs/design.md §1.4): are functional modules consistent, specific and functional?
 
 Module labels are per-neuron ids from `syncmodel.modules.sync_clusters` (-1 = unsynchronised):
 consistency across data, semantic specificity within modules, and accuracy under ablation.
@@ -46,7 +46,7 @@ def module_consistency(labels_a: Tensor, labels_b: Tensor) -> dict[str, float]:
 def module_specificity(
     responses: Tensor, modules: Tensor, labels: Tensor, num_classes: int | None = None
 ) -> dict[str, float | Tensor]:
-    """Semantic specificity of modules (DESIGN §1.4; our operationalisation of the abstract).
+    """Semantic specificity of modules (docs/design.md §1.4; our operationalisation of the abstract).
 
     - within_corr: mean Pearson correlation of responses over neuron pairs in the same module;
     - between_corr: the same over pairs of neurons in different modules (NaN with < 2 modules);
@@ -116,7 +116,7 @@ def module_ablation(
     device: torch.device | str | None = None,
     cached: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """Per-module, per-class accuracy drop when a module's channels are zeroed (DESIGN §1.4).
+    """Per-module, per-class accuracy drop when a module's channels are zeroed (docs/design.md §1.4).
 
     A forward hook on `layer` zeroes the module's channels of its output. All modules are
     ablated together: the hook stacks one copy of the output per module (plus the intact one)

@@ -1,4 +1,4 @@
-"""The one composite `interpretability` score in [0, 1], the search objective (DESIGN §1.4).
+"""The one composite `interpretability` score in [0, 1], the search objective (docs/design.md §1.4).
 
 Neuron term (focused and class-specific live neurons) plus module term (covering, consistent,
 class-pure modules); dead, near-dead, constant and fixed-position neurons all score 0.

@@ -1,4 +1,4 @@
-"""Semantic metrics (DESIGN §1.4): how class-specific each neuron's response is.
+"""Semantic metrics (docs/design.md §1.4): how class-specific each neuron's response is.
 
 Responses are per-image neuron responses (N, C), e.g. the spatial mean of post-ReLU maps;
 both scores are 0 for dead or constant neurons.

@@ -1,4 +1,4 @@
-"""Properties of the focus regulariser (syncmodel.focus, DESIGN §1.1)."""
+"""Properties of the focus regulariser (syncmodel.focus, docs/design.md §1.1)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_spatial_spread_is_nan_on_dead_maps_only() -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_loss_is_scale_invariant_and_gradient_orthogonal_to_map(kind: str) -> None:
-    # DESIGN §4: the loss never pushes a map's mass toward zero as a whole.
+    # docs/design.md §4: the loss never pushes a map's mass toward zero as a whole.
     acts = torch.rand(2, 3, 5, 5, generator=_gen(), dtype=torch.float64).requires_grad_()
     loss = focus_loss(acts, kind)
     (grad,) = torch.autograd.grad(loss, acts)

@@ -1,4 +1,4 @@
-"""Properties of the part-tied focus kind `class_spread` (syncmodel.focus, DESIGN §4)."""
+"""Properties of the part-tied focus kind `class_spread` (syncmodel.focus, docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sync clustering into functional modules (DESIGN §1.3): known partitions come back."""
+"""Sync clustering into functional modules (docs/design.md §1.3): known partitions come back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of the synchronisation coupling (syncmodel.sync, DESIGN §1.2)."""
+"""Properties of the synchronisation coupling (syncmodel.sync, docs/design.md §1.2)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _clustered(c: int = 12, d: int = 6, groups: int = 3, noise: float = 0.15) ->
 
 
 def _reference(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The DESIGN §1.2 formula by broadcasting: a (C, C, D) tensor, fine at test sizes."""
+    """The docs/design.md §1.2 formula by broadcasting: a (C, C, D) tensor, fine at test sizes."""
     pair = (1 - torch.cos(v.unsqueeze(0) - v.unsqueeze(1))).sum(-1)  # (C, C): [c, g]
     count = mask.sum(1)
     per = (pair * mask).sum(1) / count.clamp_min(1)
