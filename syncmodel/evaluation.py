@@ -22,7 +22,10 @@ from syncmodel.metrics import (
     inference_positions,
     interpretability,
     location_instability,
+    location_instability_heldout,
+    location_instability_part_heldout,
     mis,
+    mis_chance,
     module_ablation,
     module_consistency,
     module_specificity,
@@ -31,7 +34,6 @@ from syncmodel.metrics import (
     peak_mass,
     spatial_entropy,
     spatial_spread,
-    top_images,
 )
 from syncmodel.modules import find_modules
 
@@ -42,11 +44,15 @@ if TYPE_CHECKING:
 # as "{layer}/{key}" and unprefixed as the mean over layers (counts: the sum).
 LAYER_KEYS = (
     "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "selectivity", "mis",
+    "mis_chance", "mis_above_chance",
     "modules", "coverage", "module_size", "sync_steps", "epsilon", "consistency_ari",
     "consistency_nmi", "within_corr", "between_corr", "specificity", "class_purity",
     "ablation_own_drop", "ablation_other_drop", "interpretability",
 )  # fmt: skip
-LOCATION_KEYS = ("location_instability", "location_instability_min")  # with landmarks
+# with landmarks; docs/design.md §1.4: ICNN's protocol, and two variants chosen on held-out images
+LOCATION_KEYS = (
+    "location_instability", "location_instability_heldout", "location_instability_part_heldout",
+)  # fmt: skip
 DETECTOR_KEYS = ("detectors", "detector_fraction", "unique_parts", "detector_iou")  # with masks
 COUNT_KEYS = {"neurons", "modules", "detectors", "unique_parts", "sync_steps"}
 _CHUNK = 256  # images per chunk for the per-map metrics
@@ -115,6 +121,8 @@ def _layer(
     per_neuron = {k: v.nanmean(0) for k, v in maps.items()}  # (C,) NaN if never fires
     sel = class_selectivity(responses, labels, num_classes)
     mis_c, mis_class = mis(responses, labels, num_classes)
+    # the plug-in MIS is biased upward: its value with permuted labels is the chance level
+    mis_0 = mis_chance(responses, labels, num_classes, seed=opts["seed"])
     scores = neuron_scores(per_neuron["entropy"], sel, active, num_classes)
     rep: dict[str, float] = {
         "neurons": c,
@@ -123,6 +131,8 @@ def _layer(
         **{k: float(v.nanmean()) for k, v in maps.items()},
         "selectivity": float(sel.mean()),
         "mis": float(mis_c.mean()),
+        "mis_chance": float(mis_0.mean()),
+        "mis_above_chance": float((mis_c - mis_0).mean()),
     }
     cols: dict[str, Any] = {
         "dead": (active == 0).tolist(),
@@ -133,18 +143,22 @@ def _layer(
         "selectivity": sel.tolist(),
         "mis": mis_c.tolist(),
         "mis_class": mis_class.tolist(),
+        "mis_chance": mis_0.tolist(),
+        "mis_above_chance": (mis_c - mis_0).tolist(),
         "top_class": class_means(responses, labels, num_classes).argmax(0).tolist(),
         "score": scores.tolist(),
     }
     if split.landmarks is not None:
         pos = inference_positions(acts, image_size)  # (C, N, 2)
-        top = top_images(peak, opts["top_k"])  # (C, N)
-        li = location_instability(pos, split.landmarks, image_size, top)
-        li_min = location_instability(pos, split.landmarks, image_size, top, reduce="min")
-        rep["location_instability"] = float(li.nanmean())
-        rep["location_instability_min"] = float(li_min.nanmean())
-        cols["location_instability"] = li.tolist()
-        cols["location_instability_min"] = li_min.tolist()
+        args = (pos, peak.T, split.landmarks, labels, image_size, opts["top_k"])
+        for key, li in (
+            ("location_instability", location_instability(*args)),
+            ("location_instability_heldout", location_instability_heldout(*args, opts["seed"])),
+            ("location_instability_part_heldout",
+             location_instability_part_heldout(*args, opts["seed"])),
+        ):  # fmt: skip
+            rep[key] = float(li.nanmean())  # ICNN drops the filters where it is undefined
+            cols[key] = li.tolist()
     if split.part_masks is not None:
         det = part_detectors(acts, split.part_masks, opts["quantile"], opts["iou_threshold"])
         names = opts["part_names"] or [str(p) for p in range(split.part_masks.shape[1])]
@@ -203,8 +217,9 @@ def _neuron_table(layer_cols: dict[str, dict[str, Any]]) -> pa.Table:
         ("layer", pa.string()), ("neuron", i32), ("module", i32), ("dead", pa.bool_()),
         ("active_fraction", f32), ("mean_activation", f32), ("max_activation", f32),
         ("spread", f32), ("entropy", f32), ("peak_mass", f32), ("selectivity", f32),
-        ("mis", f32), ("mis_class", i32), ("top_class", i32), ("score", f32),
-        ("location_instability", f32), ("location_instability_min", f32),
+        ("mis", f32), ("mis_class", i32), ("mis_chance", f32), ("mis_above_chance", f32),
+        ("top_class", i32), ("score", f32), ("location_instability", f32),
+        ("location_instability_heldout", f32), ("location_instability_part_heldout", f32),
         ("detector_iou", f32), ("detector_part", pa.string()), ("detector", pa.bool_()),
     ]  # fmt: skip
     columns: dict[str, list] = {name: [] for name, _ in schema}
@@ -227,7 +242,7 @@ def evaluate(
     epsilon: float = 0.5,
     mdl: bool = False,
     max_steps: int = 100,
-    top_k: int = 20,
+    top_k: int = 100,
     quantile: float = 0.005,
     iou_threshold: float = 0.04,
     ablation: bool = True,
@@ -255,7 +270,8 @@ def evaluate(
         max_images: first images used (None = all). Default 2000.
         batch_size: forward batch. Default 256.
         epsilon, mdl, max_steps: Sync clustering (`syncmodel.modules.find_modules`).
-        top_k: images per filter for location instability. Default 20.
+        top_k: top images per filter, category and part for location instability (ICNN's
+            K). Default 100.
         quantile, iou_threshold: Network Dissection. Defaults 0.005, 0.04.
         ablation: run `module_ablation` (one stacked pass per batch). Default True.
         num_classes, image_size, part_names: default from the bundle / logits / images.
