@@ -109,10 +109,7 @@ class TrainConfig:
             raise ConfigError(prefix + "layers", "must name at least one layer, or be omitted")
         # Checked here, not at torch.device(): a spec's `validate` must refuse what a trial
         # would fail on (docs/spec.md lists the accepted names).
-        if not _DEVICE.fullmatch(str(self.device)):
-            raise ConfigError(
-                prefix + "device", f"must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
-            )
+        check_device(self.device, prefix + "device")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -143,6 +140,12 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def check_device(name: str, field: str = "device") -> None:
+    """`ConfigError(field)` unless `name` is auto, cpu, mps, cuda or cuda:N (docs/spec.md)."""
+    if not _DEVICE.fullmatch(str(name)):
+        raise ConfigError(field, f"must be auto, cpu, mps, cuda or cuda:N, got {name!r}")
 
 
 # Dataclass field annotations are strings (from __future__ import annotations): resolve once.
