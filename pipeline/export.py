@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.tracking import Tracker, TrialRecord
 from syncmodel.checkpoint import file_sha256, read_checkpoint
 from syncmodel.errors import SyncStudyError
+from syncmodel.files import ensure_folder, temp_folder
 
 MANIFEST = "SHA256SUMS"
 
@@ -81,24 +82,35 @@ def export_trial(
     out = Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SyncStudyError(f"--out {out}: exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    ensure_folder(out.parent, f"--out {out}")
+    try:
+        tmp = temp_folder(out.parent, out.name)  # mode as mkdir gives, not mkdtemp's 0700
+    except OSError as exc:
+        raise SyncStudyError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
     try:
         with tempfile.TemporaryDirectory() as dl:
             here = Path(dl)
 
-            def fetch(artifact: str) -> Path:
-                return _inside(tracker.download(record.run_id, artifact, here), here, "artifact")
+            def fetch(artifact: str, required: bool = True) -> Path | None:
+                try:
+                    got = tracker.download(record.run_id, artifact, here)
+                except Exception as exc:  # noqa: BLE001 - MLflow: MlflowException, OSError, ...
+                    if not required:
+                        return None
+                    cause = (str(exc).splitlines() or [""])[0][:160]
+                    raise SyncStudyError(
+                        f"trial {record.trial_id} (status {record.status}): its MLflow run "
+                        f"{record.run_id} has no {artifact} ({exc.__class__.__name__}: {cause})"
+                    ) from None
+                return _inside(got, here, "artifact")
 
-            shutil.copy2(fetch("checkpoint/model.pt"), tmp / "model.pt")
+            # copyfile, not copy2: the files get the umask's mode, not the store's
+            shutil.copyfile(fetch("checkpoint/model.pt"), tmp / "model.pt")
             for name in ("config.yaml", "config.json"):
-                shutil.copy2(fetch(f"config/{name}"), tmp / name)
-            try:
-                shutil.copy2(fetch("evaluation/report.json"), tmp / "report.json")
-            except SyncStudyError:
-                raise
-            except Exception:  # noqa: BLE001 - trials without evaluation have none
-                pass
+                shutil.copyfile(fetch(f"config/{name}"), tmp / name)
+            report = fetch("evaluation/report.json", required=False)  # trials without evaluation have none
+            if report is not None:
+                shutil.copyfile(report, tmp / "report.json")
         payload = read_checkpoint(tmp / "model.pt")  # weights-only load: refuse anything else
         metrics = {
             "study": tracker.study, "trial_id": record.trial_id, "mlflow_run_id": record.run_id,
@@ -131,16 +143,29 @@ def verify(folder: str | Path) -> int:
     if not manifest.is_file():
         raise SyncStudyError(f"{folder}: no {MANIFEST} (not an exported folder?)")
     listed: dict[str, str] = {}
-    for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
+    try:
+        text = manifest.read_text(errors="replace")
+    except OSError as exc:
+        raise SyncStudyError(f"{manifest}: cannot read ({exc.strerror or exc})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         digest, sep, name = line.partition("  ")
         if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise SyncStudyError(f"{manifest}:{number}: not a 'SHA256  NAME' line")
-        listed[_manifest_name(folder, name)] = digest
+        name = _manifest_name(folder, name)
+        if name in listed:
+            # `sha256sum -c` checks every line: a second line with another digest fails there,
+            # while a mapping would keep only the last one
+            raise SyncStudyError(f"{manifest}:{number}: {name!r} is listed twice")
+        listed[name] = digest
     for name, digest in listed.items():
         path = folder / name
         if not path.is_file() or path.is_symlink():
             raise SyncStudyError(f"{path}: listed in {MANIFEST} but missing (or not a plain file)")
-        if file_sha256(path) != digest:
+        try:
+            actual = file_sha256(path)
+        except OSError as exc:
+            raise SyncStudyError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if actual != digest:
             raise SyncStudyError(f"{path}: sha256 does not match {MANIFEST} (altered or corrupted)")
     extra = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in listed)
     if extra:
@@ -156,7 +181,13 @@ def _manifest_name(folder: Path, name: str) -> str:
     # checker (or `sha256sum -c`) read outside it.
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise SyncStudyError(f"{folder / MANIFEST}: entry {name!r} is not a file of the folder (refused)")
-    if (folder / name).resolve().parent != folder:
+    if len(os.fsencode(name)) > 255:  # NAME_MAX: no such file can exist (resolve() would raise)
+        raise SyncStudyError(f"{folder / MANIFEST}: entry {name[:40]!r}... is too long for a file name (refused)")
+    try:
+        parent = (folder / name).resolve().parent
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise SyncStudyError(f"{folder / MANIFEST}: entry {name!r} cannot be resolved ({exc}) (refused)") from None
+    if parent != folder:
         raise SyncStudyError(f"{folder / MANIFEST}: entry {name!r} leads outside the folder (refused)")
     return name
 

@@ -95,7 +95,40 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if not isinstance(payload.get(key), dict):
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     check_digest(payload, path)
+    check_meta(payload["meta"], path)
     return payload
+
+
+# meta key -> (type, required). Its shapes rebuild the model and a data set's sizes are
+# compared with them: a wrong type would fail deep inside torch (a string in_channels).
+_META_FIELDS: dict[str, tuple[type, bool]] = {
+    "in_channels": (int, True),
+    "num_classes": (int, True),
+    "image_size": (int, True),
+    "epoch": (int, False),
+    "layers": (list, False),
+    "class_names": (list, False),
+    "dataset": (str, False),
+}
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Refuse a meta whose shape fields are not positive integers or whose names are not
+    strings; `CheckpointError` names the file and the field."""
+    for key, (tp, required) in _META_FIELDS.items():
+        if key not in meta:
+            if required:
+                raise CheckpointError(f"{path}: checkpoint meta lacks {key!r}")
+            continue
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, tp):
+            raise CheckpointError(
+                f"{path}: checkpoint meta {key!r} must be {tp.__name__}, got {str(value)[:60]!r}"
+            )
+        if tp is int and value < (0 if key == "epoch" else 1):
+            raise CheckpointError(f"{path}: checkpoint meta {key!r} must be positive, got {value}")
+        if tp is list and not all(isinstance(v, str) for v in value):
+            raise CheckpointError(f"{path}: checkpoint meta {key!r} must be a list of names")
 
 
 def load_checkpoint(
@@ -113,7 +146,7 @@ def load_checkpoint(
     try:
         model = build_model(config, meta["in_channels"], meta["num_classes"], meta["image_size"])
         model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, RuntimeError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the stored config ({str(exc)[:200]})") from None
     model.eval()
     return model, config, meta

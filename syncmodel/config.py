@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 
 from syncmodel.errors import ConfigError
 
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 @dataclass
 class TrainConfig:
@@ -75,6 +77,8 @@ class TrainConfig:
         "checkpoint_every": (1, None, True),
         "image_size": (4, None, True),
         "n_train": (1, None, True),
+        # numpy and sklearn take seeds in [0, 2**32): outside it the data split fails mid-run
+        "seed": (0, 2**32, True),
     }
 
     def __post_init__(self) -> None:
@@ -103,6 +107,9 @@ class TrainConfig:
                 )
         if self.layers is not None and len(self.layers) == 0:
             raise ConfigError(prefix + "layers", "must name at least one layer, or be omitted")
+        # Checked here, not at torch.device(): a spec's `validate` must refuse what a trial
+        # would fail on (docs/spec.md lists the accepted names).
+        check_device(self.device, prefix + "device")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -133,6 +140,12 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def check_device(name: str, field: str = "device") -> None:
+    """`ConfigError(field)` unless `name` is auto, cpu, mps, cuda or cuda:N (docs/spec.md)."""
+    if not _DEVICE.fullmatch(str(name)):
+        raise ConfigError(field, f"must be auto, cpu, mps, cuda or cuda:N, got {name!r}")
 
 
 # Dataclass field annotations are strings (from __future__ import annotations): resolve once.

@@ -15,6 +15,7 @@ def atomic_write(path: str | Path, write: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; the file gets what open() would give
     try:
         write(tmp)
         with open(tmp, "rb") as fh:
@@ -23,4 +24,38 @@ def atomic_write(path: str | Path, write: Any) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_folder(parent: Path, name: str, suffix: str = ".tmp") -> Path:
+    """A fresh hidden folder in `parent` to build `name` in before renaming it into place;
+    mode as `mkdir` would give (mkdtemp makes 0700, which the renamed folder would keep)."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=suffix, dir=parent))
+    os.chmod(folder, 0o777 & ~umask())
+    return folder
+
+
+def ensure_folder(path: Path, label: str) -> Path:
+    """`mkdir -p path`, or a `SyncStudyError` starting with `label` (the flag and the path the
+    user gave) and naming the cause in one line:
+    a file where a folder must be, a read-only or virtual file system (/proc), no permission."""
+    from syncmodel.errors import SyncStudyError
+
+    path = Path(path)
+    for above in (path, *path.parents):
+        if above.exists() or above.is_symlink():
+            if not above.is_dir():
+                raise SyncStudyError(f"{label}: {above} is not a folder")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SyncStudyError(f"{label}: cannot create {path} ({exc.strerror or exc})") from None
     return path

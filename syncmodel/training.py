@@ -110,6 +110,8 @@ def inspect(
     from syncmodel.focus import spatial_spread
     from syncmodel.sync import descriptors, mean_neighbours
 
+    if len(split) == 0:  # val_fraction 0 (docs/spec.md: valid): nothing to measure
+        return dict.fromkeys(("acc", "spread", "dead_fraction", "neighbours"), float("nan"))
     model.eval()
     captured: dict[str, torch.Tensor] = {}
     hooks = [

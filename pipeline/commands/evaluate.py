@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from syncmodel.errors import SyncStudyError
+from syncmodel.errors import ConfigError, SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,19 +55,25 @@ def _finite(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from syncmodel.checkpoint import load_checkpoint
+    from syncmodel.config import check_device
     from syncmodel.data import load_data
     from syncmodel.evaluation import evaluate
+    from syncmodel.files import ensure_folder
     from syncmodel.nets import default_layers
+    from syncmodel.training import resolve_device
 
     if args.max_images is not None and args.max_images < 2:
         raise SyncStudyError(f"--max-images: must be >= 2, got {args.max_images}")
     path = args.checkpoint
     if not path.exists():
         raise SyncStudyError(f"{path}: checkpoint not found")
-    model, config, meta = load_checkpoint(path, map_location=args.device)
+    check_device(args.device, "--device")
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:  # named after the config field; here it is the flag
+        raise ConfigError("--device", exc.message) from None
+    model, config, meta = load_checkpoint(path, map_location=device)
     dataset = args.dataset or config.dataset
     data = load_data(config.replace(dataset=dataset))
     if (data.in_channels, data.num_classes) != (meta.get("in_channels"), meta.get("num_classes")):
@@ -76,10 +82,9 @@ def run(args: argparse.Namespace) -> int:
             f"{path} was trained on {meta.get('in_channels')} / {meta.get('num_classes')}"
         )
     layers = args.layers or meta.get("layers") or config.layers or default_layers(config.backbone)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(args.out.resolve(), f"--out {args.out}")
     report, neurons = evaluate(
-        model.to(torch.device(args.device)),
+        model.to(device),
         data,
         list(layers),
         max_images=args.max_images,

@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import shutil
 import sys
 import typing
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError, SyncStudyError
+from syncmodel.files import ensure_folder, temp_folder
 
 
 def _flag(name: str) -> str:
@@ -49,7 +52,16 @@ def _parse_scalar(tp: Any) -> Any:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML file of TrainConfig fields (flags override it)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for checkpoint/ and result.json")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="folder for checkpoint/, result.json and history.json; written only when the run "
+        "ends (trained in a temporary folder beside it, then renamed). Must not exist or be "
+        "empty, unless --force",
+    )  # fmt: skip
+    parser.add_argument(
+        "--force", action="store_true",
+        help="replace a non-empty --out (the old contents go only once the new run is complete)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="last stdout line: the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     hints = typing.get_type_hints(TrainConfig)
@@ -102,10 +114,44 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncmodel.training import train
-
     config = config_from_args(args)
     out = args.out.resolve() if args.out is not None else None
+    work = _work_folder(out, args.force) if out is not None else None
+    try:
+        return _run(args, config, out, work)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)  # gone already when the run was published
+
+
+def _work_folder(out: Path, force: bool) -> Path:
+    """A fresh temporary folder beside `out` to train into, so that `out` never holds a mix
+    of two runs (a new result.json beside an old model.pt)."""
+    if out.exists() and not out.is_dir():
+        raise SyncStudyError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise SyncStudyError(f"--out {out}: not empty (an earlier run?); pass --force to replace it")
+    ensure_folder(out.parent, f"--out {out}")
+    try:
+        return temp_folder(out.parent, out.name)
+    except OSError as exc:
+        raise SyncStudyError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
+
+
+def _publish(work: Path, out: Path) -> None:
+    """Put the finished run at `out`: an old folder is renamed aside first and removed last."""
+    old = None
+    if out.exists():
+        old = temp_folder(out.parent, out.name, suffix=".old")
+        os.replace(out, old / "run")
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, config: TrainConfig, out: Path | None, work: Path | None) -> int:
+    from syncmodel.training import train
+
     # With --json, progress goes to stderr so that stdout stays machine-readable.
     stream = sys.stderr if args.json else sys.stdout
     progress = not args.quiet
@@ -117,24 +163,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout = sys.stderr  # the per-epoch lines printed by train()
     try:
-        result = train(config, out_dir=out, progress=progress)
+        result = train(config, out_dir=work, progress=progress)
     finally:
         sys.stdout = saved
     payload = {
         "status": result.status,
         **{k: _finite(v) for k, v in result.metrics.items()},
-        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        # the path it will have once published
+        "checkpoint": str(out / result.checkpoint.relative_to(work)) if result.checkpoint else None,
         "error": result.error,
         "layers": result.layers,
         "config": config.to_dict(),
     }
     payload.setdefault("test_acc", None)
     if out is not None:
-        from syncmodel.files import atomic_write
-
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
-        atomic_write(out / "history.json", lambda tmp: Path(tmp).write_text(json.dumps(result.history, indent=2)))
+        (work / "result.json").write_text(json.dumps(payload, indent=2))
+        (work / "history.json").write_text(json.dumps(result.history, indent=2))
+        _publish(work, out)
     if args.json:
         print(json.dumps(payload))
     elif progress:

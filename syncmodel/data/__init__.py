@@ -45,5 +45,9 @@ class DataBundle:
 def load_data(config) -> DataBundle:  # noqa: ANN001 - TrainConfig; avoids import cycle
     """Build the `DataBundle` named by `config.dataset` (registry in syncmodel.data.registry)."""
     from syncmodel.data.registry import DATASETS
+    from syncmodel.data.splits import check_sizes
 
-    return DATASETS.get(config.dataset, field="dataset")(config)
+    bundle = DATASETS.get(config.dataset, field="dataset")(config)
+    # Every loader, generated sets too: an empty split fails only later, inside training.
+    check_sizes(bundle.name, len(bundle.train), len(bundle.val), len(bundle.test), config.val_fraction)
+    return bundle

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from syncmodel.data import DataBundle, Split
+from syncmodel.errors import DataError
 
 # The test split of a finite data set is drawn with this seed, never config.seed, so that
 # every run of a study is scored on the same test images.
@@ -31,6 +32,24 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
         # too few images per class for stratification (tiny n_train or val_fraction)
         kept, held = train_test_split(idx, test_size=n_held, random_state=seed)
     return np.asarray(kept), np.asarray(held)
+
+
+def check_sizes(name: str, n_train: int, n_val: int, n_test: int, val_fraction: float) -> None:
+    """Refuse splits that training cannot use: an empty train or test split, or an empty val
+    split although `val_fraction` asks for one (a tiny data set: the fraction rounds to 0)."""
+    total = n_train + n_val + n_test
+    if n_train == 0 or n_test == 0:
+        empty = "train" if n_train == 0 else "test"
+        raise DataError(
+            f"{name}: {total} images leave the {empty} split empty "
+            f"(train {n_train}, val {n_val}, test {n_test}); use more images"
+        )
+    if n_val == 0 and val_fraction > 0:
+        raise DataError(
+            f"{name}: val_fraction {val_fraction} of {n_train + n_val} images holds out none "
+            f"(train {n_train}, val 0, test {n_test}); use more images, a larger val_fraction, "
+            "or val_fraction 0 (no validation split)"
+        )
 
 
 def cap(indices: np.ndarray, labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:

@@ -15,7 +15,15 @@ import torch
 
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split
-from syncmodel.data.splits import TEST_SEED, cap, make_bundle, resize, split_indices, subset
+from syncmodel.data.splits import (
+    TEST_SEED,
+    cap,
+    check_sizes,
+    make_bundle,
+    resize,
+    split_indices,
+    subset,
+)
 from syncmodel.errors import DataError
 
 if TYPE_CHECKING:
@@ -82,8 +90,10 @@ def _finish(
     pool: tuple[torch.Tensor, torch.Tensor],
     test: tuple[torch.Tensor, torch.Tensor],
     class_names: list[str],
+    where: str | None = None,
 ) -> DataBundle:
-    """Resize, hold out val from the train pool (config.seed), cap n_train, normalise."""
+    """Resize, hold out val from the train pool (config.seed), cap n_train, normalise.
+    `where` names the data in errors (default: `name`)."""
     images, labels = pool
     if config.image_size is not None:
         images, test = (
@@ -93,6 +103,7 @@ def _finish(
     labels_np = labels.numpy()
     tr, va = split_indices(labels_np, config.val_fraction, config.seed)
     tr = cap(tr, labels_np, config.n_train, config.seed)
+    check_sizes(where or name, len(tr), len(va), len(test[1]), config.val_fraction)
     return make_bundle(
         name,
         train=subset(images, labels, tr),
@@ -115,25 +126,46 @@ def load_torchvision(name: str, config: TrainConfig) -> DataBundle:
 
 
 def _scan(folder: Path) -> dict[str, list[Path]]:
-    """class name -> image files, for the class sub-folders of `folder` that hold images."""
+    """class name -> image files, for the class sub-folders of `folder` (hidden ones skipped).
+
+    Only regular files count: a FIFO or device named `x.jpg` would block or never end the read.
+    A class folder without images is refused rather than dropped: the class would silently
+    vanish from the labels (and a test/ folder's class indices would shift).
+    """
     found = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-        files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            found[sub.name] = files
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        )
+        if not files:
+            raise DataError(
+                f"imagefolder: class folder {sub} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "add images or remove the folder"
+            )
+        found[sub.name] = files
     return found
 
 
 def _read(files: list[Path], size: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image
 
     out = np.empty((len(files), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(files):
         try:
-            with Image.open(path) as img:
-                out[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"imagefolder: cannot read image {path} ({exc})") from exc
+            # PIL only warns between MAX_IMAGE_PIXELS and twice that; as an error, a small file
+            # that decodes to gigabytes (a decompression bomb) is refused before decoding.
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    out[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise DataError(f"imagefolder: refusing image {path} ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - PIL's decoders raise OSError, ValueError, SyntaxError, ...
+            raise DataError(
+                f"imagefolder: cannot read image {path} ({exc.__class__.__name__}: {str(exc)[:200]})"
+            ) from None
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, S, S)
 
 
@@ -150,6 +182,12 @@ def load_imagefolder(config: TrainConfig) -> DataBundle:
     if not pool:
         raise DataError(f"imagefolder: no class folders with images in {root}. Expected {layout}.")
     classes = list(pool)
+    if len(classes) < 2:
+        # one class: every prediction is right, test_acc 1.0 says nothing
+        raise DataError(
+            f"imagefolder: {root}{'/train' if has_split else ''} has {len(classes)} class folder "
+            f"({classes[0]}); a classifier needs at least 2. Expected {layout}."
+        )
     files = [f for c in classes for f in pool[c]]
     labels = torch.tensor([i for i, c in enumerate(classes) for _ in pool[c]], dtype=torch.int64)
     size = config.image_size or IMAGEFOLDER_SIZE
@@ -168,7 +206,7 @@ def load_imagefolder(config: TrainConfig) -> DataBundle:
         rest, held = split_indices(labels.numpy(), TEST_FRACTION, TEST_SEED)
         test = (images[held], labels[held])
         images, labels = images[rest], labels[rest]
-    return _finish("imagefolder", config, (images, labels), test, classes)
+    return _finish("imagefolder", config, (images, labels), test, classes, where=f"imagefolder {root}")
 
 
 # --- fake-cifar10 -------------------------------------------------------------------------
