@@ -281,10 +281,14 @@ def evaluate(
 
     Activations of `layers` are collected in one batched, no-grad, eval-mode pass with forward
     hooks (the model's training flag is restored). Per layer: focus (spread, entropy, peak
-    mass), semantics (selectivity, MIS), location instability and part detectors where the
-    split has landmarks / part masks, Sync modules on the response descriptors (the
-    coupling's descriptor) of all images, their consistency between two disjoint random
-    halves, specificity, ablation, and the composite `interpretability` score.
+    mass, position information), semantics (selectivity, MIS), distributedness (effective
+    neurons), location instability and part detectors where the split has landmarks / part
+    masks, Sync modules on the response descriptors (the coupling's descriptor) of all
+    images, their consistency between two disjoint random halves (NaN for degenerate
+    partitions), specificity and class purity of each half's modules measured on the other
+    half (within_corr, between_corr, specificity, class_purity are these held-out values),
+    ablation (raw and beyond a size-matched random ablation), and the composite
+    `interpretability` score (`syncmodel.metrics.score.interpretability`).
 
     Args:
         model: classifier returning logits (B, K).
