@@ -19,8 +19,12 @@ from syncmodel.errors import ConfigError
 from syncmodel.metrics import (
     class_means,
     class_selectivity,
+    distributedness,
+    effective_neurons,
+    heldout_specificity,
     inference_positions,
     interpretability,
+    largest_module_share,
     location_instability,
     location_instability_heldout,
     location_instability_part_heldout,
@@ -32,6 +36,7 @@ from syncmodel.metrics import (
     neuron_scores,
     part_detectors,
     peak_mass,
+    position_information,
     spatial_entropy,
     spatial_spread,
 )
@@ -43,11 +48,12 @@ if TYPE_CHECKING:
 # Report keys per layer (docs/design.md §1.4). With one layer they appear as is; with several, each
 # as "{layer}/{key}" and unprefixed as the mean over layers (counts: the sum).
 LAYER_KEYS = (
-    "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "selectivity", "mis",
-    "mis_chance", "mis_above_chance",
-    "modules", "coverage", "module_size", "sync_steps", "epsilon", "consistency_ari",
-    "consistency_nmi", "within_corr", "between_corr", "specificity", "class_purity",
-    "ablation_own_drop", "ablation_other_drop", "interpretability",
+    "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "position_information",
+    "selectivity", "mis", "mis_chance", "mis_above_chance", "effective_neurons", "distributedness",
+    "modules", "coverage", "module_size", "largest_module", "sync_steps", "epsilon",
+    "consistency_ari", "consistency_nmi", "within_corr", "between_corr", "specificity",
+    "class_purity", "ablation_own_drop", "ablation_other_drop",
+    "ablation_own_drop_beyond_random", "ablation_other_drop_beyond_random", "interpretability",
 )  # fmt: skip
 # with landmarks; docs/design.md §1.4: ICNN's protocol, and two variants chosen on held-out images
 LOCATION_KEYS = (
@@ -55,6 +61,7 @@ LOCATION_KEYS = (
 )  # fmt: skip
 DETECTOR_KEYS = ("detectors", "detector_fraction", "unique_parts", "detector_iou")  # with masks
 COUNT_KEYS = {"neurons", "modules", "detectors", "unique_parts", "sync_steps"}
+ABLATION_CONTROLS = 8  # random size-matched sets per module (module_ablation's controls)
 _CHUNK = 256  # images per chunk for the per-map metrics
 
 
@@ -123,16 +130,20 @@ def _layer(
     mis_c, mis_class = mis(responses, labels, num_classes)
     # the plug-in MIS is biased upward: its value with permuted labels is the chance level
     mis_0 = mis_chance(responses, labels, num_classes, seed=opts["seed"])
-    scores = neuron_scores(per_neuron["entropy"], sel, active, num_classes)
+    pos_info = position_information(acts)  # (C,) NaN if never fires
+    scores = neuron_scores(pos_info, sel, active, num_classes)
     rep: dict[str, float] = {
         "neurons": c,
         "dead_fraction": int((active == 0).sum()) / c,
         # mean over live maps, as the focus loss and train.inspect average it (docs/design.md §1.1)
         **{k: float(v.nanmean()) for k, v in maps.items()},
+        "position_information": float(pos_info.nanmean()),
         "selectivity": float(sel.mean()),
         "mis": float(mis_c.mean()),
         "mis_chance": float(mis_0.mean()),
         "mis_above_chance": float((mis_c - mis_0).mean()),
+        "effective_neurons": effective_neurons(responses),
+        "distributedness": distributedness(responses),
     }
     cols: dict[str, Any] = {
         "dead": (active == 0).tolist(),
@@ -140,6 +151,7 @@ def _layer(
         "mean_activation": responses.mean(0).tolist(),
         "max_activation": peak.amax(0).tolist(),
         **{k: v.tolist() for k, v in per_neuron.items()},
+        "position_information": pos_info.tolist(),
         "selectivity": sel.tolist(),
         "mis": mis_c.tolist(),
         "mis_class": mis_class.tolist(),
@@ -171,38 +183,62 @@ def _layer(
         cols["detector_iou"] = det.best_iou.tolist()
         cols["detector_part"] = [names[p] for p in det.best_part.tolist()]
         cols["detector"] = det.is_detector.tolist()
-    # modules: on all images, and on two disjoint halves for consistency across data
+    # modules: on all images, and on two disjoint halves for consistency across data and for
+    # specificity measured on the half the modules were not found on
     eps, steps, mdl = opts["epsilon"], opts["max_steps"], opts["mdl"]
     modules, n_steps, eps_used = find_modules(responses, eps, steps, mdl)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(opts["seed"]))
-    half_a, _, _ = find_modules(responses[perm[: n // 2]], eps, steps, mdl)
-    half_b, _, _ = find_modules(responses[perm[n // 2 :]], eps, steps, mdl)
+    halves = (perm[: n // 2], perm[n // 2 :])
+    half_a, _, _ = find_modules(responses[halves[0]], eps, steps, mdl)
+    half_b, _, _ = find_modules(responses[halves[1]], eps, steps, mdl)
     cons = module_consistency(half_a, half_b)
-    spec = module_specificity(responses, modules, labels, num_classes)
+    spec = heldout_specificity(responses, labels, halves, (half_a, half_b), num_classes)
     n_mod = int(modules.max()) + 1 if modules.max() >= 0 else 0
     in_mod = int((modules >= 0).sum())
     rep.update(
         modules=n_mod,
         coverage=in_mod / c,
         module_size=in_mod / n_mod if n_mod else 0.0,
+        largest_module=largest_module_share(modules),
         sync_steps=n_steps,
         epsilon=eps_used,
         consistency_ari=cons["ari"],
         consistency_nmi=cons["nmi"],
-        **{k: spec[k] for k in ("within_corr", "between_corr", "specificity", "class_purity")},
+        **spec,
     )
-    own = other = math.nan
+    nan = math.nan
+    own = other = own_beyond = other_beyond = nan
     if n_mod and opts["ablation"]:
+        controls = opts["ablation_controls"]
         abl = module_ablation(
-            model, name, modules, opts["loader"], num_classes, opts["device"], cached=acts
-        )
+            model, name, modules, opts["loader"], num_classes, opts["device"], cached=acts,
+            controls=controls, pool=active > 0, seed=opts["seed"],
+        )  # fmt: skip
         drop = abl["drop"]  # (M, K)
-        mine = torch.nn.functional.one_hot(spec["module_class"], drop.shape[1]).bool()
+        top = module_specificity(responses, modules, labels, num_classes)["module_class"]
+        mine = torch.nn.functional.one_hot(top, drop.shape[1]).bool()
+        several = drop.shape[1] > 1
         own = float(drop[mine].mean())
-        other = float(drop[~mine].mean()) if drop.shape[1] > 1 else math.nan
-    rep.update(ablation_own_drop=own, ablation_other_drop=other)
+        other = float(drop[~mine].mean()) if several else nan
+        if controls:
+            beyond = drop - abl["random_drop"]
+            own_beyond = float(beyond[mine].mean())
+            other_beyond = float(beyond[~mine].mean()) if several else nan
+    rep.update(
+        ablation_own_drop=own,
+        ablation_other_drop=other,
+        ablation_own_drop_beyond_random=own_beyond,
+        ablation_other_drop_beyond_random=other_beyond,
+    )
     rep["interpretability"] = interpretability(
-        scores, rep["coverage"], cons["ari"], spec["class_purity"]
+        scores,
+        distributedness=rep["distributedness"],
+        coverage=rep["coverage"],
+        consistency=cons["ari"],
+        purity=spec["class_purity"],
+        largest_module=rep["largest_module"],
+        accuracy=opts["accuracy"],
+        chance=opts["chance"],
     )
     cols["module"] = modules.tolist()
     return rep, cols
@@ -216,7 +252,8 @@ def _neuron_table(layer_cols: dict[str, dict[str, Any]]) -> pa.Table:
     schema = [
         ("layer", pa.string()), ("neuron", i32), ("module", i32), ("dead", pa.bool_()),
         ("active_fraction", f32), ("mean_activation", f32), ("max_activation", f32),
-        ("spread", f32), ("entropy", f32), ("peak_mass", f32), ("selectivity", f32),
+        ("spread", f32), ("entropy", f32), ("peak_mass", f32), ("position_information", f32),
+        ("selectivity", f32),
         ("mis", f32), ("mis_class", i32), ("mis_chance", f32), ("mis_above_chance", f32),
         ("top_class", i32), ("score", f32), ("location_instability", f32),
         ("location_instability_heldout", f32), ("location_instability_part_heldout", f32),
@@ -246,6 +283,7 @@ def evaluate(
     quantile: float = 0.005,
     iou_threshold: float = 0.04,
     ablation: bool = True,
+    ablation_controls: int = ABLATION_CONTROLS,
     num_classes: int | None = None,
     image_size: int | None = None,
     part_names: list[str] | None = None,
@@ -257,10 +295,14 @@ def evaluate(
 
     Activations of `layers` are collected in one batched, no-grad, eval-mode pass with forward
     hooks (the model's training flag is restored). Per layer: focus (spread, entropy, peak
-    mass), semantics (selectivity, MIS), location instability and part detectors where the
-    split has landmarks / part masks, Sync modules on the response descriptors (the
-    coupling's descriptor) of all images, their consistency between two disjoint random
-    halves, specificity, ablation, and the composite `interpretability` score.
+    mass, position information), semantics (selectivity, MIS), distributedness (effective
+    neurons), location instability and part detectors where the split has landmarks / part
+    masks, Sync modules on the response descriptors (the coupling's descriptor) of all
+    images, their consistency between two disjoint random halves (NaN for degenerate
+    partitions), specificity and class purity of each half's modules measured on the other
+    half (within_corr, between_corr, specificity, class_purity are these held-out values),
+    ablation (raw and beyond a size-matched random ablation), and the composite
+    `interpretability` score (`syncmodel.metrics.score.interpretability`).
 
     Args:
         model: classifier returning logits (B, K).
@@ -274,9 +316,12 @@ def evaluate(
             K). Default 100.
         quantile, iou_threshold: Network Dissection. Defaults 0.005, 0.04.
         ablation: run `module_ablation` (one stacked pass per batch). Default True.
+        ablation_controls: random size-matched neuron sets per module (drawn among the live
+            neurons, seeded by `seed`) for the `*_beyond_random` ablation keys; 0 leaves
+            them NaN. Default 8.
         num_classes, image_size, part_names: default from the bundle / logits / images.
         device: default the model's device.
-        seed: seed of the random halves.
+        seed: seed of the random halves and of the random ablation sets.
         picture_dir: if given, write the module grids and similarity matrix PNGs there.
     Returns:
         report: flat dict of floats/ints: "accuracy", "accuracy_class_{k}", "images",
@@ -326,7 +371,8 @@ def evaluate(
         opts = dict(
             top_k=top_k, quantile=quantile, iou_threshold=iou_threshold, part_names=part_names,
             epsilon=epsilon, max_steps=max_steps, mdl=mdl, seed=seed, ablation=ablation,
-            loader=loader, device=dev,
+            ablation_controls=ablation_controls, loader=loader, device=dev,
+            accuracy=report["accuracy"], chance=_chance(split.labels, num_classes),
         )  # fmt: skip
         per_layer, layer_cols = {}, {}
         for name in layers:
@@ -349,6 +395,11 @@ def evaluate(
             )  # fmt: skip
     report["eval_seconds"] = time.perf_counter() - t0
     return report, _neuron_table(layer_cols)
+
+
+def _chance(labels: Tensor, num_classes: int) -> float:
+    """Accuracy of always answering the most frequent class of these labels."""
+    return float(torch.bincount(labels.long(), minlength=num_classes).max()) / labels.numel()
 
 
 def _merge(per_layer: dict[str, dict[str, float]]) -> dict[str, float | int]:

@@ -6,6 +6,7 @@ Each metric is a pure function of tensors (or of a model and data) citing its so
 from __future__ import annotations
 
 from syncmodel.metrics.detectors import PartDetectors, part_detectors, unit_thresholds
+from syncmodel.metrics.distributed import distributedness, effective_neurons
 from syncmodel.metrics.focus import peak_mass, spatial_entropy, spatial_spread
 from syncmodel.metrics.location import (
     halves,
@@ -15,17 +16,31 @@ from syncmodel.metrics.location import (
     location_instability_part_heldout,
     part_instability,
 )
-from syncmodel.metrics.modules import module_ablation, module_consistency, module_specificity
-from syncmodel.metrics.score import interpretability, neuron_scores
+from syncmodel.metrics.modules import (
+    heldout_specificity,
+    is_degenerate,
+    largest_module_share,
+    module_ablation,
+    module_consistency,
+    module_specificity,
+)
+from syncmodel.metrics.position import position_information
+from syncmodel.metrics.score import accuracy_gain, interpretability, neuron_scores
 from syncmodel.metrics.semantic import class_means, class_selectivity, mis, mis_chance
 
 __all__ = [
     "PartDetectors",
+    "accuracy_gain",
     "class_means",
     "class_selectivity",
+    "distributedness",
+    "effective_neurons",
     "halves",
+    "heldout_specificity",
     "inference_positions",
     "interpretability",
+    "is_degenerate",
+    "largest_module_share",
     "location_instability",
     "location_instability_heldout",
     "location_instability_part_heldout",
@@ -38,6 +53,7 @@ __all__ = [
     "part_detectors",
     "part_instability",
     "peak_mass",
+    "position_information",
     "spatial_entropy",
     "spatial_spread",
     "unit_thresholds",

@@ -6,6 +6,7 @@ consistency across data, semantic specificity within modules, and accuracy under
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -22,25 +23,51 @@ def _singletons_apart(labels: Tensor) -> Tensor:
     return lab
 
 
-def module_consistency(labels_a: Tensor, labels_b: Tensor) -> dict[str, float]:
+def is_degenerate(labels: Tensor) -> bool:
+    """Whether a module partition carries no grouping: no module at all, or one block of all.
+
+    With -1 as singletons (`_singletons_apart`), these are the partitions with one block or
+    with C blocks; any two of the same kind trivially "agree", so agreement between them
+    says nothing about the data (the Rand index's expectation equals its maximum and ARI is
+    0/0, which scikit-learn reports as 1).
+    """
+    lab = _singletons_apart(labels)
+    blocks = int(torch.unique(lab).numel())
+    return blocks <= 1 or blocks == lab.numel()
+
+
+def module_consistency(labels_a: Tensor, labels_b: Tensor) -> dict[str, float | bool]:
     """Agreement of two module partitions of the same neurons (e.g. found on two data halves).
 
     Adjusted Rand index (Hubert & Arabie 1985) and normalised mutual information (arithmetic
     mean, Strehl & Ghosh 2002), via scikit-learn. Unsynchronised neurons (-1) count as
-    singletons. 1 for identical partitions; ARI about 0 for unrelated ones.
+    singletons. 1 for identical partitions; ARI about 0 for unrelated ones. Where either
+    partition is degenerate (`is_degenerate`: no module, or every neuron in one module) both
+    are NaN: ARI is 0/0 there and NMI compares nothing, so an over-synchronised layer (one
+    module on both halves) gets no consistency credit instead of a perfect 1.
 
     Args:
         labels_a, labels_b: (C,) int module ids, -1 = unsynchronised.
     Returns:
-        {"ari": float, "nmi": float}.
+        {"ari": float, "nmi": float, "degenerate": bool}.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    if is_degenerate(labels_a) or is_degenerate(labels_b):
+        return {"ari": float("nan"), "nmi": float("nan"), "degenerate": True}
     a, b = _singletons_apart(labels_a).numpy(), _singletons_apart(labels_b).numpy()
     return {
         "ari": float(adjusted_rand_score(a, b)),
         "nmi": float(normalized_mutual_info_score(a, b)),
+        "degenerate": False,
     }
+
+
+def largest_module_share(modules: Tensor) -> float:
+    """Fraction of all C neurons in the largest module (0 with no module; 1 for one of all)."""
+    mods = torch.as_tensor(modules).long()
+    kept = mods[mods >= 0]
+    return float(torch.bincount(kept).max()) / mods.numel() if kept.numel() else 0.0
 
 
 def module_specificity(
@@ -98,6 +125,44 @@ def module_specificity(
     }
 
 
+def heldout_specificity(
+    responses: Tensor,
+    labels: Tensor,
+    halves: tuple[Tensor, Tensor],
+    modules: tuple[Tensor, Tensor],
+    num_classes: int | None = None,
+) -> dict[str, float]:
+    """`module_specificity` of modules measured on images they were not found on.
+
+    Modules found on half A are scored on half B's responses and the other way round; each
+    float is the mean of the two directions (NaN ones left out). Found and scored on the same
+    images, within- minus between-module correlation is what Sync clustered on and is high by
+    construction; held out, it is high only if the grouping generalises to new data.
+
+    Args:
+        responses: (N, C) responses of all images.
+        labels: (N,) class of each image.
+        halves: two disjoint index tensors into the N images (A, B).
+        modules: (C,) module ids found on half A and on half B.
+        num_classes: K; default labels.max() + 1.
+    Returns:
+        {"within_corr", "between_corr", "specificity", "class_purity"}: floats, NaN where
+        undefined in both directions (e.g. no module).
+    """
+    r, y = torch.as_tensor(responses), torch.as_tensor(labels)
+    k = int(y.max()) + 1 if num_classes is None else num_classes
+    keys = ("within_corr", "between_corr", "specificity", "class_purity")
+    runs = [
+        module_specificity(r[scored], found, y[scored], k)
+        for found, scored in ((modules[0], halves[1]), (modules[1], halves[0]))
+    ]
+    out = {}
+    for key in keys:
+        vals = [float(run[key]) for run in runs if not math.isnan(float(run[key]))]
+        out[key] = sum(vals) / len(vals) if vals else float("nan")
+    return out
+
+
 def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     return model.get_submodule(layer) if isinstance(layer, str) else layer
 
@@ -115,6 +180,9 @@ def module_ablation(
     num_classes: int | None = None,
     device: torch.device | str | None = None,
     cached: Tensor | None = None,
+    controls: int = 0,
+    pool: Tensor | None = None,
+    seed: int = 0,
 ) -> dict[str, Tensor]:
     """Per-module, per-class accuracy drop when a module's channels are zeroed (docs/design.md §1.4).
 
@@ -128,6 +196,13 @@ def module_ablation(
     it), the next mode is used: cached → stacked → one pass per module. Eval mode, no grad;
     the model's training flag is restored.
 
+    Size-matched random control: with `controls` = R > 0, each module of m neurons is matched
+    by R random sets of m neurons drawn without replacement from `pool` (seeded), ablated in
+    the same stacked pass; `random_drop` is their mean drop. Zeroing more channels costs more
+    accuracy whatever they are, so a module matters beyond its size only by `drop -
+    random_drop` (the random-ablation baseline of Morcos et al., ICLR 2018, §3.3, matched here
+    per module size).
+
     Args:
         model: classifier returning logits (B, K).
         layer: name (as in `model.named_modules()`) or module whose output (B, C, ...) to ablate.
@@ -136,15 +211,27 @@ def module_ablation(
         num_classes: K; default from the logits.
         device: where to run; default the model's device.
         cached: optional (N, C, ...) intact outputs of `layer` on the loader's images.
+        controls: random size-matched sets per module (R). Default 0 (none).
+        pool: (C,) bool, the neurons random sets are drawn from; default all.
+        seed: seed of the random sets.
     Returns:
         {"base": (K,) per-class accuracy intact, "drop": (M, K) base - ablated accuracy,
-        "count": (K,) images per class}.
+        "count": (K,) images per class}, and with controls "random_drop": (M, K) the mean
+        drop of the module's R random size-matched sets.
     """
     mods = torch.as_tensor(modules).long()
-    m = int(mods.max()) + 1 if mods.numel() and mods.max() >= 0 else 0
-    masks = torch.ones(m + 1, mods.numel())  # row 0 intact, row i+1 without module i
+    c = mods.numel()
+    m = int(mods.max()) + 1 if c and mods.max() >= 0 else 0
+    # row 0 intact, row i+1 without module i, then R rows per module of its random sets
+    masks = torch.ones(1 + m * (1 + controls), c)
+    pool_idx = (torch.ones(c, dtype=torch.bool) if pool is None else pool.bool()).nonzero()[:, 0]
+    gen = torch.Generator().manual_seed(seed)
     for i in range(m):
         masks[i + 1, mods == i] = 0.0
+        size = min(int((mods == i).sum()), pool_idx.numel())
+        for r in range(controls):
+            pick = pool_idx[torch.randperm(pool_idx.numel(), generator=gen)[:size]]
+            masks[1 + m + i * controls + r, pick] = 0.0
     target = _layer(model, layer)
     dev = torch.device(device) if device else next(model.parameters()).device
     masks = masks.to(dev)
@@ -177,15 +264,19 @@ def module_ablation(
                 modes.pop(0)
             k = max(logits.shape[-1], num_classes or 0)
             if correct is None:
-                correct, count = torch.zeros(m + 1, k), torch.zeros(k)
-            hits = (logits.argmax(-1) == y[None]).float().cpu()  # (M+1, B)
+                correct, count = torch.zeros(masks.shape[0], k), torch.zeros(k)
+            hits = (logits.argmax(-1) == y[None]).float().cpu()  # (rows, B)
             correct.index_add_(1, y.cpu(), hits)
             count += torch.bincount(y.cpu(), minlength=k).float()
     finally:
         model.train(was_training)
     assert correct is not None and count is not None, "empty loader"
     acc = correct / count.clamp_min(1)
-    return {"base": acc[0], "drop": acc[0][None] - acc[1:], "count": count}
+    drop = acc[0][None] - acc[1:]  # (M + M R, K)
+    out = {"base": acc[0], "drop": drop[:m], "count": count}
+    if controls:
+        out["random_drop"] = drop[m:].view(m, controls, -1).mean(1)
+    return out
 
 
 def _with_output(model: nn.Module, target: nn.Module, x: Tensor, fn: Callable) -> Tensor:

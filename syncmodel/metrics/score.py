@@ -1,7 +1,9 @@
 """The one composite `interpretability` score in [0, 1], the search objective (docs/design.md §1.4).
 
-Neuron term (focused and class-specific live neurons) plus module term (covering, consistent,
-class-pure modules); dead, near-dead, constant and fixed-position neurons all score 0.
+A product of factors, so that a collapsed factor zeroes the score: how far the net is above
+chance, how many distinct neurons the layer has, and an additive mix of a neuron term
+(position-informative, class-specific live neurons) and a module term (covering, consistent,
+held-out class-pure modules that are not one giant module).
 """
 
 from __future__ import annotations
@@ -13,46 +15,99 @@ from torch import Tensor
 
 
 def neuron_scores(
-    entropy: Tensor, selectivity: Tensor, active_fraction: Tensor, num_classes: int
+    position_info: Tensor, selectivity: Tensor, active_fraction: Tensor, num_classes: int
 ) -> Tensor:
-    """Per-neuron interpretability `s_c = g_c * sqrt(f_c * S_c)` in [0, 1].
+    """Per-neuron interpretability `s_c = g_c * sqrt(P_c * S_c)` in [0, 1].
 
-    - focus `f_c = 1 - H_c`, H_c the neuron's mean normalised spatial entropy over the images
-      where it fires (`spatial_entropy`); 0 if it never fires;
-    - selectivity `S_c`: class selectivity index (Morcos et al. 2018), 0 for constant or dead;
+    - position information `P_c` (`position_information`): the normalised Jensen–Shannon
+      divergence of the neuron's spatial maps across images, high only for point-like maps
+      whose point moves with the image (ICNN's premise that a filter marks where its part is,
+      Zhang, Wu & Zhu, CVPR 2018); 0 for a neuron that fires at one fixed pixel on every image,
+      for diffuse maps, and if it never fires (NaN → 0);
+    - selectivity `S_c`: class selectivity index (Morcos et al., ICLR 2018), 0 for constant or
+      dead neurons;
     - activity gate `g_c = min(1, K * a_c)`, a_c the fraction of images on which the neuron
       fires at all, K classes: a neuron firing on fewer images than one class's share counts
       proportionally less, a dead one not at all.
-    The geometric mean needs both: a neuron that fires at one fixed pixel on every image is
-    focused but not selective (score 0); a class detector with diffuse maps scores low.
+    The geometric mean needs both: a class detector with diffuse or fixed maps scores low, and
+    so does a well-localised neuron that responds to every class alike.
 
     Args:
-        entropy, selectivity, active_fraction: (C,) per neuron (NaN entropy = never fires).
+        position_info, selectivity, active_fraction: (C,) per neuron (NaN = never fires).
         num_classes: K.
     Returns:
         (C,) float32.
     """
-    focus = (1 - torch.nan_to_num(entropy.float(), nan=1.0)).clamp(0, 1)
+    focus = torch.nan_to_num(position_info.float(), nan=0.0).clamp(0, 1)
     gate = (active_fraction.float() * num_classes).clamp(0, 1)
     return gate * (focus * selectivity.float().clamp(0, 1)).sqrt()
 
 
-def interpretability(scores: Tensor, coverage: float, consistency: float, purity: float) -> float:
-    """Composite score `I = (mean_c s_c + coverage * max(0, ARI) * purity) / 2` in [0, 1].
+def _unit(v: float | None) -> float:
+    """NaN / None (undefined: no module, a degenerate partition) → 0; else clipped to [0, 1]."""
+    return 0.0 if v is None or math.isnan(v) else min(max(float(v), 0.0), 1.0)
+
+
+def accuracy_gain(accuracy: float, chance: float) -> float:
+    """`(acc - chance) / (1 - chance)` clipped to [0, 1]: 0 at or below chance, 1 when perfect."""
+    return _unit((accuracy - chance) / (1.0 - chance)) if chance < 1.0 else 0.0
+
+
+def interpretability(
+    scores: Tensor,
+    *,
+    distributedness: float,
+    coverage: float,
+    consistency: float,
+    purity: float,
+    largest_module: float,
+    accuracy: float | None = None,
+    chance: float | None = None,
+) -> float:
+    """Composite `I = A * D * (mean_c s_c + coverage * ARI+ * purity * (1 - largest)) / 2`.
+
+    What it rewards, factor by factor (each in [0, 1]):
+    - `A = (acc - chance) / (1 - chance)` (`accuracy_gain`; 1 when `accuracy` is None): the
+      units are explained as parts of a working classifier. Explaining the units of a net
+      that does not solve the task explains nothing about the task, and over-synchronised
+      nets lose accuracy first (λ_focus 0.1, K 1 on digits: 0.48); without A such a net, or a
+      random untrained one, can be as "selective" as a trained one. A is a factor, not a
+      term, so the score never rises as a net falls towards chance.
+    - `D = effective_neurons / C` (`distributedness`, the participation ratio of the response
+      correlation, Gao et al. 2017): per-neuron credit counts once per *distinct* neuron. 64
+      copies of one class detector are perfectly selective, focused and form one consistent,
+      class-pure module; D = 1/64 is what makes them score low. Dead and constant neurons
+      add nothing to D.
+    - neuron term `mean_c s_c` (`neuron_scores`, dead neurons as 0): class-specific neurons
+      (Morcos et al. 2018) whose maps say where something is (position information, the
+      focus aspect of ICNN, Zhang et al. 2018); a fixed-pixel neuron has none.
+    - module term `coverage * max(0, ARI) * purity * (1 - largest)`: Sync modules
+      (docs/design.md §1.3) that cover the layer, are found again on another half of the data
+      (ARI, Hubert & Arabie 1985; NaN = degenerate partition → 0), whose mean response is
+      class-pure on the half they were *not* found on (`heldout_specificity`), and that are
+      not one giant module (`largest` = largest module's share of the layer): one module of
+      everything gets 0 however consistent and pure, as does no module at all.
+    The neuron and module terms are averaged, not multiplied: a plain net has few modules
+    and its neurons must still count; collapse is caught by the factors A and D, which gate
+    both terms.
 
     Args:
         scores: (C,) `neuron_scores` of all neurons of the layer (dead ones included, as 0).
+        distributedness: `distributedness(responses)` in [0, 1].
         coverage: fraction of neurons in a module (of >= 2 neurons).
-        consistency: ARI between the modules found on two disjoint halves of the data.
-        purity: mean module class purity (`module_specificity`, 0..1).
-    Over-synchronising cannot game the module term: one module of everything is perfectly
-    consistent and covering, but its mean response is not class-pure. NaN inputs (no modules)
-    count as 0. Cheap: one pass of activations plus three Sync runs (whole data, two halves).
+        consistency: ARI between the modules found on two disjoint halves (NaN: degenerate).
+        purity: mean held-out module class purity (`heldout_specificity`, 0..1).
+        largest_module: `largest_module_share(modules)`.
+        accuracy, chance: the net's accuracy on the evaluated images and the chance level
+            (most frequent class's share); None → A = 1 (the representation alone).
+    NaN inputs count as 0. Cheap: one pass of activations plus three Sync runs (whole data,
+    two halves).
+    Returns:
+        float in [0, 1].
     """
-
-    def clean(v: float) -> float:
-        return 0.0 if v is None or math.isnan(v) else min(max(float(v), 0.0), 1.0)
-
+    gain = 1.0 if accuracy is None else accuracy_gain(accuracy, 0.0 if chance is None else chance)
     neuron_term = float(scores.float().mean()) if scores.numel() else 0.0
-    module_term = clean(coverage) * clean(consistency) * clean(purity)
-    return 0.5 * (neuron_term + module_term)
+    module_term = (
+        _unit(coverage) * _unit(consistency) * _unit(purity) * (1.0 - _unit(largest_module))
+    )
+    return gain * _unit(distributedness) * 0.5 * (_unit(neuron_term) + module_term)

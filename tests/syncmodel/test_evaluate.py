@@ -64,7 +64,8 @@ def test_table_has_one_row_per_neuron(model: nn.Module) -> None:
     _, table = evaluate(model, _split(), ["block"], max_images=32)
     assert table.num_rows == C
     assert table.column("neuron").to_pylist() == list(range(C))
-    for name in ("layer", "module", "spread", "selectivity", "mis", "detector_iou", "dead"):
+    for name in ("layer", "module", "spread", "position_information", "selectivity", "mis",
+                 "detector_iou", "dead"):  # fmt: skip
         assert name in table.column_names
 
 
@@ -76,6 +77,16 @@ def test_dead_neurons_are_flagged(model: nn.Module) -> None:
     assert table.column("dead").to_pylist()[:3] == [True, True, False]
     assert table.column("module").to_pylist()[:2] == [-1, -1]
     assert math.isclose(report["dead_fraction"], 2 / C)
+
+
+def test_random_ablation_control_can_be_switched_off(model: nn.Module) -> None:
+    kw = dict(epsilon=1.9)  # coarse: modules form, so ablation runs
+    with_control, _ = evaluate(model, _split(parts=False), ["block"], **kw)
+    without, _ = evaluate(model, _split(parts=False), ["block"], ablation_controls=0, **kw)
+    assert with_control["modules"] > 0
+    assert not math.isnan(with_control["ablation_own_drop_beyond_random"])
+    assert math.isnan(without["ablation_own_drop_beyond_random"])
+    assert without["ablation_own_drop"] == with_control["ablation_own_drop"]
 
 
 def test_two_layers_are_prefixed_and_averaged(model: nn.Module) -> None:
