@@ -3,21 +3,38 @@
 Kinds ("spread", "template", ...) live in the `FOCUS_KINDS` registry; `spatial_spread` is
 shared with the metrics.
 
-Why the loss cannot kill neurons by itself (docs/design.md §4). Every kind here is a function of the
-ratio `sum_p A[p] f(p) / sum_p A[p]`, so it is invariant to the scale of each map:
-L(sA) = L(A) for s > 0. By Euler's theorem `<grad L, A> = 0` per map: the gradient has no
-component that shrinks a map as a whole; it only moves mass between positions (off the focus,
-onto it). Dead maps (total mass <= `min_mass`) are left out of the mean and get an exactly zero
-gradient, so dying is never rewarded through the gradient. The prototype's collapse (no
-normalisation) is most plausibly the network's cheapest way to zero the off-focus pixels:
-lowering a conv bias until the whole map falls below the ReLU, after which it sits at a
-zero-loss, zero-gradient fixed point. BatchNorm before the ReLU re-centres and re-scales every
-channel over the batch, so such a uniform shift is undone (only BN's own shift could do it, by
-moving several standard deviations); the nets therefore put BN before every regularised ReLU.
-The focus position is detached: the loss moves mass toward the focus, never the focus.
+Weighting (issue 10 item 5). The losses weigh a filter's images by how much the filter fires
+on them. For filter c with per-map mass M[b, c] = sum_p A[b, c, p] and per-map numerator
+N[b, c] = sum_p A[b, c, p] f_b(p) (f_b the kind's per-pixel cost around image b's focus):
 
-`min_mass`: a map whose total mass is at most `min_mass` (default 1e-6) counts as dead. The
-scale-invariant loss has gradient ~ 1/mass, which would blow up on a numerically dead map.
+    L_c = sum_{b live} N[b, c] / sum_{b live} M[b, c],      loss = mean_{c live} L_c
+
+— not the mean over maps of N / M, whose gradient on map b is (f_b(p) - N/M) / M[b, c]: there
+a map at 1e-3 of the typical mass got a thousand times the gradient of a strong map and each
+live map counted equally. Here dL_c/dA[b, c, p] = (f_b(p) - L_c) / T_c with T_c the filter's
+live mass over the batch: the same scale for every image of the filter, whatever that image's
+own mass, so a near-silent map cannot dominate (a map with mass m contributes m / T_c of L_c).
+
+Liveness is relative to the batch (`min_mass`, default 0.01): a map is live when its mass
+exceeds `min_mass` × its filter's mean map mass over the batch; a filter is live when its
+mean map mass exceeds `min_mass` × the layer's mean map mass (and is > 0). Dead maps and
+filters get an exactly zero gradient. `spatial_spread` (a metric) keeps the absolute
+`DEFAULT_MIN_MASS` per map.
+
+Why the loss cannot kill a neuron (docs/design.md §4), stated exactly. L_c is invariant to
+the scale of the filter over the batch, L_c(s A[:, c]) = L_c(A[:, c]) for s > 0 (the liveness
+thresholds scale with it), so by Euler's theorem `<grad L, A[:, c]> = 0` summed over the batch:
+the gradient never shrinks a filter as a whole. It is NOT invariant per image: it may move a
+filter's mass between images (raise it where the map is focused, lower it where it is
+spread), which is what lets a filter stay silent where its pattern is absent, and a single
+map may be driven to zero. The filters still count equally (mean over live filters), so the
+gradient of a weak *filter* scales as 1/T_c; the relative filter threshold bounds that at
+1 / (min_mass × the layer's mean mass). The prototype's collapse (no normalisation) is most
+plausibly the network's cheapest way to zero the off-focus pixels: lowering a conv bias until
+the whole map falls below the ReLU, after which it sits at a zero-loss, zero-gradient fixed
+point. BatchNorm before the ReLU re-centres and re-scales every channel over the batch, so
+such a uniform shift is undone; the nets therefore put BN before every regularised ReLU.
+The focus position is detached: the loss moves mass toward the focus, never the focus.
 """
 
 from __future__ import annotations
@@ -36,7 +53,8 @@ from syncmodel.registry import Registry
 FocusKind = Callable[..., Tensor]
 FOCUS_KINDS: Registry[FocusKind] = Registry("focus kind")
 FOCUS_POSITIONS = ("argmax", "centroid")
-DEFAULT_MIN_MASS = 1e-6
+DEFAULT_MIN_MASS = 1e-6  # absolute per-map floor of the metric `spatial_spread`
+DEFAULT_MIN_MASS_REL = 0.01  # the losses' relative liveness threshold (module docstring)
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,8 +120,8 @@ def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
     return torch.stack([mu_y, mu_x], -1)
 
 
-def _spread_terms(acts: Tensor, focus: str, min_mass: float) -> tuple[Tensor, Tensor]:
-    """Per-map spread (B, C), finite everywhere (0 on dead maps), and the alive mask (B, C)."""
+def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
+    """Per-map spread numerator sum_p A[p] |p - mu|^2 (B, C) and mass sum_p A[p] (B, C)."""
     _, _, h, w = acts.shape
     rows, cols, mass = _marginals(acts)
     ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
@@ -112,10 +130,7 @@ def _spread_terms(acts: Tensor, focus: str, min_mass: float) -> tuple[Tensor, Te
     # marginals: no (B, C, H, W) distance tensor, and exactly 0 on a one-point map.
     dy2 = (ys - mu_y.unsqueeze(-1)) ** 2  # (B, C, H)
     dx2 = (xs - mu_x.unsqueeze(-1)) ** 2  # (B, C, W)
-    num = (rows * dy2).sum(-1) + (cols * dx2).sum(-1)  # (B, C)
-    alive = mass > min_mass
-    # Dividing dead maps by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
-    return num / torch.where(alive, mass, torch.ones_like(mass)), alive
+    return (rows * dy2).sum(-1) + (cols * dx2).sum(-1), mass
 
 
 def spatial_spread(
@@ -124,27 +139,57 @@ def spatial_spread(
     """Activation-weighted spread around the focus, per map: (B, C), NaN for dead maps.
 
     spread[b, c] = sum_p A[p] * |p - mu|^2 / sum_p A[p], p and mu in [-1, 1]^2 (docs/design.md §1.1);
-    0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass` are
-    dead and reported as NaN so that metrics can `nanmean` them away. Differentiable, but
-    losses should use `focus_loss`, whose masking keeps gradients finite.
+    0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass`
+    (absolute) are dead and reported as NaN so that metrics can `nanmean` them away.
+    Differentiable, but losses should use `focus_loss` (mass-weighted, module docstring).
     """
-    spread, alive = _spread_terms(acts, focus, min_mass)
-    return spread.masked_fill(~alive, float("nan"))
+    num, mass = _spread_num(acts, focus)
+    alive = mass > min_mass
+    return (num / torch.where(alive, mass, torch.ones_like(mass))).masked_fill(~alive, float("nan"))
+
+
+def live_maps(mass: Tensor, min_mass: float = DEFAULT_MIN_MASS_REL) -> tuple[Tensor, Tensor]:
+    """Which maps (B, C) and filters (C,) count, relative to the batch (module docstring).
+
+    A map is live when its mass exceeds `min_mass` × its filter's mean map mass over the
+    batch; a filter when its mean map mass exceeds `min_mass` × the layer's mean and is > 0.
+    """
+    with torch.no_grad():
+        m = mass.detach()
+        per_filter = m.mean(0)  # (C,)
+        maps = m > min_mass * per_filter
+        filters = (per_filter > min_mass * per_filter.mean()) & (per_filter > 0)
+        return maps, filters
 
 
 def _masked_mean(values: Tensor, alive: Tensor) -> Tensor:
-    # Multiplying (not indexing) keeps a grad path even when no map is alive: loss 0, grads 0.
+    # Multiplying (not indexing) keeps a grad path even when nothing is alive: loss 0, grads 0.
     return (values * alive).sum() / alive.sum().clamp_min(1)
+
+
+def mass_weighted(num: Tensor, mass: Tensor, maps: Tensor, filters: Tensor) -> Tensor:
+    """mean over live filters c of sum_{b live} num[b, c] / sum_{b live} mass[b, c] → scalar.
+
+    `num`, `mass`, `maps` (B, C); `filters` (C,). A filter without a live map counts as dead.
+    Dividing dead filters by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
+    """
+    total = (mass * maps).sum(0)  # (C,)
+    filters = filters & (total > 0)
+    per_filter = (num * maps).sum(0) / torch.where(filters, total, torch.ones_like(total))
+    return _masked_mean(per_filter, filters)
 
 
 @FOCUS_KINDS.register("spread")
 def spread_loss(
-    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS, **_: object
+    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS_REL, **_: object
 ) -> Tensor:
-    """Mean `spatial_spread` over the maps with non-zero mass (docs/design.md §1.1); float32 scalar."""
+    """Mass-weighted `spatial_spread` (module docstring), mean over live filters; float32 scalar.
+
+    L_c = sum_b sum_p A[b, c, p] |p - mu_b|^2 / sum_b sum_p A[b, c, p] over the live maps.
+    """
     with torch.autocast(acts.device.type, enabled=False):
-        spread, alive = _spread_terms(acts, focus, min_mass)
-        return _masked_mean(spread, alive)
+        num, mass = _spread_num(acts, focus)
+        return mass_weighted(num, mass, *live_maps(mass, min_mass))
 
 
 @FOCUS_KINDS.register("template")
@@ -153,17 +198,17 @@ def template_loss(
     *,
     focus: str = "argmax",
     beta: float = 4.0,
-    min_mass: float = DEFAULT_MIN_MASS,
+    min_mass: float = DEFAULT_MIN_MASS_REL,
     **_: object,
 ) -> Tensor:
-    """ICNN template agreement: `1 - sum_p A[p] T(p) / sum_p A[p]`, mean over live maps.
+    """Positive-template agreement: `1 - sum_b sum_p A[p] T(p) / sum_b sum_p A[p]`, per filter.
 
     T(p) = max(1 - beta * |p - mu|_1 / n, -1) is the positive template of Zhang, Wu & Zhu
     (CVPR 2018), with |p - mu|_1 in pixels and n the map side (per axis for H != W:
     beta * (|dy|/H + |dx|/W)). It is +1 at the focus, 0 at L1 distance n/beta, -1 far away.
-    The loss lies in [0, 2]: 0 exactly when all mass sits on the focus, low when the mass lies
-    on the template's positive part. It replaces ICNN's mutual-information loss with this
-    scale-invariant agreement so that it shares the spread loss's no-dead-neuron argument.
+    The loss lies in [0, 2]: 0 exactly when all mass sits on the focus. Mass-weighted over a
+    filter's images like every kind here (module docstring). This is a loose imitation of
+    ICNN; the faithful one is the `icnn` kind.
     """
     with torch.autocast(acts.device.type, enabled=False):
         _, _, h, w = acts.shape
@@ -175,9 +220,7 @@ def template_loss(
         adx = (xs - mu_x.unsqueeze(-1)).abs() * ((w - 1) / (2 * w))  # (B, C, W)
         template = (1 - beta * (ady.unsqueeze(-1) + adx.unsqueeze(-2))).clamp_min(-1)  # (B, C, H, W)
         agreement = (acts * template).sum((2, 3))  # (B, C); promotes bf16 maps to float32
-        alive = mass > min_mass
-        per_map = 1 - agreement / torch.where(alive, mass, torch.ones_like(mass))
-        return _masked_mean(per_map, alive)
+        return mass_weighted(mass - agreement, mass, *live_maps(mass, min_mass))
 
 
 # Kinds that need the labels: the Regularizer passes `targets` and a per-filter `filter_class`.
@@ -202,7 +245,7 @@ def class_spread_loss(
     num_classes: int | None = None,
     offclass: float = 1.0,
     focus: str = "argmax",
-    min_mass: float = DEFAULT_MIN_MASS,
+    min_mass: float = DEFAULT_MIN_MASS_REL,
     **_: object,
 ) -> Tensor:
     """Part-tied focus: spread on the filter's own class, off-class share suppressed elsewhere.
@@ -212,11 +255,11 @@ def class_spread_loss(
     (docs/design.md §4: focus alone made maps point-like but less part-stable). Here, with
     `own[b, c] = targets[b] == filter_class[c]`:
 
-        loss = mean_{(b, c) own, alive} spread[b, c]
-             + offclass * mean_{c alive} sum_{b not own} M[b, c] / sum_b M[b, c]
+        loss = mean_{c live} sum_{b own, live} N[b, c] / sum_{b own, live} M[b, c]
+             + offclass * mean_{c live} sum_{b not own} M[b, c] / sum_b M[b, c]
 
-    M[b, c] is map (b, c)'s total mass. Both terms are scale-invariant per filter (the spread
-    per map, the off-class share per filter over the batch), so the gradient never shrinks a
+    M[b, c] is map (b, c)'s total mass, N[b, c] its spread numerator (module docstring). Both
+    terms are scale-invariant per filter over the batch, so the gradient never shrinks a
     filter's activation as a whole (`<grad, A[:, c]> = 0`): it moves mass onto the focus and
     from other classes' images onto the own class's; dead maps and dead filters add nothing.
 
@@ -232,15 +275,14 @@ def class_spread_loss(
         if filter_class is None:
             k = num_classes if num_classes is not None else int(targets.max()) + 1
             filter_class = batch_class_means(acts, targets, k)[0].argmax(0)  # (C,)
-        spread, alive = _spread_terms(acts, focus, min_mass)  # (B, C) each
+        num, mass = _spread_num(acts, focus)  # (B, C) each
+        maps, filters = live_maps(mass, min_mass)
         own = targets.view(-1, 1) == filter_class.view(1, -1).to(targets.device)  # (B, C)
-        loss = _masked_mean(spread, alive & own)
+        loss = mass_weighted(num, mass, maps & own, filters)
         if offclass > 0:
-            mass = acts.sum((2, 3), dtype=_compute_dtype(acts))  # (B, C)
             total = mass.sum(0)  # (C,)
-            live = total > min_mass
-            off = (mass * ~own).sum(0) / torch.where(live, total, torch.ones_like(total))
-            loss = loss + offclass * _masked_mean(off, live)
+            off = (mass * ~own).sum(0) / torch.where(filters, total, torch.ones_like(total))
+            loss = loss + offclass * _masked_mean(off, filters)
         return loss
 
 
