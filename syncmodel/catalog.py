@@ -21,6 +21,7 @@ DATASETS = (
     "imagefolder",
     "mnist",
     "shapes",
+    "shapes-hard",
 )
 BACKBONES = ("resnet18", "simple_cnn", "vgg11_bn")
 FOCUS_KINDS = ("class_spread", "gate", "icnn", "outside", "spread", "template")
