@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from syncmodel.checkpoint import load_checkpoint
 from syncmodel.config import TrainConfig
+from syncmodel.data import load_data
 from syncmodel.focus import ICNNMask, focus_loss, icnn_loss
 from syncmodel.nets import build_model
 from syncmodel.regularizer import Regularizer
+from syncmodel.training import inspect, train
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -147,3 +151,15 @@ def test_outside_lets_a_filter_go_silent_where_it_would_fire_away_from_its_focus
     quiet = acts.clone()
     quiet[1] *= 0.1
     assert focus_loss(quiet, "outside").item() < focus_loss(acts, "outside").item()
+
+
+@pytest.mark.parametrize("kind", ["icnn", "gate"])
+def test_forward_mask_kinds_train_and_reload_from_a_checkpoint(kind: str, tmp_path) -> None:
+    fast = dict(dataset="digits", n_train=128, epochs=1, width=8, batch_size=64, device="cpu")
+    data = load_data(TrainConfig(**fast))
+    result = train(TrainConfig(**fast, lambda_focus=0.1, focus_kind=kind), data=data, out_dir=tmp_path)
+    assert result.status == "ok"
+    model, config, meta = load_checkpoint(result.checkpoint)
+    assert hasattr(model, "focus_masks")  # the reloaded model masks its forward pass too
+    again = inspect(model, data.test, meta["layers"], config.epsilon, torch.device("cpu"))
+    assert again["acc"] == result.metrics["test_acc"]
