@@ -21,9 +21,10 @@ DATASETS = (
     "imagefolder",
     "mnist",
     "shapes",
+    "shapes-hard",
 )
 BACKBONES = ("resnet18", "simple_cnn", "vgg11_bn")
-FOCUS_KINDS = ("class_spread", "spread", "template")
+FOCUS_KINDS = ("class_spread", "gate", "icnn", "outside", "spread", "template")
 
 # kind (a TrainConfig field) -> (its built-in names, module and attribute of the registry that builds them)
 REGISTRIES = {

@@ -43,7 +43,12 @@ class TrainConfig:
     focus_kind: str = "spread"  # spread | template | (further kinds registered in syncmodel.focus)
     focus_position: str = "argmax"  # argmax | centroid
     focus_offclass: float = 1.0  # class_spread: weight of the off-class suppression
-    focus_class_momentum: float = 0.9  # class_spread: EMA momentum of the filters' class means
+    focus_class_momentum: float = 0.9  # class_spread / icnn: EMA momentum of the filters' class means
+    focus_min_mass: float = 0.01  # a map / filter is live above this fraction of the batch's mean mass
+    focus_icnn_decay: bool = True  # icnn: strength falls as 1 / (epoch + 1), as ICNN's code
+    focus_icnn_beta_rate: float = 0.05  # icnn: fraction of the way beta moves to its target per step
+    focus_gate_sigma: float = 0.35  # gate: width of the forward Gaussian gate, in [-1, 1] units
+    focus_radius: float = 0.35  # outside: radius around the focus that costs nothing, [-1, 1] units
     # --- synchronisation coupling (docs/design.md §1.2) ---
     coupling_K: float = 0.0
     epsilon: float = 0.5
@@ -68,6 +73,10 @@ class TrainConfig:
         "lambda_focus": (0.0, None, True),
         "focus_offclass": (0.0, None, True),
         "focus_class_momentum": (0.0, 1.0, True),
+        "focus_min_mass": (0.0, 1.0, True),
+        "focus_icnn_beta_rate": (0.0, 1.0, True),
+        "focus_gate_sigma": (0.0, None, False),
+        "focus_radius": (0.0, None, False),
         "coupling_K": (0.0, None, True),
         "epsilon": (0.0, None, False),
         "epsilon_final": (0.0, None, False),

@@ -3,21 +3,38 @@
 Kinds ("spread", "template", ...) live in the `FOCUS_KINDS` registry; `spatial_spread` is
 shared with the metrics.
 
-Why the loss cannot kill neurons by itself (docs/design.md §4). Every kind here is a function of the
-ratio `sum_p A[p] f(p) / sum_p A[p]`, so it is invariant to the scale of each map:
-L(sA) = L(A) for s > 0. By Euler's theorem `<grad L, A> = 0` per map: the gradient has no
-component that shrinks a map as a whole; it only moves mass between positions (off the focus,
-onto it). Dead maps (total mass <= `min_mass`) are left out of the mean and get an exactly zero
-gradient, so dying is never rewarded through the gradient. The prototype's collapse (no
-normalisation) is most plausibly the network's cheapest way to zero the off-focus pixels:
-lowering a conv bias until the whole map falls below the ReLU, after which it sits at a
-zero-loss, zero-gradient fixed point. BatchNorm before the ReLU re-centres and re-scales every
-channel over the batch, so such a uniform shift is undone (only BN's own shift could do it, by
-moving several standard deviations); the nets therefore put BN before every regularised ReLU.
-The focus position is detached: the loss moves mass toward the focus, never the focus.
+Weighting (issue 10 item 5). The losses weigh a filter's images by how much the filter fires
+on them. For filter c with per-map mass M[b, c] = sum_p A[b, c, p] and per-map numerator
+N[b, c] = sum_p A[b, c, p] f_b(p) (f_b the kind's per-pixel cost around image b's focus):
 
-`min_mass`: a map whose total mass is at most `min_mass` (default 1e-6) counts as dead. The
-scale-invariant loss has gradient ~ 1/mass, which would blow up on a numerically dead map.
+    L_c = sum_{b live} N[b, c] / sum_{b live} M[b, c],      loss = mean_{c live} L_c
+
+— not the mean over maps of N / M, whose gradient on map b is (f_b(p) - N/M) / M[b, c]: there
+a map at 1e-3 of the typical mass got a thousand times the gradient of a strong map and each
+live map counted equally. Here dL_c/dA[b, c, p] = (f_b(p) - L_c) / T_c with T_c the filter's
+live mass over the batch: the same scale for every image of the filter, whatever that image's
+own mass, so a near-silent map cannot dominate (a map with mass m contributes m / T_c of L_c).
+
+Liveness is relative to the batch (`min_mass`, default 0.01): a map is live when its mass
+exceeds `min_mass` × its filter's mean map mass over the batch; a filter is live when its
+mean map mass exceeds `min_mass` × the layer's mean map mass (and is > 0). Dead maps and
+filters get an exactly zero gradient. `spatial_spread` (a metric) keeps the absolute
+`DEFAULT_MIN_MASS` per map.
+
+Why the loss cannot kill a neuron (docs/design.md §4), stated exactly. L_c is invariant to
+the scale of the filter over the batch, L_c(s A[:, c]) = L_c(A[:, c]) for s > 0 (the liveness
+thresholds scale with it), so by Euler's theorem `<grad L, A[:, c]> = 0` summed over the batch:
+the gradient never shrinks a filter as a whole. It is NOT invariant per image: it may move a
+filter's mass between images (raise it where the map is focused, lower it where it is
+spread), which is what lets a filter stay silent where its pattern is absent, and a single
+map may be driven to zero. The filters still count equally (mean over live filters), so the
+gradient of a weak *filter* scales as 1/T_c; the relative filter threshold bounds that at
+1 / (min_mass × the layer's mean mass). The prototype's collapse (no normalisation) is most
+plausibly the network's cheapest way to zero the off-focus pixels: lowering a conv bias until
+the whole map falls below the ReLU, after which it sits at a zero-loss, zero-gradient fixed
+point. BatchNorm before the ReLU re-centres and re-scales every channel over the batch, so
+such a uniform shift is undone; the nets therefore put BN before every regularised ReLU.
+The focus position is detached: the loss moves mass toward the focus, never the focus.
 """
 
 from __future__ import annotations
@@ -26,7 +43,7 @@ import functools
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from syncmodel.errors import ConfigError
 from syncmodel.registry import Registry
@@ -36,7 +53,8 @@ from syncmodel.registry import Registry
 FocusKind = Callable[..., Tensor]
 FOCUS_KINDS: Registry[FocusKind] = Registry("focus kind")
 FOCUS_POSITIONS = ("argmax", "centroid")
-DEFAULT_MIN_MASS = 1e-6
+DEFAULT_MIN_MASS = 1e-6  # absolute per-map floor of the metric `spatial_spread`
+DEFAULT_MIN_MASS_REL = 0.01  # the losses' relative liveness threshold (module docstring)
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,8 +120,8 @@ def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
     return torch.stack([mu_y, mu_x], -1)
 
 
-def _spread_terms(acts: Tensor, focus: str, min_mass: float) -> tuple[Tensor, Tensor]:
-    """Per-map spread (B, C), finite everywhere (0 on dead maps), and the alive mask (B, C)."""
+def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
+    """Per-map spread numerator sum_p A[p] |p - mu|^2 (B, C) and mass sum_p A[p] (B, C)."""
     _, _, h, w = acts.shape
     rows, cols, mass = _marginals(acts)
     ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
@@ -112,10 +130,7 @@ def _spread_terms(acts: Tensor, focus: str, min_mass: float) -> tuple[Tensor, Te
     # marginals: no (B, C, H, W) distance tensor, and exactly 0 on a one-point map.
     dy2 = (ys - mu_y.unsqueeze(-1)) ** 2  # (B, C, H)
     dx2 = (xs - mu_x.unsqueeze(-1)) ** 2  # (B, C, W)
-    num = (rows * dy2).sum(-1) + (cols * dx2).sum(-1)  # (B, C)
-    alive = mass > min_mass
-    # Dividing dead maps by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
-    return num / torch.where(alive, mass, torch.ones_like(mass)), alive
+    return (rows * dy2).sum(-1) + (cols * dx2).sum(-1), mass
 
 
 def spatial_spread(
@@ -124,27 +139,57 @@ def spatial_spread(
     """Activation-weighted spread around the focus, per map: (B, C), NaN for dead maps.
 
     spread[b, c] = sum_p A[p] * |p - mu|^2 / sum_p A[p], p and mu in [-1, 1]^2 (docs/design.md §1.1);
-    0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass` are
-    dead and reported as NaN so that metrics can `nanmean` them away. Differentiable, but
-    losses should use `focus_loss`, whose masking keeps gradients finite.
+    0 exactly when all mass sits on one pixel, at most 8. Maps with mass <= `min_mass`
+    (absolute) are dead and reported as NaN so that metrics can `nanmean` them away.
+    Differentiable, but losses should use `focus_loss` (mass-weighted, module docstring).
     """
-    spread, alive = _spread_terms(acts, focus, min_mass)
-    return spread.masked_fill(~alive, float("nan"))
+    num, mass = _spread_num(acts, focus)
+    alive = mass > min_mass
+    return (num / torch.where(alive, mass, torch.ones_like(mass))).masked_fill(~alive, float("nan"))
+
+
+def live_maps(mass: Tensor, min_mass: float = DEFAULT_MIN_MASS_REL) -> tuple[Tensor, Tensor]:
+    """Which maps (B, C) and filters (C,) count, relative to the batch (module docstring).
+
+    A map is live when its mass exceeds `min_mass` × its filter's mean map mass over the
+    batch; a filter when its mean map mass exceeds `min_mass` × the layer's mean and is > 0.
+    """
+    with torch.no_grad():
+        m = mass.detach()
+        per_filter = m.mean(0)  # (C,)
+        maps = m > min_mass * per_filter
+        filters = (per_filter > min_mass * per_filter.mean()) & (per_filter > 0)
+        return maps, filters
 
 
 def _masked_mean(values: Tensor, alive: Tensor) -> Tensor:
-    # Multiplying (not indexing) keeps a grad path even when no map is alive: loss 0, grads 0.
+    # Multiplying (not indexing) keeps a grad path even when nothing is alive: loss 0, grads 0.
     return (values * alive).sum() / alive.sum().clamp_min(1)
+
+
+def mass_weighted(num: Tensor, mass: Tensor, maps: Tensor, filters: Tensor) -> Tensor:
+    """mean over live filters c of sum_{b live} num[b, c] / sum_{b live} mass[b, c] → scalar.
+
+    `num`, `mass`, `maps` (B, C); `filters` (C,). A filter without a live map counts as dead.
+    Dividing dead filters by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
+    """
+    total = (mass * maps).sum(0)  # (C,)
+    filters = filters & (total > 0)
+    per_filter = (num * maps).sum(0) / torch.where(filters, total, torch.ones_like(total))
+    return _masked_mean(per_filter, filters)
 
 
 @FOCUS_KINDS.register("spread")
 def spread_loss(
-    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS, **_: object
+    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS_REL, **_: object
 ) -> Tensor:
-    """Mean `spatial_spread` over the maps with non-zero mass (docs/design.md §1.1); float32 scalar."""
+    """Mass-weighted `spatial_spread` (module docstring), mean over live filters; float32 scalar.
+
+    L_c = sum_b sum_p A[b, c, p] |p - mu_b|^2 / sum_b sum_p A[b, c, p] over the live maps.
+    """
     with torch.autocast(acts.device.type, enabled=False):
-        spread, alive = _spread_terms(acts, focus, min_mass)
-        return _masked_mean(spread, alive)
+        num, mass = _spread_num(acts, focus)
+        return mass_weighted(num, mass, *live_maps(mass, min_mass))
 
 
 @FOCUS_KINDS.register("template")
@@ -153,17 +198,17 @@ def template_loss(
     *,
     focus: str = "argmax",
     beta: float = 4.0,
-    min_mass: float = DEFAULT_MIN_MASS,
+    min_mass: float = DEFAULT_MIN_MASS_REL,
     **_: object,
 ) -> Tensor:
-    """ICNN template agreement: `1 - sum_p A[p] T(p) / sum_p A[p]`, mean over live maps.
+    """Positive-template agreement: `1 - sum_b sum_p A[p] T(p) / sum_b sum_p A[p]`, per filter.
 
     T(p) = max(1 - beta * |p - mu|_1 / n, -1) is the positive template of Zhang, Wu & Zhu
     (CVPR 2018), with |p - mu|_1 in pixels and n the map side (per axis for H != W:
     beta * (|dy|/H + |dx|/W)). It is +1 at the focus, 0 at L1 distance n/beta, -1 far away.
-    The loss lies in [0, 2]: 0 exactly when all mass sits on the focus, low when the mass lies
-    on the template's positive part. It replaces ICNN's mutual-information loss with this
-    scale-invariant agreement so that it shares the spread loss's no-dead-neuron argument.
+    The loss lies in [0, 2]: 0 exactly when all mass sits on the focus. Mass-weighted over a
+    filter's images like every kind here (module docstring). This is a loose imitation of
+    ICNN; the faithful one is the `icnn` kind.
     """
     with torch.autocast(acts.device.type, enabled=False):
         _, _, h, w = acts.shape
@@ -175,19 +220,21 @@ def template_loss(
         adx = (xs - mu_x.unsqueeze(-1)).abs() * ((w - 1) / (2 * w))  # (B, C, W)
         template = (1 - beta * (ady.unsqueeze(-1) + adx.unsqueeze(-2))).clamp_min(-1)  # (B, C, H, W)
         agreement = (acts * template).sum((2, 3))  # (B, C); promotes bf16 maps to float32
-        alive = mass > min_mass
-        per_map = 1 - agreement / torch.where(alive, mass, torch.ones_like(mass))
-        return _masked_mean(per_map, alive)
+        return mass_weighted(mass - agreement, mass, *live_maps(mass, min_mass))
 
 
 # Kinds that need the labels: the Regularizer passes `targets` and a per-filter `filter_class`.
-CLASS_CONDITIONAL_KINDS = frozenset({"class_spread"})
+CLASS_CONDITIONAL_KINDS = frozenset({"class_spread", "icnn"})
 
 
-def batch_class_means(acts: Tensor, targets: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Detached class-mean spatial-mean responses (K, C) and the class counts (K,) of a batch."""
+def batch_class_means(
+    acts: Tensor, targets: Tensor, num_classes: int, statistic: str = "mean"
+) -> tuple[Tensor, Tensor]:
+    """Detached class means (K, C) of each map's spatial `statistic` ("mean" or "max", the
+    latter ICNN's `sliceMag`) and the class counts (K,) of a batch."""
     with torch.no_grad():
-        resp = acts.detach().float().mean((2, 3))  # (B, C)
+        flat = acts.detach().float().flatten(2)
+        resp = flat.amax(-1) if statistic == "max" else flat.mean(-1)  # (B, C)
         onehot = torch.nn.functional.one_hot(targets.long(), num_classes).to(resp.dtype)  # (B, K)
         counts = onehot.sum(0)  # (K,)
         return onehot.T @ resp / counts.clamp_min(1).unsqueeze(-1), counts
@@ -202,7 +249,7 @@ def class_spread_loss(
     num_classes: int | None = None,
     offclass: float = 1.0,
     focus: str = "argmax",
-    min_mass: float = DEFAULT_MIN_MASS,
+    min_mass: float = DEFAULT_MIN_MASS_REL,
     **_: object,
 ) -> Tensor:
     """Part-tied focus: spread on the filter's own class, off-class share suppressed elsewhere.
@@ -212,11 +259,11 @@ def class_spread_loss(
     (docs/design.md §4: focus alone made maps point-like but less part-stable). Here, with
     `own[b, c] = targets[b] == filter_class[c]`:
 
-        loss = mean_{(b, c) own, alive} spread[b, c]
-             + offclass * mean_{c alive} sum_{b not own} M[b, c] / sum_b M[b, c]
+        loss = mean_{c live} sum_{b own, live} N[b, c] / sum_{b own, live} M[b, c]
+             + offclass * mean_{c live} sum_{b not own} M[b, c] / sum_b M[b, c]
 
-    M[b, c] is map (b, c)'s total mass. Both terms are scale-invariant per filter (the spread
-    per map, the off-class share per filter over the batch), so the gradient never shrinks a
+    M[b, c] is map (b, c)'s total mass, N[b, c] its spread numerator (module docstring). Both
+    terms are scale-invariant per filter over the batch, so the gradient never shrinks a
     filter's activation as a whole (`<grad, A[:, c]> = 0`): it moves mass onto the focus and
     from other classes' images onto the own class's; dead maps and dead filters add nothing.
 
@@ -232,15 +279,14 @@ def class_spread_loss(
         if filter_class is None:
             k = num_classes if num_classes is not None else int(targets.max()) + 1
             filter_class = batch_class_means(acts, targets, k)[0].argmax(0)  # (C,)
-        spread, alive = _spread_terms(acts, focus, min_mass)  # (B, C) each
+        num, mass = _spread_num(acts, focus)  # (B, C) each
+        maps, filters = live_maps(mass, min_mass)
         own = targets.view(-1, 1) == filter_class.view(1, -1).to(targets.device)  # (B, C)
-        loss = _masked_mean(spread, alive & own)
+        loss = mass_weighted(num, mass, maps & own, filters)
         if offclass > 0:
-            mass = acts.sum((2, 3), dtype=_compute_dtype(acts))  # (B, C)
             total = mass.sum(0)  # (C,)
-            live = total > min_mass
-            off = (mass * ~own).sum(0) / torch.where(live, total, torch.ones_like(total))
-            loss = loss + offclass * _masked_mean(off, live)
+            off = (mass * ~own).sum(0) / torch.where(filters, total, torch.ones_like(total))
+            loss = loss + offclass * _masked_mean(off, filters)
         return loss
 
 
@@ -254,3 +300,252 @@ def focus_loss(acts: Tensor, kind: str = "spread", focus: str = "argmax", **opts
     if focus not in FOCUS_POSITIONS:
         raise ConfigError("focus_position", f"must be one of {', '.join(FOCUS_POSITIONS)}, got {focus!r}")
     return FOCUS_KINDS.get(kind, field="focus_kind")(acts, focus=focus, **opts)
+
+
+# --- Kinds with a forward mask (docs/design.md §1.1) ----------------------------------------
+# A mask module sits on the regularised stage's output (attached by `syncmodel.nets.build_model`
+# as a forward hook, so that evaluation and checkpoints see it too): the next layer reads the
+# masked map. The kind's loss reads the module's last unmasked input.
+
+
+def _pixel_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    return (torch.arange(h, device=device, dtype=dtype), torch.arange(w, device=device, dtype=dtype))
+
+
+class ICNNMask(nn.Module):
+    """ICNN's forward template mask on a post-ReLU map (B, C, H, W) (Zhang, Wu & Zhu, CVPR 2018).
+
+    As in the released code (`getMu.m`, `getMask.m`, the `conv_mask` layer of
+    `our_vl_simplenn.m`): the focus is the activation centroid rounded to a pixel (getMu's
+    default `IsUseMax=false`); the mask is `max(1 - beta_c (|y - mu_y| + |x - mu_x|), -1)` in
+    [-1, 1] map coordinates (`linspace(-1, 1, n)`); the next layer sees `max(x * mask, 0)`, and
+    the gradient reaching x is the next layer's times `max(mask, 0)` — identical to
+    `x * mask.clamp_min(0)` with the mask detached, for x >= 0. `beta` (C,) starts at 2
+    (`alphaInit`) and follows its target `clamp(3 / sqrtvar, 1.5, 3)` (see `update_beta`).
+    """
+
+    def __init__(self, channels: int, beta_init: float = 2.0, beta_rate: float = 0.05):
+        super().__init__()
+        self.register_buffer("beta", torch.full((channels,), float(beta_init)))
+        self.beta_rate = beta_rate
+        self.last: tuple[Tensor, Tensor, Tensor] | None = None  # (x, mask, sqrtvar) of training
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            mask, sqrtvar = self.template(x.detach().float())
+        if self.training:
+            self.last = (x, mask, sqrtvar)
+        return x * mask.clamp_min(0).to(x.dtype)
+
+    @torch.no_grad()
+    def template(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The mask (B, C, H, W) in [-1, 1] and sqrtvar (B, C) in pixels, as getMu/getMask."""
+        b, c, h, w = x.shape
+        py, px = _pixel_grid(h, w, x.device, x.dtype)
+        rows, cols = x.sum(3), x.sum(2)  # (B, C, H), (B, C, W)
+        mass = rows.sum(-1).clamp_min(1e-9)  # getMu: max(sum(x), 1e-9)
+        mu_y = ((rows @ py) / mass).round().clamp(0, h - 1)  # (B, C) pixel indices
+        mu_x = ((cols @ px) / mass).round().clamp(0, w - 1)
+        dy2 = (py - mu_y.unsqueeze(-1)) ** 2  # (B, C, H)
+        dx2 = (px - mu_x.unsqueeze(-1)) ** 2
+        sqrtvar = (((rows * dy2).sum(-1) + (cols * dx2).sum(-1)) / mass).sqrt()  # pixels
+        ys, xs = coordinate_grid(h, w, x.device, x.dtype)
+        dy = (ys - ys[mu_y.long()].unsqueeze(-1)).abs()  # (B, C, H), [-1, 1] units
+        dx = (xs - xs[mu_x.long()].unsqueeze(-1)).abs()  # (B, C, W)
+        beta = self.beta.to(x.dtype).view(1, c, 1, 1)
+        mask = (1 - beta * (dy.unsqueeze(-1) + dx.unsqueeze(-2))).clamp_min(-1)
+        return mask, sqrtvar
+
+    @torch.no_grad()
+    def update_beta(self, strength: Tensor, sqrtvar: Tensor, own: Tensor) -> None:
+        """Move beta toward ICNN's target on the filters' own-category images.
+
+        target_c = clamp(3 / (sum_b s[b, c] sqrtvar[b, c] / sum_b s[b, c]), 1.5, 3) over the
+        images b of filter c's category, s = mean_p(x * mask). ICNN applies the "gradient"
+        -1e4 (target - beta) with learning rate 0.05 × the net's and momentum; here beta moves
+        a fixed fraction `beta_rate` of the way per step (departure: no SGD state).
+        """
+        s = strength * own
+        den = s.sum(0)  # (C,)
+        ok = den > 0
+        spread = (s * sqrtvar).sum(0) / torch.where(ok, den, torch.ones_like(den))
+        target = (3.0 / spread.clamp_min(1e-12)).clamp(1.5, 3.0)
+        self.beta.copy_(torch.where(ok, self.beta + self.beta_rate * (target - self.beta), self.beta))
+
+
+class GaussianGate(nn.Module):
+    """A Gaussian gate exp(-|p - mu|^2 / (2 sigma^2)) around the detached focus of each map.
+
+    Part-tying reading (a) of "the activation map surrounds its focus position": the next
+    layer sees only the neighbourhood of the focus (argmax, or centroid), so whatever the
+    filter fires on away from its focus is invisible downstream. p and mu in [-1, 1]; the gate
+    is detached (the gradient reaching x is the next layer's times the gate).
+    """
+
+    def __init__(self, channels: int, sigma: float = 0.35, focus: str = "argmax"):
+        super().__init__()
+        self.sigma, self.focus, self.channels = sigma, focus, channels
+        self.last: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            xf = x.detach().float()
+            _, _, h, w = xf.shape
+            mu = focus_positions(xf, self.focus)  # (B, C, 2)
+            ys, xs = coordinate_grid(h, w, xf.device, xf.dtype)
+            dy2 = (ys - mu[..., 0:1]) ** 2  # (B, C, H)
+            dx2 = (xs - mu[..., 1:2]) ** 2  # (B, C, W)
+            gate = torch.exp(-(dy2.unsqueeze(-1) + dx2.unsqueeze(-2)) / (2 * self.sigma**2))
+        if self.training:
+            self.last = (x, gate, gate)
+        return x * gate.to(x.dtype)
+
+
+# kind -> builder (channels, **config-derived options) of its forward mask module
+FORWARD_MASKS: dict[str, Callable[..., nn.Module]] = {
+    "icnn": lambda channels, **opts: ICNNMask(channels, beta_rate=float(opts.get("beta_rate", 0.05))),
+    "gate": lambda channels, **opts: GaussianGate(
+        channels, sigma=float(opts.get("sigma", 0.35)), focus=str(opts.get("focus", "argmax"))
+    ),
+}
+ICNN_ALPHA = 0.5
+
+
+def mask_key(layer: str) -> str:
+    """The `model.focus_masks` key of a layer name (ModuleDict keys cannot hold dots)."""
+    return layer.replace(".", "__")
+
+
+def attach_forward_masks(model: nn.Module, layers: list[str], kind: str, **opts: object) -> None:
+    """Put kind's forward mask on each of `layers`' outputs (a forward hook returning the
+    masked map) and register the masks as `model.focus_masks`, so state_dict carries them."""
+    named = dict(model.named_modules())
+    masks = nn.ModuleDict()
+    for name in layers:
+        module = named[name]
+        bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        channels = bns[-1].num_features if bns else convs[-1].out_channels
+        mask = FORWARD_MASKS[kind](channels, **opts)
+        masks[mask_key(name)] = mask
+        module.register_forward_hook(lambda _m, _i, out, mask=mask: mask(out))
+    model.focus_masks = masks  # `alpha` of the released code's loss
+
+
+def _icnn_finite(t: Tensor) -> Tensor:
+    """The released code's clean-up: NaN → 0, ±inf → the largest finite entry."""
+    t = torch.nan_to_num(t, nan=0.0, posinf=float("nan"), neginf=float("nan"))
+    finite = t[~t.isnan()]
+    return t.masked_fill(t.isnan(), finite.max().item() if finite.numel() else 0.0)
+
+
+@FOCUS_KINDS.register("icnn")
+def icnn_loss(
+    acts: Tensor,
+    *,
+    targets: Tensor,
+    filter_class: Tensor,
+    num_classes: int,
+    mask_module: ICNNMask,
+    epoch: float = 0.0,
+    decay: bool = True,
+    **_: object,
+) -> Tensor:
+    """ICNN's filter loss as in its released code (`our_vl_simplenn.m`, conv_mask backward).
+
+    The code injects a gradient into the masked layer's input x rather than computing a loss;
+    this returns a surrogate whose gradient w.r.t. x is exactly that gradient (up to the
+    constant that `lambda_focus` sets). With alpha = 0.5, s[b, c] = mean_p x[b, c, p] T[b, c, p]
+    (T the raw mask in [-1, 1]) and, per filter c of category k(c):
+
+      * images of category k (b in pos):  dL/dx[b, c, p] = -w_pos T[b, c, p] g⁺[b, c],
+        g⁺ = e^{s/α} (s - α log Z⁺_c + α), normalised by its mean over those images;
+        α log Z⁺_c = α log mean_b exp(mean_p x[b, c] T'[b, c] / α) with T' the mask flipped
+        over filters and images (`mask(:,:,end:-1:1,end:-1:1)`, as the code does).
+      * other images (b in neg):  dL/dx[b, c, p] = +w_neg g⁻[b, c] at every pixel,
+        m = mean_p x[b, c], g⁻ = e^{-m/α} (-m - α log Z⁻_c + α) normalised by its mean,
+        α log Z⁻_c = α log mean_b exp(-mean_p x[b, c] / α).
+
+    These are the mutual-information loss's gradients (pos images pulled into the template,
+    other categories' images pushed down); w_pos = 0.5 / prior_k, w_neg = 0.5 / (1 - prior_k)
+    (class-balance weights), prior_k = 1/K (the code uses the data set's class frequency for
+    K <= 10; our data sets are balanced, so the two agree up to ~1% on digits). With `decay`
+    the strength falls as 1 / (epoch + 1), the code's `1 / iter`. Only the unmasked input x
+    of `mask_module` (its last training forward) is used; `acts` (the masked output) is not.
+    Departures: per-image gradients are averaged over the batch (the code sums; a constant
+    folded into lambda_focus); log Z uses logsumexp (no overflow, so the code's inf clean-up
+    never triggers); filter categories come from the Regularizer's running class means of the
+    spatial max (the code's `sliceMag`: same statistic and momentum, updated before rather than
+    after the step). Also moves each filter's beta toward its target (`ICNNMask.update_beta`).
+    """
+    if mask_module.last is None:
+        raise RuntimeError("icnn: the mask module saw no training forward")
+    x, mask, sqrtvar = mask_module.last
+    with torch.autocast(x.device.type, enabled=False):
+        xf = x.float()
+        b = xf.shape[0]
+        a = ICNN_ALPHA
+        own = (targets.view(-1, 1) == filter_class.view(1, -1).to(targets.device)).to(xf.dtype)  # (B, C)
+        with torch.no_grad():
+            xd = xf.detach()
+            strength = (xd * mask).mean((2, 3))  # (B, C)
+            flipped = (xd * mask.flip(0, 1)).mean((2, 3))
+            logb = torch.log(torch.tensor(float(b), device=xd.device))
+            logz_pos = a * (torch.logsumexp(flipped / a, 0) - logb)  # (C,)
+            m = xd.mean((2, 3))
+            logz_neg = a * (torch.logsumexp(-m / a, 0) - logb)
+            prior = 1.0 / num_classes
+            w_pos, w_neg = (0.5 / prior, 0.5 / (1 - prior)) if num_classes > 1 else (1.0, 1.0)
+            g_pos = _icnn_finite(torch.exp(strength / a) * (strength - logz_pos + a))
+            g_neg = _icnn_finite(torch.exp(-m / a) * (-m - logz_neg + a))
+            neg = 1 - own
+            g_pos = _icnn_finite(g_pos / ((g_pos * own).sum(0) / own.sum(0).clamp_min(1)))
+            g_neg = _icnn_finite(g_neg / ((g_neg * neg).sum(0) / neg.sum(0).clamp_min(1)))
+            coef_pos = w_pos * g_pos * own  # (B, C)
+            coef_neg = w_neg * g_neg * neg
+            mask_module.update_beta(strength, sqrtvar, own)
+        pos_term = -(coef_pos.unsqueeze(-1).unsqueeze(-1) * mask * xf).sum()
+        neg_term = (coef_neg.unsqueeze(-1).unsqueeze(-1) * xf).sum()
+        scale = 1.0 / (epoch + 1) if decay else 1.0
+        return (pos_term + neg_term) * (scale / b)
+
+
+@FOCUS_KINDS.register("gate")
+def gate_loss(
+    acts: Tensor,
+    *,
+    focus: str = "argmax",
+    min_mass: float = DEFAULT_MIN_MASS_REL,
+    mask_module: nn.Module | None = None,
+    **_: object,
+) -> Tensor:
+    """Part-tying reading (a): a Gaussian gate in the forward pass (`GaussianGate`) plus the
+    mass-weighted spread of the *ungated* map, so the filter also gathers its mass there."""
+    x = acts if mask_module is None or mask_module.last is None else mask_module.last[0]
+    return spread_loss(x, focus=focus, min_mass=min_mass)
+
+
+@FOCUS_KINDS.register("outside")
+def outside_loss(
+    acts: Tensor,
+    *,
+    focus: str = "argmax",
+    radius: float = 0.35,
+    min_mass: float = DEFAULT_MIN_MASS_REL,
+    **_: object,
+) -> Tensor:
+    """Part-tying reading (b): the share of a filter's mass that lies outside its focus.
+
+    L_c = sum_b sum_{p : |p - mu_b| > radius} A[b, c, p] / sum_b sum_p A[b, c, p] (p, mu in
+    [-1, 1]), mass-weighted over the batch: a compact blob of any size up to `radius` costs
+    nothing (the spread kind penalises a part's extent), and a filter lowers the loss by
+    staying silent on images where it would fire away from a focus. In [0, 1].
+    """
+    with torch.autocast(acts.device.type, enabled=False):
+        _, _, h, w = acts.shape
+        rows, cols, mass = _marginals(acts)
+        ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
+        mu_y, mu_x = _positions(acts, rows, cols, mass, focus)
+        d2 = (ys - mu_y.unsqueeze(-1)).pow(2).unsqueeze(-1) + (xs - mu_x.unsqueeze(-1)).pow(2).unsqueeze(-2)
+        outside = (acts * (d2 > radius**2)).sum((2, 3), dtype=mass.dtype)  # (B, C)
+        return mass_weighted(outside, mass, *live_maps(mass, min_mass))

@@ -15,6 +15,7 @@ from torch import nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
+from syncmodel.focus import FORWARD_MASKS, attach_forward_masks
 from syncmodel.registry import Registry
 
 
@@ -184,6 +185,14 @@ def build_model(
                 f"layers[{i}]",
                 f"{config.backbone} has no layer {layer!r}; regularisable: {', '.join(spec.stages)}",
             )
+    if config.lambda_focus > 0 and config.focus_kind in FORWARD_MASKS:
+        # Kinds whose mask is part of the forward pass (syncmodel.focus): the next layer sees
+        # the masked map in training and evaluation alike.
+        attach_forward_masks(
+            model, list(config.layers or spec.default), config.focus_kind,
+            beta_rate=config.focus_icnn_beta_rate, sigma=config.focus_gate_sigma,
+            focus=config.focus_position,
+        )  # fmt: skip
     return model
 
 

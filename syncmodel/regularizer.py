@@ -23,7 +23,13 @@ from torch import Tensor, nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
-from syncmodel.focus import CLASS_CONDITIONAL_KINDS, FOCUS_KINDS, batch_class_means, focus_loss
+from syncmodel.focus import (
+    CLASS_CONDITIONAL_KINDS,
+    FOCUS_KINDS,
+    batch_class_means,
+    focus_loss,
+    mask_key,
+)
 from syncmodel.sync import descriptors, mean_neighbours, sync_loss
 
 
@@ -76,6 +82,9 @@ class Regularizer:
                     raise ConfigError("descriptor", f"'weight' needs a Conv2d inside layer {name!r}")
                 self.convs[name] = convs[-1]
         self.activations: dict[str, Tensor] = {}
+        # forward masks of the `icnn` / `gate` kinds, attached by build_model (none otherwise)
+        masks = getattr(getattr(model, "_orig_mod", model), "focus_masks", None)
+        self.masks: dict[str, nn.Module] = dict(masks.items()) if masks is not None else {}
         # class_spread: per layer, a running mean of class-mean responses (K, C) and which
         # classes it has seen (K,). Not checkpointed: it restarts on resume (refills in ~10 steps).
         self.class_means: dict[str, tuple[Tensor, Tensor]] = {}
@@ -124,7 +133,7 @@ class Regularizer:
                 [
                     focus_loss(
                         self._acts(n), cfg.focus_kind, cfg.focus_position,
-                        **self._focus_opts(n, logits, targets),
+                        **self._focus_opts(n, logits, targets, epoch),
                     )  # fmt: skip
                     for n in self.layers
                 ]
@@ -143,24 +152,48 @@ class Regularizer:
             parts["sync"] = sync.detach()
         return total, parts
 
-    def _focus_opts(self, name: str, logits: Tensor, targets: Tensor) -> dict[str, object]:
-        """Extra inputs of class-conditional focus kinds: targets and each filter's class."""
-        if self.config.focus_kind not in CLASS_CONDITIONAL_KINDS:
-            return {}
+    def _focus_opts(self, name: str, logits: Tensor, targets: Tensor, epoch: float) -> dict[str, object]:
+        """Extra inputs of the kinds: min_mass; targets and each filter's class for
+        class-conditional kinds; the forward mask module for kinds that have one."""
+        cfg = self.config
+        opts: dict[str, object] = {"min_mass": cfg.focus_min_mass}
+        mask = self.masks.get(mask_key(name))
+        if mask is not None:
+            opts["mask_module"] = mask
+        if cfg.focus_kind == "outside":
+            opts["radius"] = cfg.focus_radius
+        if cfg.focus_kind not in CLASS_CONDITIONAL_KINDS:
+            return opts
+        if cfg.focus_kind == "icnn":
+            if mask is None or mask.last is None:
+                raise ConfigError("focus_kind", f"icnn needs its forward mask on layer {name!r} (build_model attaches it)")
+            x = mask.last[0]
+            return {
+                **opts,
+                "targets": targets,
+                "filter_class": self.filter_classes(name, targets, logits.shape[1], x, "max"),
+                "num_classes": logits.shape[1],
+                "epoch": epoch,
+                "decay": cfg.focus_icnn_decay,
+            }
         return {
+            **opts,
             "targets": targets,
             "filter_class": self.filter_classes(name, targets, logits.shape[1]),
-            "offclass": self.config.focus_offclass,
+            "offclass": cfg.focus_offclass,
         }
 
-    def filter_classes(self, name: str, targets: Tensor, num_classes: int) -> Tensor:
+    def filter_classes(
+        self, name: str, targets: Tensor, num_classes: int, acts: Tensor | None = None, statistic: str = "mean"
+    ) -> Tensor:
         """Update layer `name`'s running class means with the last batch; each filter's class (C,).
 
         A filter's class is the argmax over classes of an exponential moving average (momentum
-        `focus_class_momentum`) of its class-mean responses; detached. A class's first batch
-        sets its row directly.
+        `focus_class_momentum`) of its class-mean responses (spatial `statistic` of `acts`,
+        default the captured output); detached. A class's first batch sets its row directly.
         """
-        batch, counts = batch_class_means(self._acts(name), targets, num_classes)  # (K, C), (K,)
+        acts = self._acts(name) if acts is None else acts
+        batch, counts = batch_class_means(acts, targets, num_classes, statistic)  # (K, C), (K,)
         present = counts > 0
         if name not in self.class_means:
             self.class_means[name] = (torch.zeros_like(batch), torch.zeros_like(present))

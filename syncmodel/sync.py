@@ -5,27 +5,39 @@ Neuron descriptors, adaptive epsilon / k-NN neighbourhoods, and the coupling los
 Loss. For descriptors V (C, D) and neighbourhoods N(c) (recomputed on detached descriptors
 every call, so the interaction is local and adaptive):
 
-    L = mean_{c : |N(c)| > 0} 1/|N(c)| * sum_{g in N(c)} sum_d (1 - cos(v_gd - v_cd))
+    L = 1/C * sum_{c : |N(c)| > 0} 1/|N(c)| * sum_{g in N(c)} sum_d (1 - cos(v_gd - v_cd))
 
-the Kuramoto potential. Since sum_d cos(v_gd - v_cd) = [cos V cos V^T + sin V sin V^T]_{cg},
-the inner sums are D - (two Gram matrices). We contract the row-normalised neighbour matrix
-W (W_cg = 1/|N(c)| on neighbours) with [cos V, sin V] before forming any Gram matrix:
+the Kuramoto potential, normalised per neuron: each neuron's term is the mean over its own
+neighbours, and the sum is divided by the layer's neuron count C (all of them, with or
+without a neighbour, with or without a descriptor). So a neuron's pull does not depend on how
+many other neurons happen to be coupled (an earlier version divided by the number of neurons
+with a neighbour, so a neuron's pull shrank as others got coupled). Since
+sum_d cos(v_gd - v_cd) = [cos V cos V^T + sin V sin V^T]_{cg}, the inner sums are D - (two
+Gram matrices). We contract the row-normalised neighbour matrix W (W_cg = 1/|N(c)| on
+neighbours) with [cos V, sin V] before forming any Gram matrix:
 L_c = D - <cos v_c, (W cos V)_c> - <sin v_c, (W sin V)_c>. Two matmuls in all (one for the
 neighbourhoods), O(C^2 D) work, never a C×C×D tensor. The D - (~D) difference costs
 float32 about 1e-6 absolute in the loss value; gradients do not suffer from it.
 
-Correspondence with Sync (Böhm, Plant & Shao, "Clustering by Synchronization", KDD 2010),
-whose update is v_c <- v_c + 1/|N(c)| * sum_{g in N(c)} sin(v_g - v_c). With reduction="sum":
-  * `detach_neighbours=True` (each neuron pulled by fixed neighbours, as Sync's simultaneous
-    update does): dL/dv_c = -1/|N(c)| sum_{g in N(c)} sin(v_g - v_c), so one gradient step of
-    size 1 *is* the Sync update, for any neighbourhoods (k-NN included).
-  * full gradient (the default): c also appears in its neighbours' terms, adding
-    -sum_{g : c in N(g)} 1/|N(g)| sin(v_g - v_c). When neighbourhoods are symmetric and of
-    equal size within each group (e.g. groups that are epsilon-cliques), this doubles the
-    pull: a gradient step of size 1/2 is the Sync update.
+What the code does, exactly, and how it relates to Sync (Böhm, Plant & Shao, "Clustering by
+Synchronization", KDD 2010), whose update is v_c <- v_c + 1/|N(c)| sum_{g in N(c)} sin(v_g - v_c):
+  * `reduction="sum"` with `detach_neighbours=True` (each neuron pulled by fixed neighbours,
+    as Sync's simultaneous update does): dL/dv_c = -1/|N(c)| sum_{g in N(c)} sin(v_g - v_c),
+    so one gradient step of size 1 on the descriptors *is* the Sync update, for any
+    neighbourhoods (k-NN included). Tested; training does not use these options.
+  * Training (`syncmodel.regularizer`) uses `reduction="mean"` (the 1/C above) and the full
+    gradient: c also appears in its neighbours' terms, adding
+    -sum_{g : c in N(g)} 1/|N(g)| sin(v_g - v_c) (on symmetric, equal-size neighbourhoods this
+    doubles the pull: a step of 1/2 of the summed loss is the Sync update), and the gradient
+    flows on through the descriptors' standardisation into the network's weights; it is not
+    a Sync step. The descriptor coordinates are small (unit norm over D = batch size, so
+    about 1/sqrt(D)), where sin(x) ≈ x and 1 - cos(x) ≈ x^2 / 2: each neuron's term is about
+    |v_g - v_c|^2 / 2 averaged over its ε-neighbours, which for standardised unit vectors is
+    1 - corr(g, c). Training therefore acts as "raise the correlation with your
+    ε-neighbours", with the neighbourhoods recomputed every step.
 
-Scale. Descriptors have unit norm, so their coordinates are small and
-1 - cos(x) ≈ x^2/2: each neighbour pair costs about |v_g - v_c|^2 / 2 <= epsilon^2 / 2.
+Scale. Each neighbour pair costs about |v_g - v_c|^2 / 2 <= epsilon^2 / 2, and after the 1/C
+normalisation the layer's loss is that times the fraction of neurons that have a neighbour.
 `syncmodel.regularizer` divides by epsilon^2 so that coupling strengths are O(1)-scaled.
 """
 
@@ -134,7 +146,8 @@ def coupling_potential(
     """Kuramoto potential of descriptors `desc` (C, D) over their neighbourhoods → scalar.
 
     See the module docstring for the formula, its Gram form and the Sync correspondence.
-    `reduction`: "mean" over neurons with at least one neighbour, or "sum" over neurons.
+    `reduction`: "mean" divides the sum over neurons by C, all neurons (per-neuron
+    normalisation), or "sum" over neurons.
     No neuron with a neighbour → 0 (a tensor that still carries a grad path).
     """
     v = desc.to(_dtype(desc))
@@ -159,7 +172,9 @@ def _potential(
         per_neuron = has * v.shape[1] - field  # (C,)
         if reduction == "sum":
             return per_neuron.sum()
-        return per_neuron.sum() / has.sum().clamp_min(1)
+        # 1/C, not 1/(neurons with a neighbour): a neuron's pull must not depend on how many
+        # others are coupled (module docstring).
+        return per_neuron.sum() / max(v.shape[0], 1)
 
 
 def sync_loss(

@@ -11,7 +11,7 @@ from functools import partial
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle
 from syncmodel.data.digits import load_digits
-from syncmodel.data.shapes import load_shapes
+from syncmodel.data.shapes import load_shapes, load_shapes_hard
 from syncmodel.data.torchvision_sets import load_fake_cifar10, load_imagefolder, load_torchvision
 from syncmodel.registry import Registry
 
@@ -19,6 +19,7 @@ DATASETS: Registry[Callable[[TrainConfig], DataBundle]] = Registry("dataset")
 
 DATASETS.register("digits")(load_digits)
 DATASETS.register("shapes")(load_shapes)
+DATASETS.register("shapes-hard")(load_shapes_hard)
 for _name in ("mnist", "fashion-mnist", "cifar10", "cifar100"):
     DATASETS.register(_name)(partial(load_torchvision, _name))
 DATASETS.register("imagefolder")(load_imagefolder)

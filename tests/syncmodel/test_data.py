@@ -16,7 +16,7 @@ import torch
 
 from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
-from syncmodel.data.shapes import CLASS_PARTS, generate
+from syncmodel.data.shapes import CLASS_PARTS, JITTER, LAYOUTS, draw_shapes, generate
 from syncmodel.errors import ConfigError, DataError
 
 
@@ -68,7 +68,7 @@ def test_shapes_absent_parts_are_nan_with_empty_masks(shapes_test):
     assert (shapes_test.part_masks.flatten(2).any(-1) == ~absent).all()
 
 
-def test_shapes_parts_are_the_class_pair(shapes_test):
+def test_shapes_parts_are_the_class_parts(shapes_test):
     present = shapes_test.part_masks.flatten(2).any(-1)  # (N, P)
     expected = torch.zeros_like(present)
     for i, y in enumerate(shapes_test.labels.tolist()):
@@ -100,16 +100,51 @@ def test_shapes_smaller_n_is_a_prefix():
 
 def test_shapes_10k_generation_time(capsys):
     start = time.perf_counter()
-    split = generate(10_000, 32, stream=0)
+    split = generate(10_000, 64, stream=0)
     elapsed = time.perf_counter() - start
     with capsys.disabled():
-        print(f"\nshapes: 10,000 32x32 images in {elapsed:.2f} s")  # reported, not asserted
+        print(f"\nshapes: 10,000 64x64 images in {elapsed:.2f} s")  # reported, not asserted
     assert len(split) == 10_000
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_shapes_part_offsets_keep_the_class_layout_within_the_jitter(size):
+    d = draw_shapes(300, size, np.random.default_rng(0))
+    layout = np.asarray(LAYOUTS)[d["labels"]] * d["spacing"][:, None, None]  # (n, 3, 2) in pixels
+    got = d["centres"] - d["centres"][:, :1]  # offsets from the first part
+    want = layout - layout[:, :1]
+    # each centre moves by at most JITTER per coordinate, so a difference by at most twice that
+    assert np.abs(got - want).max() <= 2 * JITTER * size / 32 + 1e-9
+    assert np.abs(got - want).max() > 0.5 * JITTER * size / 32  # the jitter is there
+
+
+def test_shapes_every_part_is_in_at_least_two_classes():
+    counts = np.bincount(np.concatenate(CLASS_PARTS), minlength=5)
+    assert (counts >= 2).all()
+    assert len({frozenset(p) for p in CLASS_PARTS}) == len(CLASS_PARTS)  # part sets differ
+
+
+def test_shapes_is_deterministic_by_seed():
+    a = draw_shapes(50, 64, np.random.default_rng(3), hard=True)
+    b = draw_shapes(50, 64, np.random.default_rng(3), hard=True)
+    assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+    assert torch.equal(generate(100, 64, 2, hard=True).images, generate(100, 64, 2, hard=True).images)
+
+
+def test_shapes_hard_hides_parts_and_adds_an_unannotated_distractor():
+    plain, hard = generate(400, 64, 2), generate(400, 64, 2, hard=True)
+    present = hard.part_masks.flatten(2).any(-1)  # (N, P)
+    assert present.sum(1).min() == 2 and present.sum(1).max() == 3
+    for i, y in enumerate(hard.labels.tolist()):  # annotated parts are the object's own
+        assert set(torch.nonzero(present[i]).flatten().tolist()) <= set(CLASS_PARTS[y])
+    # the distractor's ink lies outside every annotated part (brighter than background there)
+    outside = ~hard.part_masks.any(1)
+    assert (hard.images[:, 0] * outside).flatten(1).amax(1).mean() > (plain.images[:, 0] * ~plain.part_masks.any(1)).flatten(1).amax(1).mean()
 
 
 def test_shapes_too_small_image_size_names_field():
     with pytest.raises(ConfigError) as err:
-        load_data(TrainConfig(dataset="shapes", image_size=8))
+        load_data(TrainConfig(dataset="shapes", image_size=16))
     assert err.value.field == "image_size"
 
 

@@ -92,13 +92,55 @@ def test_spatial_spread_is_nan_on_dead_maps_only() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_loss_is_scale_invariant_and_gradient_orthogonal_to_map(kind: str) -> None:
-    # docs/design.md §4: the loss never pushes a map's mass toward zero as a whole.
+def test_loss_is_scale_invariant_per_filter_and_gradient_orthogonal_to_it(kind: str) -> None:
+    # docs/design.md §4: the loss never pushes a filter's mass toward zero as a whole.
     acts = torch.rand(2, 3, 5, 5, generator=_gen(), dtype=torch.float64).requires_grad_()
     loss = focus_loss(acts, kind)
     (grad,) = torch.autograd.grad(loss, acts)
-    assert focus_loss(7.0 * acts.detach(), kind).item() == pytest.approx(loss.item(), rel=1e-5)
-    assert (grad * acts.detach()).sum((2, 3)).abs().max().item() < 1e-6
+    scales = torch.tensor([7.0, 0.5, 3.0], dtype=torch.float64).view(1, 3, 1, 1)  # one per filter
+    assert focus_loss(scales * acts.detach(), kind).item() == pytest.approx(loss.item(), rel=1e-9)
+    assert (grad * acts.detach()).sum((0, 2, 3)).abs().max().item() < 1e-9
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_is_not_scale_invariant_per_image(kind: str) -> None:
+    # Mass weighting: silencing the image where the filter is spread lowers the loss.
+    acts = torch.zeros(2, 1, 5, 5, dtype=torch.float64)
+    acts[0, 0, 2, 2] = 1.0  # focused
+    acts[1, 0] = 1.0  # spread over the whole map
+    quieter = acts.clone()
+    quieter[1] *= 0.1
+    assert focus_loss(quieter, kind).item() < focus_loss(acts, kind).item()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_near_silent_map_cannot_dominate_the_gradient(kind: str) -> None:
+    acts = torch.rand(4, 1, 6, 6, generator=_gen(), dtype=torch.float64) + 0.1
+    acts[3] *= 1e-3  # 1e-3 of the typical mass; min_mass lowered below that to keep it live
+    acts.requires_grad_()
+    (grad,) = torch.autograd.grad(focus_loss(acts, kind, min_mass=1e-4), acts)
+    strong = grad[:3].flatten(1).norm(dim=1)  # (3,)
+    weak = grad[3].norm()
+    # Per-pixel gradient (f(p) - L_c) / T_c: same scale for every image of the filter. The old
+    # per-map mean gave the weak map ~1000× the strong maps' gradient.
+    assert weak <= 2 * strong.max()
+    assert weak > 0
+
+
+def test_near_silent_map_below_the_relative_cutoff_gets_no_gradient() -> None:
+    acts = torch.rand(4, 1, 6, 6, generator=_gen(), dtype=torch.float64) + 0.1
+    acts[3] *= 1e-3
+    acts.requires_grad_()
+    (grad,) = torch.autograd.grad(focus_loss(acts, "spread"), acts)  # min_mass 0.01 of the mean
+    assert (grad[3] == 0).all() and (grad[:3] != 0).any()
+
+
+def test_spread_loss_known_value_is_mass_weighted() -> None:
+    acts = torch.zeros(2, 1, 3, 3, dtype=torch.float64)
+    acts[0, 0, 0, 0] = acts[0, 0, 0, 2] = 1.0  # argmax (-1, -1): numerator 4, mass 2
+    acts[1, 0, 1, 1] = 2.0  # one point: numerator 0, mass 2
+    acts[1] *= 3.0  # mass 6: (4 + 0) / (2 + 6) = 0.5, where the per-map mean gives (2 + 0) / 2 = 1
+    assert focus_loss(acts, "spread").item() == pytest.approx(0.5)
 
 
 def test_template_is_low_near_the_focus_and_high_far_away() -> None:

@@ -35,7 +35,7 @@ def _reference(v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     pair = (1 - torch.cos(v.unsqueeze(0) - v.unsqueeze(1))).sum(-1)  # (C, C): [c, g]
     count = mask.sum(1)
     per = (pair * mask).sum(1) / count.clamp_min(1)
-    return per[count > 0].mean()
+    return per[count > 0].sum() / len(v)  # normalised per neuron: divided by C
 
 
 def _ball(v: torch.Tensor, eps: float) -> torch.Tensor:
@@ -79,6 +79,21 @@ def test_full_gradient_step_of_half_is_the_sync_update_on_cliques() -> None:
     vd = v.detach()
     sync = (torch.sin(vd.unsqueeze(0) - vd.unsqueeze(1)) * mask.unsqueeze(-1)).sum(1) / 3
     torch.testing.assert_close(vd - 0.5 * grad, vd + sync)
+
+
+def test_a_neurons_pull_does_not_depend_on_how_many_others_are_coupled() -> None:
+    # Neurons 0 and 1 are neighbours; 2 and 3 are far apart (A) or coupled too (B).
+    far = torch.tensor([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    near = far.clone()
+    near[3] = torch.tensor([3.0, 0.1], dtype=torch.float64)
+    grads = []
+    for v in (far, near):
+        v = v.clone().requires_grad_()
+        assert neighbourhoods(v, 0.2)[:2].any(1).all()
+        (grad,) = torch.autograd.grad(coupling_potential(v, 0.2), v)
+        grads.append(grad[:2])
+    assert neighbourhoods(near, 0.2)[2, 3] and not neighbourhoods(far, 0.2)[2, 3]
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_epsilon_boundary_is_inclusive() -> None:
