@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.tracking import Tracker, TrialRecord
+from pipeline.record.tracking import Tracker, TrialRecord
 from syncmodel.checkpoint import file_sha256, read_checkpoint
 from syncmodel.errors import SyncStudyError
 
@@ -26,7 +26,7 @@ def metric_mode(metric: str, objectives: list[tuple[str, str]]) -> str:
         if name == metric:
             return mode
     try:
-        from pipeline.metrics_catalog import METRICS
+        from pipeline.spec.metrics import METRICS
 
         if metric in METRICS:
             return METRICS[metric].mode

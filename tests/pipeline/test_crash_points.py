@@ -1,4 +1,4 @@
-"""The driver SIGKILLed at three points (SYNCSTUDY_CRASH_AT, pipeline.faults): before the first
+"""The driver SIGKILLed at three points (SYNCSTUDY_CRASH_AT, tests/pipeline/faults.py): before the first
 result, mid-study after a recorded trial, and while a trial's checkpoint is being written.
 `launch --resume` finishes each study: every trial once in MLflow and in the tables, each
 epoch logged once, and the Optuna searcher keeps the trials the dead driver finished."""
@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
+from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
 SAMPLES, EPOCHS = 3, 2
 

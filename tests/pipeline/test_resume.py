@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from mlflow import MlflowClient
 
-from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_TRIAL
+from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_TRIAL
 
 SAMPLES = 4
 PROGRESS = re.compile(r"^\[(\d+)/\d+\] trial (\S+)")

@@ -1,4 +1,4 @@
-"""pipeline.tables: keyed upserts (a replayed trial never duplicates a row), typed columns,
+"""pipeline.record.tables: keyed upserts (a replayed trial never duplicates a row), typed columns,
 atomic writes, round trips through Parquet."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.tables import HISTORY, NEURONS, TRIAL_COLUMNS, TRIALS, StudyTables, TrialRow
+from pipeline.record.tables import HISTORY, NEURONS, TRIAL_COLUMNS, TRIALS, StudyTables, TrialRow
 
 
 def _row(tid: str, acc: float = 0.5, status: str = "ok") -> TrialRow:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.redact import redact
 from syncmodel.errors import SyncStudyError
 
 TAG_STUDY = "syncstudy.study"
@@ -63,15 +63,6 @@ _OUTAGE_SIGNS = (
     "Name or service not known", "too many 5", "Bad Gateway", "Service Unavailable",
     "Gateway Timeout", "unable to open database",
 )  # fmt: skip
-
-
-# scheme://user:PASSWORD@ in any text (ours, or a driver's error message quoting the URI).
-_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s'\"]*):[^@/\s'\"]+@")
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URI in it replaced by ***."""
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
 
 
 class TrackingError(SyncStudyError):
