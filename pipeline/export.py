@@ -6,14 +6,15 @@ SHA256SUMS manifest. Written to a temporary folder beside the target, then renam
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.record.tracking import Tracker, TrialRecord
+from pipeline.record.tracking import Tracker, TrialRecord, finite
+from pipeline.spec.metrics import METRICS
+from pipeline.trial_files import TrialFiles
 from syncmodel.checkpoint import file_sha256, read_checkpoint
 from syncmodel.errors import SyncStudyError
 
@@ -25,18 +26,9 @@ def metric_mode(metric: str, objectives: list[tuple[str, str]]) -> str:
     for name, mode in objectives:
         if name == metric:
             return mode
-    try:
-        from pipeline.spec.metrics import METRICS
-
-        if metric in METRICS:
-            return METRICS[metric].mode
-    except ImportError:  # pragma: no cover
-        pass
+    if metric in METRICS:
+        return METRICS[metric].mode
     return "min" if metric.endswith(("loss", "_time", "instability")) else "max"
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def rank(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
@@ -90,15 +82,13 @@ def export_trial(
             def fetch(artifact: str) -> Path:
                 return _inside(tracker.download(record.run_id, artifact, here), here, "artifact")
 
-            shutil.copy2(fetch("checkpoint/model.pt"), tmp / "model.pt")
-            for name in ("config.yaml", "config.json"):
+            shutil.copy2(fetch(f"checkpoint/{TrialFiles.MODEL}"), tmp / TrialFiles.MODEL)
+            for name in TrialFiles.CONFIGS:
                 shutil.copy2(fetch(f"config/{name}"), tmp / name)
-            try:
-                shutil.copy2(fetch("evaluation/report.json"), tmp / "report.json")
-            except SyncStudyError:
-                raise
-            except Exception:  # noqa: BLE001 - trials without evaluation have none
-                pass
+            # A trial without evaluation has no report; a report that is there but cannot be
+            # fetched is an error (it would otherwise pass for "not evaluated").
+            if tracker.has_artifact(record.run_id, f"evaluation/{TrialFiles.REPORT}"):
+                shutil.copy2(fetch(f"evaluation/{TrialFiles.REPORT}"), tmp / TrialFiles.REPORT)
         payload = read_checkpoint(tmp / "model.pt")  # weights-only load: refuse anything else
         metrics = {
             "study": tracker.study, "trial_id": record.trial_id, "mlflow_run_id": record.run_id,

@@ -117,6 +117,19 @@ def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[
     return values
 
 
+REASKS = 20  # asks for a new point before a repeat is trained after all (a used-up space)
+
+
+def _completed_with(study: optuna.Study, params: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+    """The first COMPLETE trial of `study` with exactly `params`, or None."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.params == params:
+            return t
+    return None
+
+
 def make_searcher(spec: StudySpec):  # noqa: ANN201 - a ray.tune Searcher
     """`OptunaSearch` over the spec's space and objectives, limited to `concurrency` trials."""
     from ray.tune.search import ConcurrencyLimiter
@@ -149,6 +162,23 @@ def searcher_class() -> type:
         trial is COMPLETE with finite objectives, PRUNED when the scheduler stopped it
         before its final result, and FAIL otherwise.
         """
+
+        def suggest(self, trial_id: str) -> dict | None:
+            """Optuna's next point, never one already trained to the end: a point equal to a
+            COMPLETE trial's is told that trial's values again (the same config gives the same
+            result: a seeded trainer) and the sampler is asked again, up to `REASKS` times.
+            NSGA-II's offspring repeat parents in small discrete spaces (`make demo` trained
+            one point twice)."""
+            params = super().suggest(trial_id)
+            for _ in range(REASKS):
+                ot_trial = self._ot_trials.get(trial_id)
+                done = _completed_with(self._ot_study, ot_trial.params) if ot_trial else None
+                if done is None:
+                    break
+                del self._ot_trials[trial_id]
+                self._ot_study.tell(ot_trial, done.values if len(done.values) > 1 else done.values[0])
+                params = super().suggest(trial_id)
+            return params
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             return None  # ASHA, not Optuna's pruner, stops trials early

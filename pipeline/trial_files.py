@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class TrialFiles:
     TRAIN_STATE = "train_state.pt"
     # The config files: uploaded as the run's `config/` artifacts, not with the checkpoint.
     CONFIGS = (CONFIG_YAML, CONFIG_JSON)
+    # Where each file goes in the trial's MLflow run (artifact folder; None: the run's root).
+    ARTIFACTS: ClassVar[tuple[tuple[str, str | None], ...]] = (
+        (CONFIG_YAML, "config"), (CONFIG_JSON, "config"), (MODEL, "checkpoint"),
+        (REPORT, "evaluation"), (NEURONS, "evaluation"), (HISTORY, None), (PICTURES, "pictures"),
+    )  # fmt: skip
 
     @property
     def model(self) -> Path:
