@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,5 +56,6 @@ def _load(path: Path) -> Hooks:
     if spec is None or spec.loader is None:
         raise ImportError(f"{HOOKS_ENV}={path}: not a Python file")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered first: its dataclasses look their module up
     spec.loader.exec_module(module)
     return module.HOOKS

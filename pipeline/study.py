@@ -331,7 +331,7 @@ def _reconcile(
         gaps.append(f"orphan clean-up ({exc.__class__.__name__})")
     if orphans:
         recorder.tables.drop(orphans)
-        recorder.tables.write()
+    recorder.tables.compact()  # the per-trial files → the three tables (pipeline.record.tables)
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
     # Ctrl-C: Tune stops early and saves the study; trials it ran and those it never created
     # are both missing from the ended ones.
