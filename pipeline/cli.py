@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except SyncStudyError as exc:
-        from pipeline.tracking import redact  # a URI's password never reaches the terminal
+        from pipeline.record.tracking import redact  # a URI's password never reaches the terminal
 
         print(f"syncstudy {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2

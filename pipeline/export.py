@@ -6,14 +6,15 @@ SHA256SUMS manifest. Written to a temporary folder beside the target, then renam
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.tracking import Tracker, TrialRecord
+from pipeline.record.tracking import Tracker, TrialRecord, finite
+from pipeline.spec.metrics import METRICS
+from pipeline.trial_files import TrialFiles
 from syncmodel.checkpoint import file_sha256, read_checkpoint
 from syncmodel.errors import SyncStudyError
 from syncmodel.files import ensure_folder, temp_folder
@@ -26,18 +27,9 @@ def metric_mode(metric: str, objectives: list[tuple[str, str]]) -> str:
     for name, mode in objectives:
         if name == metric:
             return mode
-    try:
-        from pipeline.metrics_catalog import METRICS
-
-        if metric in METRICS:
-            return METRICS[metric].mode
-    except ImportError:  # pragma: no cover
-        pass
+    if metric in METRICS:
+        return METRICS[metric].mode
     return "min" if metric.endswith(("loss", "_time", "instability")) else "max"
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def rank(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
@@ -91,12 +83,10 @@ def export_trial(
         with tempfile.TemporaryDirectory() as dl:
             here = Path(dl)
 
-            def fetch(artifact: str, required: bool = True) -> Path | None:
+            def fetch(artifact: str) -> Path:
                 try:
                     got = tracker.download(record.run_id, artifact, here)
                 except Exception as exc:  # noqa: BLE001 - MLflow: MlflowException, OSError, ...
-                    if not required:
-                        return None
                     cause = (str(exc).splitlines() or [""])[0][:160]
                     raise SyncStudyError(
                         f"trial {record.trial_id} (status {record.status}): its MLflow run "
@@ -105,12 +95,13 @@ def export_trial(
                 return _inside(got, here, "artifact")
 
             # copyfile, not copy2: the files get the umask's mode, not the store's
-            shutil.copyfile(fetch("checkpoint/model.pt"), tmp / "model.pt")
-            for name in ("config.yaml", "config.json"):
+            shutil.copyfile(fetch(f"checkpoint/{TrialFiles.MODEL}"), tmp / TrialFiles.MODEL)
+            for name in TrialFiles.CONFIGS:
                 shutil.copyfile(fetch(f"config/{name}"), tmp / name)
-            report = fetch("evaluation/report.json", required=False)  # trials without evaluation have none
-            if report is not None:
-                shutil.copyfile(report, tmp / "report.json")
+            # A trial without evaluation has no report; a report that is there but cannot be
+            # fetched is an error (it would otherwise pass for "not evaluated").
+            if tracker.has_artifact(record.run_id, f"evaluation/{TrialFiles.REPORT}"):
+                shutil.copyfile(fetch(f"evaluation/{TrialFiles.REPORT}"), tmp / TrialFiles.REPORT)
         payload = read_checkpoint(tmp / "model.pt")  # weights-only load: refuse anything else
         metrics = {
             "study": tracker.study, "trial_id": record.trial_id, "mlflow_run_id": record.run_id,

@@ -12,12 +12,12 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from pipeline.spec.grid import grid_values
+from pipeline.spec.types import Param, StudySpec
 from syncmodel.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
-
-    from pipeline.spec import Param, StudySpec
 
 _PLAIN = (type(None), bool, int, float, str)
 
@@ -36,12 +36,8 @@ def _encode(value: Any) -> Any:
     return value if isinstance(value, _PLAIN) else json.dumps(value, sort_keys=True)
 
 
-def decode_params(spec: StudySpec, raw: dict[str, Any]) -> dict[str, Any]:
+def decode_params(space: dict[str, Param], raw: dict[str, Any]) -> dict[str, Any]:
     """Tune's sampled values → `TrainConfig` values (JSON-encoded choices decoded)."""
-    return decode_params_from(spec.search, raw)
-
-
-def decode_params_from(space: dict[str, Param], raw: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in raw.items():
         param = space.get(name)
@@ -79,27 +75,11 @@ def distributions(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistrib
     return out
 
 
-def grid_values(spec: StudySpec) -> dict[str, list[Any]]:
-    """Every searched dimension as a finite list (the grid sampler's search space)."""
-    grid: dict[str, list[Any]] = {}
-    for name, p in searched(spec).items():
-        if p.kind == "categorical":
-            grid[name] = [_encode(c) for c in p.choices or ()]
-        elif p.kind == "int" and not p.log:
-            step = int(p.step) if p.step else 1
-            grid[name] = list(range(int(p.low), int(p.high) + 1, step))
-        elif p.step:
-            n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
-            grid[name] = [round(p.low + i * p.step, 12) for i in range(n)]
-        else:
-            raise ConfigError(
-                f"search.{name}", "the grid sampler needs choices or a step for every range"
-            )
-    return grid
-
-
-def grid_size(spec: StudySpec) -> int:
-    return math.prod(len(v) for v in grid_values(spec).values())
+def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
+    """The grid sampler's search space: every searched dimension's points
+    (`pipeline.spec.grid.grid_values`, the count `validate` checks), encoded as Tune carries
+    them."""
+    return {name: [_encode(v) for v in grid_values(p)] for name, p in searched(spec).items()}
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
@@ -112,13 +92,15 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
         # multivariate TPE models the coupling between lambda_focus, coupling_K and epsilon
         return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True)
     if s.name == "nsga2":
-        # A population of about a quarter of the budget gives small studies a few generations.
-        population = min(50, max(2, spec.concurrency, spec.samples // 4))
+        population = s.population_size
+        if population is None:
+            # A population of about a quarter of the budget gives small studies a few generations.
+            population = min(50, max(2, spec.concurrency, spec.samples // 4))
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.name == "grid":
-        return optuna.samplers.GridSampler(grid_values(spec), seed=s.seed)
+        return optuna.samplers.GridSampler(grid_space(spec), seed=s.seed)
     raise ConfigError("sampler.name", f"unknown sampler {s.name!r}; known: grid, nsga2, random, tpe")
 
 
@@ -133,6 +115,19 @@ def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[
             return None
         values.append(float(v))
     return values
+
+
+REASKS = 20  # asks for a new point before a repeat is trained after all (a used-up space)
+
+
+def _completed_with(study: optuna.Study, params: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+    """The first COMPLETE trial of `study` with exactly `params`, or None."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.params == params:
+            return t
+    return None
 
 
 def make_searcher(spec: StudySpec):  # noqa: ANN201 - a ray.tune Searcher
@@ -159,7 +154,7 @@ def searcher_class() -> type:
     from ray.tune.search.optuna import OptunaSearch
 
     class _StudySearcher(OptunaSearch):
-        """OptunaSearch told only final results (see module docstring of pipeline.runner).
+        """OptunaSearch told only final results (see pipeline.study).
 
         Ray's OptunaSearch reports every intermediate result to Optuna (`result[metric]`, a
         KeyError for metrics known only at the end) and tells Optuna a multi-objective trial
@@ -167,6 +162,23 @@ def searcher_class() -> type:
         trial is COMPLETE with finite objectives, PRUNED when the scheduler stopped it
         before its final result, and FAIL otherwise.
         """
+
+        def suggest(self, trial_id: str) -> dict | None:
+            """Optuna's next point, never one already trained to the end: a point equal to a
+            COMPLETE trial's is told that trial's values again (the same config gives the same
+            result: a seeded trainer) and the sampler is asked again, up to `REASKS` times.
+            NSGA-II's offspring repeat parents in small discrete spaces (`make demo` trained
+            one point twice)."""
+            params = super().suggest(trial_id)
+            for _ in range(REASKS):
+                ot_trial = self._ot_trials.get(trial_id)
+                done = _completed_with(self._ot_study, ot_trial.params) if ot_trial else None
+                if done is None:
+                    break
+                del self._ot_trials[trial_id]
+                self._ot_study.tell(ot_trial, done.values if len(done.values) > 1 else done.values[0])
+                params = super().suggest(trial_id)
+            return params
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             return None  # ASHA, not Optuna's pruner, stops trials early

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import search
-from pipeline.runner import SPEC_FILE, storage_of, target_of
-from pipeline.tracking import Tracker, TrackingTarget, check_target, resolve_target, sqlite_path
+from pipeline.paths import SPEC_FILE, storage_of, target_of
+from pipeline.record.tracking import (
+    Tracker,
+    TrackingTarget,
+    check_target,
+    resolve_target,
+    sqlite_path,
+)
+from pipeline.spec import load_spec
+from pipeline.spec.sections import NAME_RE
 from syncmodel.errors import SyncStudyError
 
 
@@ -70,13 +78,9 @@ def locate_study(
 ) -> StudyRef:
     """A study from its spec file, or from `--study NAME`: ./runs/NAME (whose resolved spec
     names the tracking store), or the experiment NAME in `--tracking-uri`."""
-    from pipeline.spec import load_spec
-
     if spec_path:
         spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri})
     elif study:
-        from pipeline.spec_sections import NAME_RE
-
         if not NAME_RE.match(study):
             # a study name is a folder name under runs/: nothing that climbs out of it
             raise SyncStudyError(f"--study {study!r}: not a study name (a-z 0-9 _ -, first a letter or digit)")

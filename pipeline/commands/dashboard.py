@@ -30,12 +30,12 @@ def command(uri: str, host: str, port: int) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.commands._study import locate_study, open_study
-    from pipeline.spec import redact_uri
+    from pipeline.redact import redact
 
     ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=args.smoke)
     open_study(ref)
     if ref.target.uri.startswith(("http://", "https://")):
-        print(f"study {ref.name!r} is tracked on an MLflow server: open {redact_uri(ref.target.uri)}")
+        print(f"study {ref.name!r} is tracked on an MLflow server: open {redact(ref.target.uri)}")
         return 0
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {args.host}: anyone who can reach it can read the study", file=sys.stderr)

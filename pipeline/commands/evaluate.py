@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epsilon",
         type=float,
         default=None,
-        help="Sync radius for the modules (default: the checkpoint's epsilon)",
+        help="Sync radius for the modules (default: the one training ended with, annealed if epsilon_final is set)",
     )
     parser.add_argument("--mdl", action="store_true", help="choose the Sync radius by MDL instead")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNGs")
@@ -55,10 +55,10 @@ def _finite(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import evaluate_into
     from syncmodel.checkpoint import load_checkpoint
     from syncmodel.config import check_device
     from syncmodel.data import load_data
-    from syncmodel.evaluation import evaluate
     from syncmodel.files import ensure_folder
     from syncmodel.nets import default_layers
     from syncmodel.training import resolve_device
@@ -83,17 +83,14 @@ def run(args: argparse.Namespace) -> int:
         )
     layers = args.layers or meta.get("layers") or config.layers or default_layers(config.backbone)
     out = ensure_folder(args.out.resolve(), f"--out {args.out}")
-    report, neurons = evaluate(
-        model.to(device),
-        data,
-        list(layers),
-        max_images=args.max_images,
-        epsilon=config.epsilon if args.epsilon is None else args.epsilon,
-        mdl=args.mdl,
-        picture_dir=None if args.no_pictures else out,
-    )
+    # The epsilon the model ended training with (annealed when epsilon_final is set), as in
+    # every trial of a study: pipeline.evaluation is the one evaluation both run.
+    report, neurons = evaluate_into(
+        out, model.to(device), data, list(layers), config,
+        max_images=args.max_images, picture_dir=None if args.no_pictures else out,
+        epsilon=args.epsilon, mdl=args.mdl,
+    )  # fmt: skip
     report = {k: _finite(v) for k, v in report.items()}
-    _write(out, report, neurons)
     if args.json:
         print(json.dumps(report))
     else:
@@ -107,13 +104,3 @@ def run(args: argparse.Namespace) -> int:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _write(out: Path, report: dict[str, Any], neurons: Any) -> None:
-    import pyarrow.parquet as pq
-
-    from syncmodel.files import atomic_write
-
-    text = json.dumps(report, indent=2)
-    atomic_write(out / "report.json", lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out / "neurons.parquet", lambda tmp: pq.write_table(neurons, tmp))

@@ -21,8 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.runner import print_summary, run_study
-    from pipeline.spec import load_spec, redact_uri
+    from pipeline.redact import redact
+    from pipeline.spec import load_spec
+    from pipeline.study import print_summary, run_study
 
     spec = load_spec(
         args.spec,
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     )
     outcome = run_study(spec, resume=args.resume, address=args.address, quiet=args.quiet)
     outcome.target = type(outcome.target)(
-        redact_uri(outcome.target.uri) or "", outcome.target.experiment, outcome.target.artifact_location
+        redact(outcome.target.uri) or "", outcome.target.experiment, outcome.target.artifact_location
     )
     print_summary(spec, outcome)
     if outcome.unfinished:

@@ -10,13 +10,13 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.redact import redact
 from pipeline.spec import (
     StudySpec,
     check_fits_local,
     describe,
     grid_size,
     load_spec,
-    redact_uri,
     spec_to_dict,
 )
 from syncmodel.errors import SyncStudyError
@@ -55,7 +55,7 @@ def summary(spec: StudySpec, path: Path) -> str:
         f"asha on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}"
     )
     r = spec.resources
-    tracking = redact_uri(spec.tracking.uri_source or spec.tracking.uri) or (
+    tracking = redact(spec.tracking.uri_source or spec.tracking.uri) or (
         f"sqlite:///{spec.storage}/mlflow.db (default)"
     )
     try:

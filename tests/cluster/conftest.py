@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.services import (
+from deploy.services import (
     MlflowServer,
     Postgres,
     ServiceError,

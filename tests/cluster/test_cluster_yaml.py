@@ -15,7 +15,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from pipeline.services import build_parser
+from deploy.services import build_parser
 
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
@@ -87,8 +87,8 @@ def test_nothing_but_ssh_is_opened_and_dashboard_stays_on_loopback(raw: dict[str
 
 
 def test_head_runs_mlflow_on_postgres_and_workers_get_its_uri(raw: dict[str, Any]) -> None:
-    (services,) = [c for c in raw["head_start_ray_commands"] if "pipeline.services" in c]
-    argv = shlex.split(services.split("pipeline.services", 1)[1])
+    (services,) = [c for c in raw["head_start_ray_commands"] if "deploy.services" in c]
+    argv = shlex.split(services.split("deploy.services", 1)[1])
     args = build_parser().parse_args(argv)  # the line is one our CLI accepts
     assert args.command == "up" and args.port == 5000
     worker_start = " ".join(raw["worker_start_ray_commands"])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.services import main as services_main
-from pipeline.services import read_or_create_password
+from deploy.services import main as services_main
+from deploy.services import read_or_create_password
 
 pytestmark = pytest.mark.cluster
 

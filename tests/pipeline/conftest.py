@@ -14,6 +14,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The fault injection (tests/pipeline/faults.py) in the product's test seam (pipeline.hooks):
+# set before any driver or Ray starts, so that every process of the tests inherits it.
+os.environ.setdefault("SYNCSTUDY_HOOKS", str(Path(__file__).with_name("faults.py")))
 DIGITS = ROOT / "studies" / "digits.yaml"
 
 
@@ -22,7 +26,7 @@ def ray_cluster() -> str:
     """A local Ray shared by the in-process tests; returns its address."""
     import ray
 
-    from pipeline.runner import private_token
+    from pipeline.ray_local import private_token
 
     if not ray.is_initialized():
         private_token()

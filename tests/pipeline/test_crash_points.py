@@ -1,4 +1,4 @@
-"""The driver SIGKILLed at three points (SYNCSTUDY_CRASH_AT, pipeline.faults): before the first
+"""The driver SIGKILLed at three points (SYNCSTUDY_CRASH_AT, tests/pipeline/faults.py): before the first
 result, mid-study after a recorded trial, and while a trial's checkpoint is being written.
 `launch --resume` finishes each study: every trial once in MLflow and in the tables, each
 epoch logged once, and the Optuna searcher keeps the trials the dead driver finished."""
@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
+from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
 SAMPLES, EPOCHS = 3, 2
 
@@ -56,8 +56,10 @@ def test_sigkill_then_resume(
     finally:
         _kill_group(proc)
     assert proc.returncode == -signal.SIGKILL and marker.exists(), out
-    before = pq.read_table(storage / "trials.parquet").to_pylist() if (storage / "trials.parquet").exists() else []
-    finished_before = {r["trial_id"]: r for r in before}
+    from pipeline.record.tables import StudyTables  # the killed driver's per-trial parts
+
+    before = [r for r in StudyTables(storage).trials.values() if r.status != "running"]
+    finished_before = {r.trial_id: r for r in before}
     assert len(finished_before) == (1 if point.startswith("after_trial") else 0), before
 
     monkeypatch.setenv("SYNCSTUDY_TEST_DIR", str(marks))  # the trials' start events; no crash now

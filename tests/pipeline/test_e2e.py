@@ -14,7 +14,14 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline import cli
-from pipeline.tracking import EPOCH_PREFIX, TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL, param_str
+from pipeline.record.tracking import (
+    EPOCH_PREFIX,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    param_str,
+)
 
 DIGITS = Path(__file__).resolve().parents[2] / "studies" / "digits.yaml"
 

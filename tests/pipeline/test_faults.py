@@ -1,4 +1,4 @@
-"""Trial faults injected with SYNCSTUDY_FAULT (pipeline.faults): an exception, a non-finite
+"""Trial faults injected with SYNCSTUDY_FAULT (tests/pipeline/faults.py): an exception, a non-finite
 loss, CUDA and host out-of-memory errors and a killed trial process are each recorded with
 their status and error in MLflow and trials.parquet, retried from the trial's last checkpoint
 (spec `retries`), and the study finishes the other trials."""

@@ -134,7 +134,7 @@ def test_export_refuses_an_artifact_that_lands_outside_its_download_folder(tmp_p
     """A store answering with a path outside the download folder (a crafted artifact name
     such as ../../x) is refused, and no export folder or temporary folder is left."""
     from pipeline.export import export_trial
-    from pipeline.tracking import TrialRecord
+    from pipeline.record.tracking import TrialRecord
 
     outside = tmp_path / "elsewhere" / "model.pt"
     outside.parent.mkdir()

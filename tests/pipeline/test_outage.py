@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 
-from pipeline.services import free_port, start_mlflow_server
-from pipeline.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
+from deploy.services import free_port, start_mlflow_server
+from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
 SAMPLES = 3
 
@@ -92,12 +92,12 @@ class _NotMlflow(http.server.BaseHTTPRequestHandler):
 def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
     kind: str, tmp_path: Path, digits_spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline import cli, runner
+    from pipeline import cli, study
 
     def refuse(*_a: object, **_k: object) -> None:
         raise AssertionError("Ray must not start")
 
-    monkeypatch.setattr(runner, "ray_session", refuse)
+    monkeypatch.setattr(study, "ray_session", refuse)
     server = None
     if kind == "closed port":
         uri = f"http://127.0.0.1:{free_port()}"

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import cli, services
+from deploy import services
+from pipeline import cli
 from pipeline.commands import dashboard
 
 SECRET = "s3cr3t-Pa55-0f-the-db"
@@ -33,7 +34,7 @@ def test_servers_bind_to_loopback_by_default() -> None:
 _PROBE = r"""
 import json, os, subprocess, sys
 import ray
-from pipeline.runner import ray_session
+from pipeline.ray_local import ray_session
 
 code = '''
 import sys
@@ -66,7 +67,7 @@ print(json.dumps(out))
 
 
 def test_the_local_ray_refuses_clients_without_its_token(tmp_path: Path) -> None:
-    """`launch` without --address starts Ray through `runner.ray_session`: token
+    """`launch` without --address starts Ray through `pipeline.ray_local.ray_session`: token
     authentication on, with a token of its own (not the one in ~/.ray shared by every
     process of this user)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS")}

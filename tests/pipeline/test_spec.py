@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline import cli
-from pipeline.metrics_catalog import METRICS
+from pipeline.redact import redact
 from pipeline.spec import (
     SpecError,
     StudySpec,
@@ -21,10 +21,10 @@ from pipeline.spec import (
     grid_size,
     grid_values,
     load_spec,
-    redact_uri,
     spec_to_dict,
 )
-from pipeline.spec_yaml import StrictLoader
+from pipeline.spec.metrics import METRICS
+from pipeline.spec.reading import StrictLoader
 from syncmodel.catalog import known_names
 
 ROOT = Path(__file__).parents[2]
@@ -222,7 +222,7 @@ def test_env_reference_in_tracking_uri(tmp_path: Path, monkeypatch: pytest.Monke
     spec = load_spec(path)
     assert spec.tracking.uri == "postgresql://mlflow:s3cret@db/mlflow"  # what MLflow gets
     assert "s3cret" not in str(spec_to_dict(spec))  # what is written next to results
-    assert redact_uri(spec.tracking.uri) == "postgresql://mlflow:***@db/mlflow"
+    assert redact(spec.tracking.uri) == "postgresql://mlflow:***@db/mlflow"
 
 
 def test_asha_resolves_its_metric(tmp_path: Path) -> None:
@@ -298,7 +298,7 @@ def test_merge_keys_and_bom(tmp_path: Path) -> None:
 
 
 def test_reference_documents_every_key() -> None:
-    from pipeline.spec_sections import TOP_KEYS
+    from pipeline.spec.sections import TOP_KEYS
     from syncmodel.config import TrainConfig
 
     doc = (ROOT / "docs" / "spec.md").read_text()

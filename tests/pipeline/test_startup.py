@@ -1,6 +1,6 @@
 """The local Ray `launch` starts: trial actors start in the workers Ray prestarted, with the
 trial's modules already imported (docs/benchmarks.md, pipeline overhead). Run in a fresh
-process: the test session's own Ray is not started through `runner.ray_session`."""
+process: the test session's own Ray is not started through `pipeline.ray_local.ray_session`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _PROBE = r"""
 import json, os, sys, time
 import ray
 from ray.tune.execution.class_cache import _ActorClassCache
-from pipeline.runner import _actors_in_prestarted_workers, ray_session
+from pipeline.ray_local import actors_in_prestarted_workers, ray_session
 
 class Probe:
     def info(self):
@@ -33,7 +33,7 @@ def idle_workers():
 
 with ray_session(None, 2, preload=("wave",)) as local:
     assert local
-    _actors_in_prestarted_workers()  # as run_study does, once Ray is up
+    actors_in_prestarted_workers()  # as run_study does, once Ray is up
     deadline = time.time() + 120
     while len(idle_workers()) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -48,7 +48,7 @@ print(json.dumps({"idle": idle, **info}))
 def test_trial_actors_start_in_prestarted_preloaded_workers(tmp_path: Path) -> None:
     """Tune gives each trainable actor a runtime env (PL_DISABLE_FORK); unlike the prestarted
     workers' that made Ray start a new worker for the first trial (seconds). `ray_session`
-    moves the variable into the local Ray's environment, `_actors_in_prestarted_workers`
+    moves the variable into the local Ray's environment, `actors_in_prestarted_workers`
     drops Tune's copy."""
     drop = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS", "PL_DISABLE_FORK")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("AWS_")}

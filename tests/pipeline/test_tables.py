@@ -1,4 +1,4 @@
-"""pipeline.tables: keyed upserts (a replayed trial never duplicates a row), typed columns,
+"""pipeline.record.tables: keyed upserts (a replayed trial never duplicates a row), typed columns,
 atomic writes, round trips through Parquet."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.tables import HISTORY, NEURONS, TRIAL_COLUMNS, TRIALS, StudyTables, TrialRow
+from pipeline.record.tables import HISTORY, NEURONS, TRIAL_COLUMNS, TRIALS, StudyTables, TrialRow
 
 
 def _row(tid: str, acc: float = 0.5, status: str = "ok") -> TrialRow:
@@ -28,6 +28,7 @@ def test_upserts_are_keyed_and_round_trip(tmp_path: Path) -> None:
     tables.upsert_history("a", [{"epoch": 2, "val_acc": 0.3}])
     tables.set_neurons("a", pa.table({"layer": ["f"], "neuron": [0], "module": [1]}))
     tables.write()
+    tables.compact()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     trials = pq.read_table(tmp_path / TRIALS)
@@ -49,6 +50,7 @@ def test_upserts_are_keyed_and_round_trip(tmp_path: Path) -> None:
     again.upsert_trial(_row("c"))
     again.drop(["b"])
     again.write()
+    again.compact()
     assert pq.read_table(tmp_path / TRIALS).column("trial_id").to_pylist() == ["a", "c"]
     assert sorted(pq.read_table(tmp_path / NEURONS).column("trial_id").to_pylist()) == ["a"]
 
@@ -58,6 +60,29 @@ def test_metric_columns_are_the_union_with_nulls(tmp_path: Path) -> None:
     tables.upsert_trial(_row("a"))
     tables.upsert_trial(TrialRow("b", "error", {"lr": 0.1}, {}, error="RuntimeError: boom"))
     tables.write()
+    tables.compact()
     rows = pq.read_table(tmp_path / TRIALS).to_pylist()
     assert rows[1]["metrics.test_acc"] is None and rows[1]["error"] == "RuntimeError: boom"
     assert rows[1]["params.epochs"] is None
+
+
+def test_a_trial_write_touches_only_its_own_files(tmp_path: Path) -> None:
+    """Per-trial parts: writing trial c leaves a's and b's files as they were, and a driver
+    that never compacted (killed) leaves everything readable to the next one."""
+    tables = StudyTables(tmp_path)
+    for tid in ("a", "b"):
+        tables.upsert_trial(_row(tid))
+        tables.upsert_history(tid, [{"epoch": 1, "val_acc": 0.2}])
+    tables.write()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "parts").rglob("*.parquet")}
+    tables.upsert_trial(_row("c"))
+    tables.write()
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "parts").rglob("*.parquet")}
+    assert {p: after[p] for p in before} == before
+    assert set(after) - set(before) == {tmp_path / "parts" / "trials" / "c.parquet"}
+    assert not (tmp_path / TRIALS).exists()  # nothing whole rewritten per trial
+    again = StudyTables(tmp_path)
+    assert sorted(again.trials) == ["a", "b", "c"] and again.history["b"][1]["val_acc"] == 0.2
+    again.compact()
+    assert pq.read_table(tmp_path / TRIALS).column("trial_id").to_pylist() == ["a", "b", "c"]
+    assert not (tmp_path / "parts").exists()

@@ -1,4 +1,4 @@
-"""pipeline.tracking: runs are found before they are created, epochs and final results are
+"""pipeline.record.tracking: runs are found before they are created, epochs and final results are
 written once, and a bad tracking URI fails in seconds with the URI in the message."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.tracking import (
+from pipeline.record.tracking import (
     EPOCH_PREFIX,
     TAG_STATUS,
     Tracker,

@@ -1,6 +1,5 @@
-"""Study spec YAML → typed, validated objects: the one place where user errors are found.
+"""Study spec YAML → a checked `StudySpec`, and the resolved spec back to YAML.
 
-CONTRACT (the types below are fixed; other modules code against them):
     load_spec(path, *, smoke=False, overrides=None) -> StudySpec
 raises `SpecError` (a `syncmodel.errors.ConfigError` that names the file and the field, like
 `search.coupling_K.low`) on any problem, before anything is started. docs/spec.md is the
@@ -10,112 +9,16 @@ reference of every key.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
-from pipeline.spec_yaml import SpecError, error_message, read_yaml
-from syncmodel.config import TrainConfig
+from pipeline.spec.reading import SpecError, error_message, read_yaml
+from pipeline.spec.sections import SMOKE_KEYS, build, mapping
+from pipeline.spec.types import Param, StudySpec
 from syncmodel.errors import ConfigError
-
-__all__ = [
-    "Param", "Objective", "SamplerSpec", "SchedulerSpec", "Resources", "TrackingSpec",
-    "EvaluationSpec", "StudySpec", "SpecError", "load_spec", "spec_to_dict", "dump_resolved",
-    "check_fits_local", "redact_uri", "describe", "grid_values", "grid_size",
-]
-
-
-@dataclass(frozen=True)
-class Param:
-    """One search-space dimension over a `TrainConfig` field."""
-
-    name: str  # a TrainConfig field name
-    kind: str  # "float" | "int" | "categorical" | "fixed"
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None  # int / float quantisation (grid sampler uses it); None: int → 1
-    choices: tuple[Any, ...] | None = None  # categorical
-    value: Any = None  # fixed
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str  # a metric a trial reports (pipeline.metrics_catalog), e.g. "test_acc"
-    mode: str  # "max" | "min"
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    name: str = "tpe"  # tpe | nsga2 | random | grid
-    seed: int | None = 0
-    n_startup_trials: int | None = None  # TPE (None → Optuna's default)
-    population_size: int | None = None  # NSGA-II (None → Optuna's default, 50)
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    name: str = "none"  # none | asha
-    grace_period: int = 1
-    reduction_factor: float = 2.0
-    metric: str | None = None  # ASHA's rung metric (per-epoch); always set once resolved
-    mode: str = "max"
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpu: float = 1.0
-    gpu: float = 0.0  # fractional allowed: 0.25 packs four trials per GPU
-
-
-@dataclass(frozen=True)
-class TrackingSpec:
-    uri: str | None = None  # None → sqlite:///<storage>/mlflow.db (absolute); ${VAR}s expanded
-    experiment: str | None = None  # None → the study name
-    artifact_location: str | None = None  # None → <storage>/mlartifacts (local store only)
-    uri_source: str | None = None  # the uri as written, when it held ${VAR}s (safe to log)
-
-
-@dataclass(frozen=True)
-class EvaluationSpec:
-    """Interpretability evaluation after each trial (syncmodel.evaluate)."""
-
-    enabled: bool = True
-    max_images: int = 1000
-    pictures: bool = True
-
-
-@dataclass
-class StudySpec:
-    name: str
-    train: TrainConfig  # the fixed part of every trial's config
-    search: dict[str, Param] = field(default_factory=dict)
-    objectives: list[Objective] = field(default_factory=list)
-    sampler: SamplerSpec = field(default_factory=SamplerSpec)
-    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
-    samples: int = 8
-    concurrency: int = 1
-    resources: Resources = field(default_factory=Resources)
-    tracking: TrackingSpec = field(default_factory=TrackingSpec)
-    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
-    storage: str | None = None  # None → ./runs/<name> (absolute once resolved)
-    retries: int = 0  # re-runs of a failed trial from its last checkpoint
-    source: Path | None = None  # the file it was read from
-    smoke: bool = False  # the smoke form was applied
-    description: str = ""
-
-    def trial_config(self, params: dict[str, Any]) -> TrainConfig:
-        """The full config of one trial: the fixed part with the sampled params applied."""
-        return TrainConfig.from_dict({**self.train.to_dict(), **params})
-
-    def primary(self) -> Objective:
-        return self.objectives[0]
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -135,8 +38,6 @@ def load_spec(
     unset command-line flag). `check_data=False` skips the check that a file-based data set's
     folder exists on this machine (a cluster launch: the data is on the workers).
     """
-    from pipeline.spec_sections import SMOKE_KEYS, build, mapping
-
     doc = read_yaml(path)
     try:
         if not isinstance(doc, dict):
@@ -212,57 +113,6 @@ def _blame(
 
 
 # --------------------------------------------------------------------------- helpers for others
-
-
-def grid_values(p: Param, limit: int = 10_000) -> list[Any]:
-    """The finite set of values of a dimension (grid sampler); ConfigError if it has none."""
-    if p.kind == "categorical":
-        return list(p.choices or ())
-    if p.kind == "fixed":
-        return [p.value]
-    if p.kind == "float" and p.step is None:
-        raise ConfigError(f"search.{p.name}", "the grid sampler needs a finite set: give step, or choices")
-    assert p.low is not None and p.high is not None
-    step = p.step if p.step is not None else 1
-    n = int(round((p.high - p.low) / step)) + 1
-    if n > limit:
-        raise ConfigError(f"search.{p.name}", f"{n} grid points; at most {limit}")
-    if p.kind == "int":
-        return [int(p.low + i * step) for i in range(n)]
-    return [round(p.low + i * step, 12) for i in range(n)]
-
-
-def grid_size(spec: StudySpec) -> int:
-    return math.prod(len(grid_values(p)) for p in spec.search.values())
-
-
-def describe(p: Param) -> str:
-    """One short line for a dimension: `float [0.001, 1] log`, `choice a | b`, `fixed 0.002`."""
-    if p.kind == "fixed":
-        return f"fixed   {p.value!r}"
-    if p.kind == "categorical":
-        return "choice  " + " | ".join(str(c) for c in p.choices or ())
-    text = f"{p.kind:<7} [{p.low:g}, {p.high:g}]"
-    if p.log:
-        text += " log"
-    if p.step is not None:
-        text += f" step {p.step:g}"
-    return text
-
-
-def redact_uri(uri: str | None) -> str | None:
-    """`uri` with any password replaced by ***: what logs and printed summaries show."""
-    if not uri:
-        return uri
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.partition(":")[0]
-        return parts._replace(netloc=f"{user}:***@{host}").geturl()
-    return uri
 
 
 def check_fits_local(spec: StudySpec) -> None:

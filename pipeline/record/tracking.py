@@ -14,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.redact import redact
+from pipeline.trial_files import TrialFiles
 from syncmodel.errors import SyncStudyError
 
 TAG_STUDY = "syncstudy.study"
@@ -63,15 +64,6 @@ _OUTAGE_SIGNS = (
     "Name or service not known", "too many 5", "Bad Gateway", "Service Unavailable",
     "Gateway Timeout", "unable to open database",
 )  # fmt: skip
-
-
-# scheme://user:PASSWORD@ in any text (ours, or a driver's error message quoting the URI).
-_CREDENTIALS = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@:\s'\"]*):[^@/\s'\"]+@")
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URI in it replaced by ***."""
-    return _CREDENTIALS.sub(r"\g<head>:***@", text)
 
 
 class TrackingError(SyncStudyError):
@@ -600,6 +592,11 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
 
+    def has_artifact(self, run_id: str, artifact_path: str) -> bool:
+        """Whether the run lists the file `artifact_path` (errors asking the store propagate)."""
+        folder = artifact_path.rpartition("/")[0] or None
+        return any(a.path == artifact_path for a in self.client.list_artifacts(run_id, folder))
+
     def register(self, run_id: str, name: str, artifact_path: str = "checkpoint") -> str:
         """Register the run's checkpoint folder as a new version of model `name`."""
         from mlflow.exceptions import MlflowException
@@ -619,17 +616,6 @@ class Tracker:
 
 # Where a trial's files go in its child run: (file or folder in the trial's final checkpoint,
 # artifact folder). Used by the driver (from Tune's storage) and by a trial uploading its own.
-ARTIFACT_LAYOUT: tuple[tuple[str, str | None], ...] = (
-    ("config.yaml", "config"),
-    ("config.json", "config"),
-    ("model.pt", "checkpoint"),
-    ("report.json", "evaluation"),
-    ("neurons.parquet", "evaluation"),
-    ("history.json", None),
-    ("pictures", "pictures"),
-)
-
-
 def _run_filter(study: str, role: str, trial_id: str | None = None) -> str:
     """MLflow's filter for a study's runs of one role (study, trial), or one trial's run."""
     flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = '{role}'"
@@ -651,8 +637,8 @@ def _log_files(client: Any, run_id: str, files: Iterable[tuple[Path, str | None]
 
 
 def artifact_files(folder: Path) -> list[tuple[Path, str | None]]:
-    """The `ARTIFACT_LAYOUT` entries present in `folder`."""
-    return [(folder / name, dest) for name, dest in ARTIFACT_LAYOUT if (folder / name).exists()]
+    """(path, artifact folder) of the `TrialFiles.ARTIFACTS` present in `folder`."""
+    return [(folder / name, dest) for name, dest in TrialFiles.ARTIFACTS if (folder / name).exists()]
 
 
 def is_remote(uri: str) -> bool:

@@ -5,15 +5,17 @@
 - neurons.parquet: evaluate()'s neuron table of every evaluated trial, keyed by trial_id.
 
 Every write is an upsert by key, so replaying a trial (a resumed study) never duplicates a
-row. Schemas: docs/pipeline.md.
+row; during a study each trial is written to files of its own, compacted at the end
+(`StudyTables`). Schemas: docs/pipeline.md.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from syncmodel.files import atomic_write
 TRIALS = "trials.parquet"
 HISTORY = "history.parquet"
 NEURONS = "neurons.parquet"
+PARTS = "parts"  # per-trial files until the study compacts them (StudyTables)
 
 PARAM_PREFIX = "params."
 METRIC_PREFIX = "metrics."
@@ -55,7 +58,6 @@ class TrialRow:
     node_id: str | None = None
     start_time: float | None = None  # seconds since the epoch
     end_time: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _param_value(v: Any) -> Any:
@@ -139,28 +141,34 @@ def write_table(table: pa.Table, path: Path) -> Path:
 
 
 class StudyTables:
-    """In-memory view of a study's three tables, loaded from and written to `storage`."""
+    """A study's three tables: kept in memory, written per trial, compacted at the end.
+
+    During a study each `write()` writes only the trials changed since the last one, one
+    file per trial and table (`<storage>/parts/<table>/<trial_id>.parquet`, atomically), so
+    a trial's bookkeeping costs the same at trial 5 and trial 5,000 (bench/bookkeeping.py).
+    `compact()` (the study's end: pipeline.study) writes the three whole tables from memory
+    and removes the parts. Loading reads the whole tables, then the parts over them: a driver
+    killed before its compaction loses nothing, and the next one compacts.
+    """
 
     def __init__(self, storage: str | Path):
         self.storage = Path(storage)
         self.trials: dict[str, TrialRow] = {}
         self.history: dict[str, dict[int, dict[str, float]]] = {}
         self.neurons: dict[str, pa.Table] = {}
+        self._dirty: set[str] = set()
         self._load()
+
+    def _part(self, table: str, trial_id: str) -> Path:
+        return self.storage / PARTS / table / f"{trial_id}.parquet"
 
     def _load(self) -> None:
         path = self.storage / TRIALS
         if path.is_file():
-            for rec in pq.read_table(path).to_pylist():
-                row = _row_from_record(rec)
-                self.trials[row.trial_id] = row
+            self._load_trials(pq.read_table(path))
         path = self.storage / HISTORY
         if path.is_file():
-            for rec in pq.read_table(path).to_pylist():
-                tid, ep = rec.pop("trial_id"), int(rec.pop("epoch"))
-                self.history.setdefault(tid, {})[ep] = {
-                    "epoch": ep, **{k: v for k, v in rec.items() if v is not None}
-                }
+            self._load_history(pq.read_table(path))
         path = self.storage / NEURONS
         if path.is_file():
             table = pq.read_table(path)
@@ -168,25 +176,66 @@ class StudyTables:
             for tid in dict.fromkeys(ids):
                 mask = pa.array([i == tid for i in ids])
                 self.neurons[tid] = table.filter(mask).drop_columns(["trial_id"])
+        parts = self.storage / PARTS
+        for file in sorted((parts / "trials").glob("*.parquet")):
+            self._load_trials(pq.read_table(file))
+        for file in sorted((parts / "history").glob("*.parquet")):
+            self.history.pop(file.stem, None)
+            self._load_history(pq.read_table(file))
+        for file in sorted((parts / "neurons").glob("*.parquet")):
+            self.neurons[file.stem] = pq.read_table(file)
+
+    def _load_trials(self, table: pa.Table) -> None:
+        for rec in table.to_pylist():
+            row = _row_from_record(rec)
+            self.trials[row.trial_id] = row
+
+    def _load_history(self, table: pa.Table) -> None:
+        for rec in table.to_pylist():
+            tid, ep = rec.pop("trial_id"), int(rec.pop("epoch"))
+            self.history.setdefault(tid, {})[ep] = {"epoch": ep, **{k: v for k, v in rec.items() if v is not None}}
 
     def upsert_trial(self, row: TrialRow) -> None:
         self.trials[row.trial_id] = row
+        self._dirty.add(row.trial_id)
 
     def upsert_history(self, trial_id: str, records: Iterable[dict[str, float]]) -> None:
         per_epoch = self.history.setdefault(trial_id, {})
         for rec in records:
             per_epoch[int(rec["epoch"])] = dict(rec)
+        self._dirty.add(trial_id)
 
     def set_neurons(self, trial_id: str, table: pa.Table) -> None:
         self.neurons[trial_id] = table.drop_columns([c for c in ("trial_id",) if c in table.column_names])
+        self._dirty.add(trial_id)
 
     def drop(self, trial_ids: Iterable[str]) -> None:
         for tid in trial_ids:
             self.trials.pop(tid, None)
             self.history.pop(tid, None)
             self.neurons.pop(tid, None)
+            self._dirty.discard(tid)
+            for table in ("trials", "history", "neurons"):
+                self._part(table, tid).unlink(missing_ok=True)
 
     def write(self) -> None:
+        """The changed trials' part files (the cost of one trial, whatever the study's size)."""
+        for tid in sorted(self._dirty):
+            if tid in self.trials:
+                self._write_part("trials", tid, trials_table([self.trials[tid]]))
+            if tid in self.history:
+                self._write_part("history", tid, history_table({tid: self.history[tid]}))
+            if tid in self.neurons:
+                self._write_part("neurons", tid, self.neurons[tid])
+        self._dirty.clear()
+
+    def _write_part(self, table: str, trial_id: str, data: pa.Table) -> None:
+        path = self._part(table, trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_table(data, path)
+
+    def compact(self) -> None:
+        """The three whole tables from memory (each atomically), then the parts removed."""
         self.storage.mkdir(parents=True, exist_ok=True)
         write_table(trials_table(self.trials.values()), self.storage / TRIALS)
         write_table(history_table(self.history), self.storage / HISTORY)
@@ -197,6 +246,10 @@ class StudyTables:
                 parts.append(t.add_column(0, "trial_id", pa.array([tid] * t.num_rows, pa.string())))
             table = pa.concat_tables(parts, promote_options="permissive")
             write_table(table, self.storage / NEURONS)
+        else:
+            (self.storage / NEURONS).unlink(missing_ok=True)
+        self._dirty.clear()
+        shutil.rmtree(self.storage / PARTS, ignore_errors=True)
 
 
 def _row_from_record(rec: dict[str, Any]) -> TrialRow:
@@ -219,11 +272,3 @@ def _row_from_record(rec: dict[str, Any]) -> TrialRow:
         start_time=seconds(rec.get("start_time")),
         end_time=seconds(rec.get("end_time")),
     )
-
-
-def read_trials(storage: str | Path) -> pa.Table:
-    return pq.read_table(Path(storage) / TRIALS)
-
-
-def read_history(storage: str | Path) -> pa.Table:
-    return pq.read_table(Path(storage) / HISTORY)

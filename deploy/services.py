@@ -8,8 +8,8 @@ From Python::
 
 From a shell (what `cluster.yaml` runs on the head; `down` stops both)::
 
-    python -m pipeline.services up --root ~/syncstudy-services --host 0.0.0.0 --port 5000
-    python -m pipeline.services down --root ~/syncstudy-services
+    python -m deploy.services up --root ~/syncstudy-services --host 0.0.0.0 --port 5000
+    python -m deploy.services down --root ~/syncstudy-services
 
 The database password comes from `SYNCSTUDY_DB_PASSWORD` or, if that is unset, is generated
 once and kept in `<root>/db_password` (mode 0600); it never appears on a command line (the
@@ -460,7 +460,7 @@ def _cli_down(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.services", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy.services", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start PostgreSQL and the mlflow server (detached)")
     up.add_argument("--root", required=True, help="folder for pgdata/, artifacts/, logs, password")

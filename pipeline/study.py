@@ -1,125 +1,45 @@
-"""Run a study on Ray Tune: the trainable, Tuner set-up, resume. Ray is called here and in
-pipeline.recorder (the driver's Tune callback) only.
+"""Run a study on Ray Tune: Tuner, scheduler, resume, reconciliation after `fit`.
 
 Who does what:
-- a trial (a Ray actor, reused across trials) trains one config with `syncmodel.training`,
-  reports each epoch (+ a checkpoint folder when one was written) and a final result whose
-  checkpoint holds model.pt, history.json, final.json and the evaluation outputs;
-- the driver's `StudyRecorder` (a Tune callback) writes MLflow and the Parquet tables from
-  those results: trials never need the tracking store, its disk or its credentials;
-- the data set is loaded once, by a Ray task, into Ray's object store; each worker process
-  fetches it once (per node, Ray copies an object once) and keeps it while the actor is
-  reused for the next trials. The driver never imports torch.
+- a trial (pipeline.trial) trains one config and reports each epoch and a final result whose
+  checkpoint holds the files `pipeline.trial_files.TrialFiles` names;
+- the driver's recorder (pipeline.record: a Tune callback) writes MLflow and the Parquet
+  tables from those results: trials never need the tracking store, its disk or its
+  credentials;
+- the data set is loaded once, by a Ray task, into Ray's object store (`shared_data`). The
+  driver never imports torch.
 
 Resume (`resume=True`): `Tuner.restore` reloads the experiment (trials, Optuna state) from
 `<storage>/tune`; finished trials are kept, unfinished ones continue from their last
-checkpoint; MLflow and Parquet writes are keyed by trial id and epoch (pipeline.tracking,
-pipeline.tables), so replays write nothing twice.
+checkpoint; MLflow and Parquet writes are keyed by trial id and epoch (pipeline.record), so
+replays write nothing twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import faults, search
-from pipeline.spec import EvaluationSpec, Param, StudySpec
-from pipeline.tables import TrialRow
-from pipeline.tracking import (
-    Tracker,
-    TrackingTarget,
-    check_target,
-    is_remote,
-    outage_of,
-    resolve_target,
-)
+from pipeline import search
+from pipeline.paths import EXPERIMENT_DIR, SPEC_FILE, storage_of, target_of
+from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ray_session
+from pipeline.record.callback import StudyCallback
+from pipeline.record.recorder import RECORDED, StudyRecorder
+from pipeline.record.tables import TrialRow
+from pipeline.record.tracking import Tracker, TrackingTarget, check_target, is_remote, outage_of
+from pipeline.spec.load import check_fits_local, dump_resolved, spec_to_dict
+from pipeline.spec.types import StudySpec
+from pipeline.trial import DATA_FIELDS, TrialContext, load_bundle, trainable
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
-
-# TrainConfig fields that change the data a trial sees: when none is searched, one bundle is
-# shared by every trial; otherwise each worker loads (and caches) the bundle its config needs.
-DATA_FIELDS = ("dataset", "data_root", "download", "image_size", "n_train", "val_fraction", "seed")
-
-EXPERIMENT_DIR = "tune"  # Tune's experiment folder inside the study's storage
-SPEC_FILE = "study.yaml"  # the resolved spec, written at the first launch
-FINAL_FILE = "final.json"  # in a trial's final checkpoint: its final result
-HISTORY_FILE = "history.json"
-
-# Keys Tune adds to every result; everything else numeric in an epoch result is the record.
-TUNE_KEYS = {
-    "training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip",
-    "hostname", "pid", "time_this_iter_s", "timestamp", "date", "time_since_restore",
-    "timesteps_since_restore", "iterations_since_restore", "config", "checkpoint_dir_name",
-    "trial_id", "done", "experiment_tag", "should_checkpoint", "__duplicate__", "final", "uploaded",
-}  # fmt: skip
-
-
-# ----------------------------------------------------------------------------- the trial
-
-
-@dataclass(frozen=True)
-class TrialContext:
-    """What every trial needs besides its sampled params (travels once via the object store)."""
-
-    base: dict[str, Any]  # TrainConfig fields: spec.train + the fixed search entries
-    search: dict[str, Param]
-    evaluation: EvaluationSpec
-    threads: int
-    data_ref: Any = None  # ray.ObjectRef of the shared DataBundle, or None
-    study: str = ""
-    upload_to: TrackingTarget | None = None  # a remote tracking server: trials upload their files
-
-
-_DATA_CACHE: dict[Any, Any] = {}  # per worker process: survives actor reuse
-
-
-def trial_config(base: dict[str, Any], space: dict[str, Param], sampled: dict[str, Any]) -> TrainConfig:
-    """A trial's config: the study's base config with its sampled params decoded (the trial
-    trains it; the driver's recorder logs it)."""
-    return TrainConfig.from_dict({**base, **search.decode_params_from(space, sampled)})
-
-
-def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
-    import ray
-
-    from syncmodel.data import load_data
-    from syncmodel.errors import DataError
-
-    if ctx.data_ref is not None:
-        key: Any = ctx.data_ref.hex()
-        if key not in _DATA_CACHE:
-            _DATA_CACHE.clear()
-            try:
-                _DATA_CACHE[key] = ray.get(ctx.data_ref)
-            except ray.exceptions.RayTaskError as exc:
-                if not isinstance(exc.cause, DataError):
-                    raise
-                # The node that ran the loading task lacks the data (on a cluster it may live
-                # on the trial nodes only): this worker loads it, and keeps it for its trials.
-                _DATA_CACHE[key] = load_data(config)
-    else:
-        key = tuple(getattr(config, f) for f in DATA_FIELDS)
-        if key not in _DATA_CACHE:
-            _DATA_CACHE.clear()
-            _DATA_CACHE[key] = load_data(config)
-    return _DATA_CACHE[key]
-
-
-def load_bundle(base: dict[str, Any]) -> Any:
-    """The study's data set (a Ray task: see `shared_data`)."""
-    from syncmodel.data import load_data
-
-    return load_data(TrainConfig.from_dict(base))
 
 
 def shared_data(spec: StudySpec) -> Any:
@@ -136,100 +56,6 @@ def shared_data(spec: StudySpec) -> Any:
 
     task = ray.remote(num_cpus=0, max_retries=0)(load_bundle)
     return task.options(name="syncstudy.load_data").remote(base_config(spec))
-
-
-def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
-    """One trial: train, evaluate, report. Exceptions propagate: Tune retries from the last
-    checkpoint (spec.retries), then the driver records the trial as error/oom."""
-    import ray
-    import torch
-    import yaml
-    from ray import tune
-
-    from syncmodel.training import train
-
-    assert ctx is not None
-    started = time.time()
-    cfg = trial_config(ctx.base, ctx.search, config)
-    torch.set_num_threads(ctx.threads)
-    data = _data_for(ctx, cfg)
-    node_id = ray.get_runtime_context().get_node_id()
-    checkpoint = tune.get_checkpoint()
-    with contextlib.ExitStack() as stack:
-        restore = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-        if restore is not None and (restore / FINAL_FILE).is_file():
-            # The driver died after the trial ended: hand back the same final result.
-            tune.report(json.loads((restore / FINAL_FILE).read_text()))
-            return
-        resume = restore if restore is not None and (restore / "train_state.pt").is_file() else None
-        # Test-only fault injection (pipeline.faults, docs/reliability.md): a no-op unless set.
-        context = tune.get_context()
-        injected = faults.TrialFaults(context.get_trial_name(), context.get_trial_id(), resume)
-        data = injected.data(data)
-        injected.before_training()
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-trial-")))
-
-        def on_epoch(record: dict[str, float], written: Path | None) -> None:
-            if int(record["epoch"]) >= cfg.epochs:
-                # The last epoch is reported with the final result, in one report: a scheduler
-                # that stops trials at max_t (ASHA) would otherwise stop every trial here,
-                # before its test metrics and evaluation.
-                return
-            ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
-            tune.report({**record, "final": 0}, checkpoint=ckpt)
-            injected.after_epoch(int(record["epoch"]))
-
-        result = train(cfg, on_epoch=on_epoch, out_dir=work, data=data, resume=resume)
-        final_dir = work / "final"
-        final_dir.mkdir()
-        metrics: dict[str, Any] = dict(result.metrics)
-        if result.status == "ok" and ctx.evaluation.enabled:
-            metrics = {**_evaluate(result, data, ctx.evaluation, final_dir), **metrics}
-        if result.checkpoint is not None and result.checkpoint.is_file():
-            shutil.copy2(result.checkpoint, final_dir / "model.pt")
-        final = {
-            "epoch": int(result.history[-1]["epoch"]) if result.history else 0,
-            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "final": 1,
-            "status": result.status,
-            "error": result.error or "",
-            "node_id": node_id,
-            "start_time": started,
-            "end_time": time.time(),
-        }
-        (final_dir / HISTORY_FILE).write_text(json.dumps(result.history, allow_nan=True))
-        (final_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        (final_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if ctx.upload_to is not None:
-            from pipeline.tracking import upload_from_trial
-
-            trial_id = tune.get_context().get_trial_id()
-            final["uploaded"] = int(upload_from_trial(ctx.upload_to, ctx.study, trial_id, final_dir))
-        (final_dir / FINAL_FILE).write_text(json.dumps(final, allow_nan=True))
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(final_dir)))
-
-
-def _evaluate(result: Any, data: Any, spec: EvaluationSpec, out: Path) -> dict[str, Any]:
-    """Interpretability report → report.json, neurons.parquet, pictures/ in `out`."""
-    import pyarrow.parquet as pq
-
-    from syncmodel.evaluation import evaluate
-    from syncmodel.training import current_epsilon
-
-    config = result.config
-    pictures = out / "pictures" if spec.pictures else None
-    if pictures is not None:
-        pictures.mkdir()
-    report, neurons = evaluate(
-        result.model, data, result.layers, max_images=spec.max_images,
-        epsilon=current_epsilon(config, config.epochs - 1), seed=config.seed, picture_dir=pictures,
-    )  # fmt: skip
-    (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=True))
-    pq.write_table(neurons, out / "neurons.parquet")
-    return report
-
-
-# ----------------------------------------------------------------------------- launch
 
 
 @dataclass
@@ -250,106 +76,7 @@ class StudyOutcome:
         return sum(1 for r in self.rows if r.status == "ok")
 
 
-def storage_of(spec: StudySpec) -> Path:
-    return Path(spec.storage or Path("runs") / spec.name).expanduser().resolve()
-
-
-def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
-    return resolve_target(
-        spec.tracking.uri, spec.tracking.experiment or spec.name, storage, spec.tracking.artifact_location
-    )
-
-
-# What a trial's worker process imports before its first trial (a local Ray only): Ray
-# starts its workers while the driver prepares the study, so the first trial does not wait
-# seconds for torch. Evaluation adds its own modules (preload_modules).
-TRIAL_MODULES = ("ray.tune", "syncmodel.training", "syncmodel.data.registry", "pipeline.runner")
-
-
-def preload_modules(evaluate: bool = False) -> tuple[str, ...]:
-    return TRIAL_MODULES + (("syncmodel.evaluation",) if evaluate else ())
-
-
-@contextlib.contextmanager
-def ray_session(
-    address: str | None, num_cpus: int | None = None, preload: tuple[str, ...] = ()
-) -> Iterator[bool]:
-    """Connect to a cluster (`address`), reuse a Ray already started in this process, or start
-    a local one (token authentication on, Ray's default for local clusters) and stop it after.
-    Yields whether it started a local Ray.
-
-    `preload`: modules the local Ray's worker processes import as they start (Ray's
-    `preload_python_modules`); a cluster's workers are started by the cluster, not here.
-    """
-    import ray
-
-    if ray.is_initialized():
-        yield False
-        return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # address="local": a new cluster, never one that `ray start` left on this machine
-        # (plain ray.init() would join that one).
-        private_token()
-        for key, value in TUNE_ACTOR_ENV.items():
-            os.environ.setdefault(key, value)
-        system = {"preload_python_modules": list(preload)} if preload else None
-        ray.init(address="local", num_cpus=num_cpus, _system_config=system, **kwargs)
-    try:
-        yield not address
-    finally:
-        ray.shutdown()
-
-
-# Tune's environment for every trainable actor (ray.tune.execution.class_cache.DEFAULT_ENV_VARS
-# in Ray 2.60): set in the local Ray's environment instead (see _actors_in_prestarted_workers).
-TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
-
-
-def _actors_in_prestarted_workers() -> None:
-    """Let the local Ray's trial actors start in the workers Ray prestarted (and preloaded).
-
-    Tune gives every trainable actor `runtime_env={"env_vars": {"PL_DISABLE_FORK": "1"}}`
-    (for PyTorch Lightning). A runtime env unlike the prestarted workers' (none) makes Ray
-    start a fresh worker process for the first trial: 3 s of Python, Ray and torch imports
-    on this project's 2-core machine. `ray_session` sets those variables in this process's
-    environment before Ray starts, so that every process of the local Ray inherits them;
-    here Tune's per-actor copy is dropped (for the rest of this process), but only if it
-    holds nothing else (a Ray whose Tune adds other variables keeps them, and its first
-    trial just starts slower: tests/pipeline/test_startup.py notices). Only for the local
-    Ray `ray_session` started: a cluster's workers (`--address`) do not inherit this
-    environment.
-
-    Called from the main thread once the preparing thread is done: two threads importing
-    ray.tune at once can fail (its circular imports with ray.train).
-    """
-    from ray.tune.execution import class_cache
-
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
-    if isinstance(defaults, dict) and all(os.environ.get(k) == v for k, v in defaults.items()):
-        defaults.clear()
-
-
-def private_token() -> None:
-    """A token of this process's own for the local Ray it starts (token auth stays on).
-
-    Ray's default token file (~/.ray/auth_token) is shared by everything run under the same
-    home folder; RAY_AUTH_TOKEN outranks it and is inherited by the cluster's processes only.
-    A token the user set (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) is kept. RAY_AUTH_MODE is
-    left to ray.init, which turns token mode on for a new local cluster and refreshes this
-    process's Ray config; setting it here would leave that config stale (Ray imported).
-    """
-    import secrets
-
-    if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-
-
 def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
-    from pipeline.spec import spec_to_dict
-
     exp = storage / EXPERIMENT_DIR
     saved = storage / SPEC_FILE
     if resume:
@@ -381,8 +108,6 @@ def run_study(
     num_cpus: int | None = None,
 ) -> StudyOutcome:
     """Run (or resume) a study to its end; returns the trials' rows (trials.parquet)."""
-    from pipeline.spec import check_fits_local, dump_resolved
-
     t0, wall0 = time.perf_counter(), time.time()
     storage = storage_of(spec)
     target = target_of(spec, storage)
@@ -419,7 +144,7 @@ def run_study(
         if "error" in prep:
             raise prep["error"]
         if local:
-            _actors_in_prestarted_workers()
+            actors_in_prestarted_workers()
         parent_id = prep["parent"]
         tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref)
         lap("set-up")
@@ -440,8 +165,6 @@ def run_study(
 
 def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[str, Any]) -> None:
     """The parent run, and Optuna imported for the searcher (run in a thread while Ray starts)."""
-    from pipeline.spec import spec_to_dict
-
     try:
         tracker = Tracker(target, spec.name)
         params = {
@@ -475,9 +198,9 @@ def planned_trials(spec: StudySpec) -> int:
     return spec.samples
 
 
-def base_config(spec: StudySpec) -> dict[str, Any]:
+def base_config(spec: StudySpec) -> TrainConfig:
     """Every trial's config before its sampled params: spec.train + the fixed search entries."""
-    return {**spec.train.to_dict(), **search.fixed_params(spec)}
+    return TrainConfig.from_dict({**spec.train.to_dict(), **search.fixed_params(spec)})
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -486,7 +209,7 @@ def _trial_dirname(trial: Any) -> str:
 
 def _trial_name(trial: Any) -> str:
     # "3_1a2b3c4d": the creation counter of Tune's experiment tag, then the id (Tune's logs;
-    # pipeline.faults picks trials by that counter).
+    # tests/pipeline/faults.py picks trials by that counter).
     return f"{trial.experiment_tag.split('_', 1)[0]}_{trial.trial_id}"
 
 
@@ -501,8 +224,6 @@ def _tuner(
 ):  # noqa: ANN202 - ray.tune.Tuner
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-    from pipeline.recorder import StudyCallback, StudyRecorder
 
     # The trial reports epochs before its objectives exist (final only); the spec validator
     # already checked every metric name, so Tune's per-result key check is switched off.
@@ -537,7 +258,7 @@ def _tuner(
         return tune.Tuner.restore(str(exp), trainable=fn, resume_unfinished=True, resume_errored=False)
     samples = planned_trials(spec)
     recorder = StudyRecorder(
-        study=spec.name, target=target, parent_id=parent_id, storage=str(storage), ctx_base=base,
+        study=spec.name, target=target, parent_id=parent_id, storage=str(storage), base=base,
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
         total=samples, quiet=quiet,
     )  # fmt: skip
@@ -582,11 +303,9 @@ def _reconcile(
     What still cannot be recorded (the tracking store is down) is listed in `gaps`; running
     `launch --resume` later records it (Tune has nothing left to run; this pass runs again).
     """
-    from pipeline.recorder import RECORDED, StudyRecorder
-
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage),
-        ctx_base=base_config(spec),
+        base=base_config(spec),
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
         total=spec.samples, quiet=True, tracker=tracker,
     )  # fmt: skip
@@ -612,7 +331,7 @@ def _reconcile(
         gaps.append(f"orphan clean-up ({exc.__class__.__name__})")
     if orphans:
         recorder.tables.drop(orphans)
-        recorder.tables.write()
+    recorder.tables.compact()  # the per-trial files → the three tables (pipeline.record.tables)
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
     # Ctrl-C: Tune stops early and saves the study; trials it ran and those it never created
     # are both missing from the ended ones.

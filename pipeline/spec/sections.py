@@ -1,7 +1,7 @@
 """The sections of a study spec, parsed and checked: raw YAML values in, typed parts out.
 
 `build` is the whole of one form (full or smoke) of a spec; every problem raises `ConfigError`
-naming the field. Imported by `pipeline.spec.load_spec` (which adds the file name).
+naming the field. Called by `pipeline.spec.load.load_spec` (which adds the file name).
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pipeline.metrics_catalog import METRICS, PART_DATASETS, per_epoch_metrics
-from pipeline.spec import (
+from pipeline.redact import redact
+from pipeline.spec.grid import space_size
+from pipeline.spec.metrics import METRICS, PART_DATASETS, per_epoch_metrics
+from pipeline.spec.reading import error_message, key_text, short
+from pipeline.spec.types import (
     EvaluationSpec,
     Objective,
     Param,
@@ -26,10 +29,7 @@ from pipeline.spec import (
     SchedulerSpec,
     StudySpec,
     TrackingSpec,
-    grid_values,
-    redact_uri,
 )
-from pipeline.spec_yaml import error_message, key_text, short
 from syncmodel.catalog import REGISTRIES, known_names
 from syncmodel.config import TrainConfig, coerce
 from syncmodel.errors import ConfigError
@@ -416,7 +416,7 @@ def _resolve_scheduler(s: SchedulerSpec, objectives: list[Objective], train: Tra
 def _check_sampler(sampler: SamplerSpec, search: dict[str, Param], samples: int) -> None:
     if sampler.name != "grid":
         return
-    size = math.prod(len(grid_values(p)) for p in search.values())
+    size = space_size(search)
     if samples > size:
         raise ConfigError("samples", f"the grid has {size} points; samples must be <= {size}, got {samples}")
 
@@ -516,7 +516,7 @@ def _tracking_uri(uri: str) -> str:
         if ":" in uri.split("/")[0]:
             raise ConfigError(
                 "tracking.uri",
-                f"unknown scheme in {redact_uri(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}",
+                f"unknown scheme in {redact(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}",
             )
         return _abs(Path(uri))
     try:
@@ -525,7 +525,7 @@ def _tracking_uri(uri: str) -> str:
         raise ConfigError("tracking.uri", f"not a valid URI: {exc}") from None
     if scheme.split("+")[0] not in TRACKING_SCHEMES:
         raise ConfigError(
-            "tracking.uri", f"unknown scheme {scheme!r} in {redact_uri(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}"
+            "tracking.uri", f"unknown scheme {scheme!r} in {redact(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}"
         )
     if scheme == "sqlite":
         db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""

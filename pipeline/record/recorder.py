@@ -1,10 +1,10 @@
-"""The driver's recorder: a Tune callback that writes each trial's MLflow child run and its
-Parquet rows from Tune's events. Trials never talk to the tracking store, so they need
-neither its disk nor its credentials, and one process writes it (no sqlite lock contention).
+"""The driver's recorder: each trial's MLflow child run and Parquet rows, from Tune's events
+(pipeline.record.callback). Trials never talk to the tracking store, so they need neither its
+disk nor its credentials, and one process writes it (no sqlite lock contention).
 
-Writes are idempotent (pipeline.tracking, pipeline.tables): `finish` may run twice for one
-trial (a callback, then the reconciliation after `fit`, or a resumed driver) and records it
-once.
+Writes are idempotent (pipeline.record.tracking, pipeline.record.tables): `finish` may run
+twice for one trial (a callback, then the reconciliation after `fit`, or a resumed driver)
+and records it once.
 """
 
 from __future__ import annotations
@@ -12,19 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-from pipeline import faults
-from pipeline.runner import FINAL_FILE, HISTORY_FILE, TUNE_KEYS, trial_config
-from pipeline.spec import Param
-from pipeline.tables import StudyTables, TrialRow
-from pipeline.tracking import Tracker, TrackingTarget, artifact_files
+from pipeline.record.tables import StudyTables, TrialRow
+from pipeline.record.tracking import Tracker, TrackingTarget, artifact_files
+from pipeline.spec.types import Param
+from pipeline.trial import TUNE_KEYS, trial_config
+from pipeline.trial_files import TrialFiles
+from syncmodel.config import TrainConfig
 
 # Child runs this process has seen recorded with their final status: the reconciliation after
 # `fit` trusts these without asking the store (which may be down by then).
@@ -60,7 +58,7 @@ class StudyRecorder:
         target: TrackingTarget,
         parent_id: str,
         storage: str,
-        ctx_base: dict[str, Any],
+        base: TrainConfig,
         search_params: dict[str, Param],
         objectives: list[str],
         total: int,
@@ -71,7 +69,7 @@ class StudyRecorder:
         self.target = target
         self.parent_id = parent_id
         self.storage = storage
-        self.base = ctx_base
+        self.base = base
         self.search_params = search_params
         self.objectives = objectives
         self.total = total
@@ -150,16 +148,17 @@ class StudyRecorder:
         run_id: str | None = None
         with contextlib.ExitStack() as stack:
             local = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-            final = _read_json(local / FINAL_FILE) if local else None
+            files = TrialFiles(local) if local else None
+            final = _read_json(files.final) if files else None
             if final is not None and error_text is None:
                 result = {**result, **final}
-            history = _read_json(local / HISTORY_FILE) if local else None
+            history = _read_json(files.history) if files else None
             if history:
                 self.tables.upsert_history(trial_id, history)
-            if local is not None and (local / "neurons.parquet").is_file():
+            if files is not None and files.neurons.is_file():
                 import pyarrow.parquet as pq
 
-                self.tables.set_neurons(trial_id, pq.read_table(local / "neurons.parquet"))
+                self.tables.set_neurons(trial_id, pq.read_table(files.neurons))
             metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
             if status == "stopped" or error_text is not None:
                 metrics = {k: v for k, v in metrics.items() if k in self._epoch_keys(trial_id)}
@@ -240,74 +239,14 @@ def _artifacts(
     import yaml
 
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-art-")))
-    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    written = TrialFiles(tmp)
+    written.config_yaml.write_text(yaml.safe_dump(config, sort_keys=False))
+    written.config_json.write_text(json.dumps(config, indent=2))
     if error_text:
         (tmp / "error.txt").write_text(error_text)
     out = [(p, d) for p, d in artifact_files(tmp) if not uploaded]
     if error_text:
         out.append((tmp / "error.txt", None))
     if local is not None and not uploaded:
-        out += [(p, d) for p, d in artifact_files(local) if p.name not in ("config.yaml", "config.json")]
+        out += [(p, d) for p, d in artifact_files(local) if p.name not in TrialFiles.CONFIGS]
     return out
-
-
-class StudyCallback(tune.Callback):
-    """Tune's events → `StudyRecorder`, in the driver's control loop, synchronously: a trial
-    that Tune's snapshot holds as ended has been recorded.
-
-    A recording failure (the tracking server went away, a full disk) is reported and never
-    raised into Tune, which would end the whole study: the study goes on, and the
-    reconciliation after `fit` records again whatever was missed (every write is idempotent).
-    """
-
-    # Class defaults: a callback unpickled from an older tuner.pkl (--resume) lacks them.
-    started = 0
-    ended = 0
-
-    def __init__(self, recorder: StudyRecorder):
-        self.rec = recorder
-        self.failures = 0
-
-    def _guard(self, what: str, trial_id: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - see the class docstring
-            self.failures += 1
-            if self.failures <= 5:
-                print(
-                    f"syncstudy: could not record {what} of trial {trial_id} "
-                    f"({exc.__class__.__name__}: {str(exc)[:200]}); retrying at the end",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
-            return None
-
-    def on_trial_start(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        self._guard("the start", trial.trial_id, self.rec.start, trial.trial_id, trial.config)
-        self.started += 1
-        faults.driver_point("before_first_result", self.started)  # tests only (pipeline.faults)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001, ANN201
-        self._guard("an epoch", trial.trial_id, self.rec.epoch, trial.trial_id, trial.config, result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        status = self._guard(
-            "the end", trial.trial_id, self.rec.finish,
-            trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
-        )  # fmt: skip
-        self._ended(trial.trial_id, status)
-
-    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        text = trial.get_error() or "the trial failed without an error message"
-        status = self._guard(
-            "the error", trial.trial_id, self.rec.finish,
-            trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
-            error_text=str(text), node=(trial.last_result or {}).get("node_ip"),
-        )  # fmt: skip
-        self._ended(trial.trial_id, status)
-
-    def _ended(self, trial_id: str, status: str | None) -> None:
-        if status is not None:
-            self.rec.progress(trial_id, status)
-        self.ended += 1
-        faults.driver_point("after_trial", self.ended)  # tests only (pipeline.faults)

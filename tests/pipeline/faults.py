@@ -1,7 +1,8 @@
-"""Test-only fault injection: environment variables that make a chosen trial fail, or stop the
-driver at a chosen point, so the reliability tests (docs/reliability.md) run the real paths.
-
-Nothing here is read from a study spec; with the variables unset every hook is a no-op.
+"""Fault injection for the tests: the `HOOKS` that `SYNCSTUDY_HOOKS=<this file>` puts into the
+product's seam (pipeline.hooks), set by tests/pipeline/conftest.py for every test process and
+inherited by the drivers and Ray workers they start. Environment variables then make a chosen
+trial fail, or stop the driver at a chosen point, so the reliability tests
+(docs/reliability.md) run the real paths. With them unset every hook does nothing.
 
 - ``SYNCSTUDY_FAULT="N:KIND[@E][:once],..."``: trial N (1-based, in the order Tune creates
   trials) fails with KIND, before training (no ``@E``) or right after reporting epoch E.
@@ -28,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.hooks import Hooks, TrialHooks
 
 FAULT_ENV = "SYNCSTUDY_FAULT"
 CRASH_ENV = "SYNCSTUDY_CRASH_AT"
@@ -110,10 +113,10 @@ def _raise(kind: str, where: str) -> None:
         _die()
 
 
-class TrialFaults:
+class TrialFaults(TrialHooks):
     """The faults and crash point that apply to one trial (built in the trainable).
 
-    `trial_name` is Tune's trial name, "N_<id>" (pipeline.runner names trials so); `resume`
+    `trial_name` is Tune's trial name, "N_<id>" (pipeline.study names trials so); `resume`
     the checkpoint folder the trial continues from, or None.
     """
 
@@ -137,10 +140,6 @@ class TrialFaults:
                 fh.write(json.dumps(event) + "\n")
         if self.crash == "checkpoint_write" and not self.restored:
             _pause_in_checkpoint_write(self.number)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.faults or self.crash)
 
     def data(self, bundle: Any) -> Any:
         """The `nan` fault: a copy of the bundle whose training images are NaN."""
@@ -215,3 +214,14 @@ def driver_point(point: str, count: int = 0) -> None:
         return
     _mark(crash, count=count)
     _die()
+
+
+class FaultHooks(Hooks):
+    def trial(self, trial_name: str, trial_id: str, resume: Path | None) -> TrialFaults:
+        return TrialFaults(trial_name, trial_id, resume)
+
+    def driver_point(self, point: str, count: int = 0) -> None:
+        driver_point(point, count)
+
+
+HOOKS = FaultHooks()

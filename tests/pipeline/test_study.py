@@ -1,4 +1,4 @@
-"""pipeline.search and pipeline.runner pieces: the search space in Optuna's terms, the
+"""pipeline.search, pipeline.study and pipeline.trial pieces: the search space in Optuna's terms, the
 searcher's bookkeeping, error classes, the guards that stop a launch before Ray starts, the
 trial's evaluation outputs, and a study whose every trial fails."""
 
@@ -12,7 +12,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from pipeline import cli, runner, search
+from pipeline import cli, paths, search, study, trial
+from pipeline.evaluation import evaluate_into
 from pipeline.spec import Objective, Param, SamplerSpec, StudySpec, load_spec
 from syncmodel.config import TrainConfig
 from syncmodel.errors import ConfigError
@@ -39,12 +40,11 @@ def test_search_space_in_optuna_terms() -> None:
     assert isinstance(dists["layers"], CategoricalDistribution)  # lists travel as JSON text
     assert "lr" not in dists and search.fixed_params(spec) == {"lr": 0.01}
     raw = {"layers": dists["layers"].choices[1], "warmup_epochs": 1.0}
-    assert search.decode_params(spec, raw) == {"layers": ["features.3"], "warmup_epochs": 1}
+    assert search.decode_params(spec.search, raw) == {"layers": ["features.3"], "warmup_epochs": 1}
     with pytest.raises(ConfigError, match="search.lambda_focus"):
-        search.grid_values(spec)
+        search.grid_space(spec)
     spec.search["lambda_focus"] = Param("lambda_focus", "float", 0.0, 1.0, step=0.5)
-    assert search.grid_values(spec)["lambda_focus"] == [0.0, 0.5, 1.0]
-    assert search.grid_size(spec) == 3 * 3 * 2
+    assert search.grid_space(spec)["lambda_focus"] == [0.0, 0.5, 1.0]
     for name in ("tpe", "nsga2", "random", "grid"):
         spec.sampler = SamplerSpec(name=name, seed=1)
         assert search.make_sampler(spec) is not None
@@ -81,7 +81,7 @@ def test_grid_sampler_runs_out_quietly() -> None:
 
 def test_classify_error() -> None:
     trace = 'Traceback (most recent call last):\n  File "x.py", line 1\n    f()\nRuntimeError: boom\n'
-    from pipeline.recorder import classify_error
+    from pipeline.record.recorder import classify_error
 
     assert classify_error(trace) == ("error", "RuntimeError: boom")
     oom = "Traceback...\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB"
@@ -93,7 +93,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_a: object, **_k: object) -> None:
         raise AssertionError("Ray must not start")
 
-    monkeypatch.setattr(runner, "ray_session", refuse)
+    monkeypatch.setattr(study, "ray_session", refuse)
 
 
 def test_launch_guards_exit_2_before_ray(
@@ -109,7 +109,7 @@ def test_launch_guards_exit_2_before_ray(
     assert cli.main([*base, "--tracking-uri", uri]) == 2
     assert uri in capsys.readouterr().err and time.monotonic() - t0 < 10
 
-    (storage / runner.EXPERIMENT_DIR).mkdir(parents=True)
+    (storage / paths.EXPERIMENT_DIR).mkdir(parents=True)
     assert cli.main(base) == 2
     assert "add --resume" in capsys.readouterr().err
 
@@ -119,12 +119,12 @@ def test_resume_refuses_a_changed_spec(tmp_path: Path, no_ray: None, digits_spec
 
     storage = tmp_path / "study"
     spec = load_spec(digits_spec, smoke=True, overrides={"storage": str(storage)})
-    (storage / runner.EXPERIMENT_DIR).mkdir(parents=True)
-    (storage / runner.EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")
-    dump_resolved(spec, storage / runner.SPEC_FILE)
+    (storage / paths.EXPERIMENT_DIR).mkdir(parents=True)
+    (storage / paths.EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")
+    dump_resolved(spec, storage / paths.SPEC_FILE)
     changed = load_spec(digits_spec, overrides={"storage": str(storage)})  # full form, not smoke
     with pytest.raises(Exception, match="differs .* samples"):
-        runner.run_study(changed, resume=True)
+        study.run_study(changed, resume=True)
 
 
 def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> None:
@@ -134,8 +134,11 @@ def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> 
     config = TrainConfig(n_train=120, epochs=1, width=8)
     data = load_data(config)
     result = train(config, data=data)
-    spec = _spec().evaluation.__class__(enabled=True, max_images=60, pictures=True)
-    report = runner._evaluate(result, data, spec, tmp_path)
+    (tmp_path / "pictures").mkdir()
+    report, _ = evaluate_into(
+        tmp_path, result.model, data, result.layers, result.config, max_images=60,
+        picture_dir=tmp_path / "pictures",
+    )  # fmt: skip
     assert 0.0 <= report["interpretability"] <= 1.0
     assert (tmp_path / "report.json").is_file()
     assert pq.read_table(tmp_path / "neurons.parquet").num_rows == report["neurons"]
@@ -215,14 +218,14 @@ def test_data_only_on_the_workers_is_loaded_there(ray_cluster: str, monkeypatch:
 
     loaded: list[TrainConfig] = []
     monkeypatch.setattr(syncmodel.data, "load_data", lambda c: loaded.append(c) or "bundle")
-    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    monkeypatch.setattr(trial, "_DATA_CACHE", {})
     config = TrainConfig()
-    ctx = runner.TrialContext(base={}, search={}, evaluation=None, threads=1, data_ref=lacks_data.remote())
-    assert runner._data_for(ctx, config) == "bundle" and loaded == [config]
-    assert runner._data_for(ctx, config) == "bundle" and len(loaded) == 1  # kept for the next trials
-    broken = runner.TrialContext(base={}, search={}, evaluation=None, threads=1, data_ref=breaks.remote())
+    ctx = trial.TrialContext(base=TrainConfig(), search={}, evaluation=None, threads=1, data_ref=lacks_data.remote())
+    assert trial._data_for(ctx, config) == "bundle" and loaded == [config]
+    assert trial._data_for(ctx, config) == "bundle" and len(loaded) == 1  # kept for the next trials
+    broken = trial.TrialContext(base=TrainConfig(), search={}, evaluation=None, threads=1, data_ref=breaks.remote())
     with pytest.raises(ValueError, match="a bug in a loader"):
-        runner._data_for(broken, config)
+        trial._data_for(broken, config)
 
 
 def test_the_driver_does_not_import_torch(tmp_path: Path, digits_spec: Path) -> None:
@@ -233,11 +236,11 @@ def test_the_driver_does_not_import_torch(tmp_path: Path, digits_spec: Path) -> 
 
     code = (
         "import sys\n"
-        "from pipeline import runner\n"
+        "from pipeline import paths, study\n"
         "from pipeline.spec import load_spec\n"
         f"spec = load_spec({str(digits_spec)!r}, smoke=True, overrides={{'storage': {str(tmp_path / 's')!r}}})\n"
         "box = {}\n"
-        "runner._prepare(spec, runner.target_of(spec, runner.storage_of(spec)), False, box)\n"
+        "study._prepare(spec, paths.target_of(spec, paths.storage_of(spec)), False, box)\n"
         "assert 'error' not in box, box\n"
         "print(' '.join(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))\n"
     )

@@ -1,0 +1,23 @@
+"""Where a study's things live: its storage folder, the files in it, its tracking target.
+Read by the study (pipeline.study) and by the read-only commands, which import nothing else
+of the orchestration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.record.tracking import TrackingTarget, resolve_target
+from pipeline.spec.types import StudySpec
+
+EXPERIMENT_DIR = "tune"  # Tune's experiment folder inside the study's storage
+SPEC_FILE = "study.yaml"  # the resolved spec, written at the first launch
+
+
+def storage_of(spec: StudySpec) -> Path:
+    return Path(spec.storage or Path("runs") / spec.name).expanduser().resolve()
+
+
+def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
+    return resolve_target(
+        spec.tracking.uri, spec.tracking.experiment or spec.name, storage, spec.tracking.artifact_location
+    )

@@ -1,0 +1,172 @@
+"""One trial on a Ray worker: its config, its data, the trainable.
+
+A trial (a Ray actor, reused across trials) trains one `TrainConfig` with
+`syncmodel.training`, reports each epoch (+ a checkpoint folder when one was written) and a
+final result whose checkpoint holds the files `TrialFiles` names. The driver never imports
+this module's Ray or torch parts; its recorder reads `trial_config`, `TrialFiles` and
+`TUNE_KEYS` from here.
+
+The data set is loaded once, by a Ray task, into Ray's object store; each worker process
+fetches it once (per node, Ray copies an object once) and keeps it while the actor is reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.evaluation import evaluate_into
+from pipeline.hooks import hooks
+from pipeline.record.tracking import TrackingTarget, upload_from_trial
+from pipeline.search import decode_params
+from pipeline.spec.types import EvaluationSpec, Param
+from pipeline.trial_files import TrialFiles
+from syncmodel.config import TrainConfig
+
+# TrainConfig fields that change the data a trial sees: when none is searched, one bundle is
+# shared by every trial; otherwise each worker loads (and caches) the bundle its config needs.
+DATA_FIELDS = ("dataset", "data_root", "download", "image_size", "n_train", "val_fraction", "seed")
+
+# Keys Tune adds to every result; everything else numeric in an epoch result is the record.
+TUNE_KEYS = {
+    "training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip",
+    "hostname", "pid", "time_this_iter_s", "timestamp", "date", "time_since_restore",
+    "timesteps_since_restore", "iterations_since_restore", "config", "checkpoint_dir_name",
+    "trial_id", "done", "experiment_tag", "should_checkpoint", "__duplicate__", "final", "uploaded",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs besides its sampled params (travels once via the object store)."""
+
+    base: TrainConfig  # spec.train with the fixed search entries applied
+    search: dict[str, Param]
+    evaluation: EvaluationSpec
+    threads: int
+    data_ref: Any = None  # ray.ObjectRef of the shared DataBundle, or None
+    study: str = ""
+    upload_to: TrackingTarget | None = None  # a remote tracking server: trials upload their files
+
+
+def trial_config(base: TrainConfig, space: dict[str, Param], sampled: dict[str, Any]) -> TrainConfig:
+    """A trial's config: the study's base config with its sampled params decoded (the trial
+    trains it; the driver's recorder logs it). Checked again by `TrainConfig.from_dict`."""
+    return TrainConfig.from_dict({**base.to_dict(), **decode_params(space, sampled)})
+
+
+_DATA_CACHE: dict[Any, Any] = {}  # per worker process: survives actor reuse
+
+
+def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
+    import ray
+
+    from syncmodel.data import load_data
+    from syncmodel.errors import DataError
+
+    if ctx.data_ref is not None:
+        key: Any = ctx.data_ref.hex()
+        if key not in _DATA_CACHE:
+            _DATA_CACHE.clear()
+            try:
+                _DATA_CACHE[key] = ray.get(ctx.data_ref)
+            except ray.exceptions.RayTaskError as exc:
+                if not isinstance(exc.cause, DataError):
+                    raise
+                # The node that ran the loading task lacks the data (on a cluster it may live
+                # on the trial nodes only): this worker loads it, and keeps it for its trials.
+                _DATA_CACHE[key] = load_data(config)
+    else:
+        key = tuple(getattr(config, f) for f in DATA_FIELDS)
+        if key not in _DATA_CACHE:
+            _DATA_CACHE.clear()
+            _DATA_CACHE[key] = load_data(config)
+    return _DATA_CACHE[key]
+
+
+def load_bundle(base: TrainConfig) -> Any:
+    """The study's data set (run as a Ray task by pipeline.study.shared_data)."""
+    from syncmodel.data import load_data
+
+    return load_data(base)
+
+
+def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
+    """One trial: train, evaluate, report. Exceptions propagate: Tune retries from the last
+    checkpoint (spec.retries), then the driver records the trial as error/oom."""
+    import ray
+    import torch
+    import yaml
+    from ray import tune
+
+    from syncmodel.training import train
+
+    assert ctx is not None
+    started = time.time()
+    cfg = trial_config(ctx.base, ctx.search, config)
+    torch.set_num_threads(ctx.threads)
+    data = _data_for(ctx, cfg)
+    node_id = ray.get_runtime_context().get_node_id()
+    checkpoint = tune.get_checkpoint()
+    with contextlib.ExitStack() as stack:
+        restore = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        if restore is not None and TrialFiles(restore).final.is_file():
+            # The driver died after the trial ended: hand back the same final result.
+            tune.report(json.loads(TrialFiles(restore).final.read_text()))
+            return
+        resume = restore if restore is not None and TrialFiles(restore).train_state.is_file() else None
+        context = tune.get_context()
+        seam = hooks().trial(context.get_trial_name(), context.get_trial_id(), resume)
+        data = seam.data(data)
+        seam.before_training()
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="syncstudy-trial-")))
+
+        def on_epoch(record: dict[str, float], written: Path | None) -> None:
+            if int(record["epoch"]) >= cfg.epochs:
+                # The last epoch is reported with the final result, in one report: a scheduler
+                # that stops trials at max_t (ASHA) would otherwise stop every trial here,
+                # before its test metrics and evaluation.
+                return
+            ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
+            tune.report({**record, "final": 0}, checkpoint=ckpt)
+            seam.after_epoch(int(record["epoch"]))
+
+        result = train(cfg, on_epoch=on_epoch, out_dir=work, data=data, resume=resume)
+        files = TrialFiles(work / "final")
+        files.folder.mkdir()
+        metrics: dict[str, Any] = dict(result.metrics)
+        if result.status == "ok" and ctx.evaluation.enabled:
+            pictures = files.pictures if ctx.evaluation.pictures else None
+            if pictures is not None:
+                pictures.mkdir()
+            report, _ = evaluate_into(
+                files.folder, result.model, data, result.layers, result.config,
+                max_images=ctx.evaluation.max_images, picture_dir=pictures,
+            )  # fmt: skip
+            metrics = {**report, **metrics}
+        if result.checkpoint is not None and result.checkpoint.is_file():
+            shutil.copy2(result.checkpoint, files.model)
+        final = {
+            "epoch": int(result.history[-1]["epoch"]) if result.history else 0,
+            **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            "final": 1,
+            "status": result.status,
+            "error": result.error or "",
+            "node_id": node_id,
+            "start_time": started,
+            "end_time": time.time(),
+        }
+        files.history.write_text(json.dumps(result.history, allow_nan=True))
+        files.config_json.write_text(json.dumps(cfg.to_dict(), indent=2))
+        files.config_yaml.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if ctx.upload_to is not None:
+            trial_id = tune.get_context().get_trial_id()
+            final["uploaded"] = int(upload_from_trial(ctx.upload_to, ctx.study, trial_id, files.folder))
+        files.final.write_text(json.dumps(final, allow_nan=True))
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(files.folder)))
