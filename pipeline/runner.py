@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import faults, search
+from pipeline import faults, ray_join, search
 from pipeline.spec import EvaluationSpec, Param, StudySpec
 from pipeline.tables import TrialRow
 from pipeline.tracking import (
@@ -387,8 +387,11 @@ def run_study(
     storage = storage_of(spec)
     target = target_of(spec, storage)
     _check_resume(spec, storage, resume)
+    address = ray_join.join_address(address)  # --address, else RAY_ADDRESS; None: a local Ray
     if address is None:
         check_fits_local(spec)
+    else:
+        ray_join.preflight(address)  # seconds, one line on failure; before anything is written
     storage.mkdir(parents=True, exist_ok=True)
     check_target(target)  # seconds, before Ray starts
     if not resume:
