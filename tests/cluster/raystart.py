@@ -152,5 +152,7 @@ def cluster_of(*, workers: list[dict] | None = None, dashboard: bool = True):
             cluster.add_worker(**kwargs)
         yield cluster
     finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        try:
+            cluster.stop()
+        finally:
+            shutil.rmtree(cluster.root, ignore_errors=True)
