@@ -149,8 +149,8 @@ def test_submit_kill_resume_runs_export(tracking_services) -> None:
         run([exe("syncstudy"), "export", "--study", NAME, "--tracking-uri", url, "--out", str(out)], outside, root)
         verified = run([exe("syncstudy"), "export", "--verify", str(out)], outside, root)
         assert "model.pt is a weights-only checkpoint" in verified
+        rows = pq.read_table(table).to_pylist()  # before the cluster's folder goes
 
-    rows = pq.read_table(table).to_pylist()
     trial_ids = [r["trial_id"] for r in rows]
     assert len(rows) == SAMPLES and len(set(trial_ids)) == SAMPLES, trial_ids
     assert {r["status"] for r in rows} == {"ok"}, rows
