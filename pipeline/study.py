@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import search
+from pipeline import ray_join, search
 from pipeline.paths import EXPERIMENT_DIR, SPEC_FILE, storage_of, target_of
 from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ray_session
 from pipeline.record.callback import StudyCallback
@@ -112,8 +112,11 @@ def run_study(
     storage = storage_of(spec)
     target = target_of(spec, storage)
     _check_resume(spec, storage, resume)
+    address = ray_join.join_address(address)  # --address, else RAY_ADDRESS; None: a local Ray
     if address is None:
         check_fits_local(spec)
+    else:
+        ray_join.preflight(address)  # seconds, one line on failure; before anything is written
     storage.mkdir(parents=True, exist_ok=True)
     check_target(target)  # seconds, before Ray starts
     if not resume:

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="study spec YAML (studies/*.yaml)")
     parser.add_argument("--smoke", action="store_true", help="the spec's smoke form (CI-sized)")
     parser.add_argument("--resume", action="store_true", help="continue the study whose driver died")
-    parser.add_argument("--address", metavar="ADDR", help="Ray cluster to run on (default: a local Ray)")
+    parser.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT or auto (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
     parser.add_argument("--storage", metavar="DIR", help="study folder (overrides the spec; default runs/NAME)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")

@@ -161,6 +161,8 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(f"tracking URI {uri} is unreachable ({reason})") from None
+        import mlflow  # noqa: F401 - its import (seconds on a loaded machine) is not the server's time
+
         with _quick_http():
             _with_deadline(lambda: _client(uri).search_experiments(max_results=1), uri, timeout)
     elif scheme == "sqlite":
@@ -175,6 +177,8 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
                 if fh.read(16) != b"SQLite format 3\x00":
                     raise TrackingError(f"tracking URI {uri}: {path} is not an SQLite database")
     elif scheme in _DB_SCHEMES:
+        import mlflow  # noqa: F401 - as above
+
         _with_deadline(lambda: _client(uri).search_experiments(max_results=1), uri, timeout)
     elif scheme in ("", "file"):
         raise TrackingError(
