@@ -317,3 +317,54 @@ def test_tune_run_stops_dominated_trials_and_keeps_the_front(ray_cluster, tmp_pa
     full = [p for p, e in epochs.items() if e == 8]
     front = [p for p, rank in zip(full, non_dominated_sort(full)) if rank == 0]
     assert sorted(front) == sorted(FINALS[:2])
+
+
+@pytest.mark.slow
+def test_tuner_restore_brings_the_rungs_back(ray_cluster, tmp_path) -> None:
+    """Run 1 fails every trial still running at epoch 3; `Tuner.restore` resumes them from their
+    epoch-2 checkpoints, so none reports rung 1 again: rung 1 holds all eight trials at the end
+    only if the state callback carried run 1's records across the restore."""
+    import glob
+    import os
+    import tempfile
+
+    from ray import tune
+
+    marker = tmp_path / "fail"
+    marker.touch()
+
+    def trainable(config: dict) -> None:  # nested: pickled by value (workers lack tests/)
+        from ray import tune
+
+        a, b = config["point"]
+        start = 1
+        if (ckpt := tune.get_checkpoint()) is not None:
+            with ckpt.as_directory() as d:
+                start = int(open(os.path.join(d, "epoch")).read()) + 1
+        for epoch in range(start, 9):
+            if epoch == 3 and os.path.exists(marker):
+                raise RuntimeError("injected failure")
+            with tempfile.TemporaryDirectory() as d:
+                open(os.path.join(d, "epoch"), "w").write(str(epoch))
+                metrics = {"epoch": epoch, "a": a * epoch / 8, "b": b * epoch / 8}
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fn = tune.with_resources(trainable, {"cpu": 1})
+    scheduler = MOASHA([("a", "max"), ("b", "max")], time_attr="epoch", max_t=8, grace_period=1,
+                       reduction_factor=2)  # fmt: skip
+    tune.Tuner(
+        fn,
+        param_space={"point": tune.grid_search(FINALS)},
+        tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="mo", verbose=0,
+                                  callbacks=[scheduler.state_callback()]),
+    ).fit()  # fmt: skip
+    marker.unlink()
+    grid = tune.Tuner.restore(str(tmp_path / "mo"), trainable=fn, resume_errored=True).fit()
+    assert not grid.errors
+    assert {r.metrics["epoch"] for r in grid if tuple(r.config["point"]) in FINALS[:2]} == {8}
+
+    newest = max(glob.glob(str(tmp_path / "mo" / "callback-states-*.pkl")), key=os.path.getmtime)
+    with open(newest, "rb") as f:
+        states = [s for s in pickle.load(f).values() if s and "rungs" in s]
+    assert len(states) == 1 and len(states[0]["rungs"][0]) == 8
