@@ -364,7 +364,8 @@ def test_tuner_restore_brings_the_rungs_back(ray_cluster, tmp_path) -> None:
     assert not grid.errors
     assert {r.metrics["epoch"] for r in grid if tuple(r.config["point"]) in FINALS[:2]} == {8}
 
-    newest = max(glob.glob(str(tmp_path / "mo" / "callback-states-*.pkl")), key=os.path.getmtime)
+    # The newest session's file, picked by name as Tune does (ray.tune.utils.util).
+    newest = max(glob.glob(str(tmp_path / "mo" / "callback-states-*.pkl")))
     with open(newest, "rb") as f:
         states = [s for s in pickle.load(f).values() if s and "rungs" in s]
     assert len(states) == 1 and len(states[0]["rungs"][0]) == 8
