@@ -29,7 +29,8 @@ better" whenever the quantile falls on a recorded value ((m - 1)/η an integer).
 objective MO-ASHA therefore makes ASHA's decision in those cases; where numpy interpolates
 between two recorded values, MO-ASHA takes the stricter side (it stops the trial that sits
 between them). For η = 2 the bound equals "in the top floor(n/η) of the n recorded", the
-selection of the MO-ASHA paper. As in Ray's ASHA the decision is asynchronous (made with the
+selection of the promotion-based ASHA (Li et al., Algorithm 2) that the MO-ASHA paper builds
+on; for other η it is the stopping form, which never stops the first trial at a rung. As in Ray's ASHA the decision is asynchronous (made with the
 trials seen so far at that rung) and a trial not promoted is stopped, not paused. A trial
 already recorded at the highest rung it has reached continues.
 
