@@ -70,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ray.tune.callback import Callback
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
-from pipeline.metrics_catalog import METRICS, per_epoch_metrics
+from pipeline.spec.metrics import METRICS, per_epoch_metrics
 from syncmodel.config import coerce
 from syncmodel.errors import ConfigError
 
