@@ -438,6 +438,8 @@ def _restore(
     schedule = state.get("schedule")
     expected = {"name": config.lr_schedule, "step": int(state["epoch"]) * steps_per_epoch,
                 "total_steps": config.epochs * steps_per_epoch}
+    if schedule is None:
+        raise CheckpointError(f"{state_path}: no learning-rate schedule state (written by an older version); start afresh")
     if schedule != expected:
         # another schedule, epoch count or batch count: the run would not continue its own schedule
         raise CheckpointError(f"{state_path}: learning-rate schedule {schedule} does not continue as {expected}")

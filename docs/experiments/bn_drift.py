@@ -165,10 +165,14 @@ def main() -> None:
         dict(dataset="shapes", n_train=2048, epochs=8),  # no short batch at all
         dict(dataset="digits", epochs=10),  # 1294 train images: a last batch of 14
     ]
-    runs = []
+    runs = json.loads(args.out.read_text()) if args.out.exists() else []  # resumable
+    done = {(r["dataset"], r["n_train"], r["seed"]) for r in runs}
     for s in settings:
         for seed in args.seeds:
-            cfg = TrainConfig(**s, batch_size=64, lr=2e-3, seed=seed, device="cpu")
+            cfg = TrainConfig(**s, batch_size=64, lr=2e-3, lr_schedule="constant", bn_stats_images=0, seed=seed,
+                              device="cpu")
+            if (cfg.dataset, len(load_data(cfg).train), seed) in done:
+                continue
             runs.append(probe(cfg, check_hooks=not runs))
             args.out.write_text(json.dumps(runs, indent=1))
     print("\n| data | n_train | last batch | seed | final val: running | before last batch | recomputed "
