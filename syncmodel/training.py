@@ -78,9 +78,15 @@ class _Batches:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def epoch(self):
+        """One shuffled pass in `len(self)` batches of near-equal size (they differ by at most 1).
+
+        Never larger than `batch_size`, and never smaller than half of it when the split holds
+        a full batch: slicing off `batch_size` at a time left a last batch of the remainder
+        (1 image when n = 64k + 1), whose BN update and optimizer step came from a handful of
+        images (docs/experiments/bn_drift.py).
+        """
         order = torch.randperm(len(self.labels), generator=self.generator).to(self.images.device)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for idx in torch.tensor_split(order, len(self)):
             yield self.images[idx], self.labels[idx]
 
 
@@ -167,6 +173,80 @@ def _layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
+def bn_sample(n: int, size: int, seed: int) -> torch.Tensor:
+    """Indices of the `size` training images (all when n <= size) that BN statistics are
+    recomputed over: a fixed draw per seed from its own generator, so recomputing never moves
+    the run's other random streams (resume stays exact)."""
+    if size >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> int:
+    """Re-estimate every BatchNorm's running mean and variance over `images` (N, C, H, W).
+
+    What `torch.optim.swa_utils.update_bn` does, without a DataLoader: reset the running
+    statistics, set momentum to None (a cumulative average), run train-mode forwards with the
+    weights frozen, then restore each module's momentum and train/eval flag. The N images go in
+    ceil(N / batch_size) batches of near-equal size, so each batch's statistics weigh alike;
+    autocast and channels_last as in training. Deterministic (no random draw; the nets have no
+    dropout). Returns the number of BatchNorm layers updated (0: nothing to do).
+
+    Why (docs/experiments/bn_drift.py): the running averages (momentum 0.1) trail weights that
+    move every step, so a model can end with statistics that fit none of its recent weights.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or len(images) == 0:
+        return 0
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [(bn, bn.momentum) for bn in bns]
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        model.train()
+        for chunk in torch.tensor_split(torch.arange(len(images)), math.ceil(len(images) / batch_size)):
+            x = images[chunk].to(device)
+            with _autocast(device):
+                model(_layout(x, device))
+    finally:
+        for bn, momentum in momenta:
+            bn.momentum = momentum
+        for m, training in modes:
+            m.training = training
+    return len(bns)
+
+
+def scheduled_lr(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate of optimisation step `step` (0-based) of `total_steps`.
+
+    constant: `config.lr` throughout.
+    cosine: linear warm-up from lr/W to lr over the first W = round(lr_warmup_fraction * total)
+        steps, then half a cosine from lr down towards 0 (SGDR's annealing, Loshchilov & Hutter
+        2017, without restarts): lr * (1 + cos(pi * (step - W) / (total - W))) / 2.
+    onecycle: the learning rate of torch.optim.lr_scheduler.OneCycleLR with its defaults
+        (Smith & Topin 2019): cosine rise from lr/25 to lr over the first 30% of the steps,
+        cosine fall to lr/25e4 (the optimizer's momentum is not cycled).
+    """
+    base, total = config.lr, max(total_steps, 1)
+    if config.lr_schedule == "constant":
+        return base
+    if config.lr_schedule == "onecycle":
+        # OneCycleLR's phase ends: pct_start * total - 1 and total - 1 (three_phase=False)
+        initial, final = base / 25.0, base / 25.0 / 1e4
+        peak = float(0.3 * total) - 1
+        if step <= peak:
+            t, lo, hi = (step / peak if peak > 0 else 1.0), initial, base
+        else:
+            t, lo, hi = (step - peak) / max(total - 1 - peak, 1e-12), base, final
+        return hi + (lo - hi) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
+    warm = min(round(config.lr_warmup_fraction * total), total - 1)
+    if step < warm:
+        return base * (step + 1) / warm
+    return base * (1 + math.cos(math.pi * (step - warm) / (total - warm))) / 2
+
+
 def train(
     config: TrainConfig,
     *,
@@ -212,8 +292,12 @@ def train(
     ckpt_dir = Path(out_dir) / "checkpoint" if out_dir is not None else None
     history: list[dict[str, float]] = []
     start_epoch = 0
+    total_steps = config.epochs * len(batches)
     if resume is not None:
-        start_epoch, history = _restore(Path(resume), model, optimizer, batches, device)
+        start_epoch, history = _restore(Path(resume), model, optimizer, batches, device, config, len(batches))
+    step = start_epoch * len(batches)  # optimisation steps taken: where the schedule stands
+    # BN statistics are recomputed over this fixed sample before every evaluation/checkpoint
+    bn_images = batches.images[bn_sample(len(batches.images), config.bn_stats_images, config.seed).to(device)]
 
     status, error, t0 = "ok", None, time.perf_counter()
     checkpoint: Path | None = None
@@ -234,7 +318,11 @@ def train(
                     total, parts = reg.loss(logits, y, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
+                lr = scheduled_lr(config, step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 optimizer.step()
+                step += 1
                 n = y.shape[0]
                 seen += n
                 # Accumulate on the device; one host sync per epoch, not per step.
@@ -246,6 +334,9 @@ def train(
             if not all(math.isfinite(v) for v in totals):
                 status, error = "diverged", f"non-finite loss in epoch {epoch + 1} (loss parts {totals[:4]})"
                 break
+            if config.bn_stats_images > 0:
+                # the model evaluated and saved is its weights with statistics that fit them
+                recompute_bn_stats(model, bn_images, device)
             eps = current_epsilon(config, epoch)
             val = inspect(model, data.val, layers, eps, device)
             record = {
@@ -260,13 +351,16 @@ def train(
                 "neighbours": val["neighbours"],
                 "dead_fraction": val["dead_fraction"],
                 "epsilon": eps,
+                "lr": scheduled_lr(config, step - 1, total_steps),
                 "epoch_time": time.perf_counter() - t_epoch,
             }
             history.append(record)
             written = None
             last = epoch + 1 == config.epochs
             if ckpt_dir is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
-                written = _save(ckpt_dir, model, optimizer, batches, config, {**meta, "epoch": epoch + 1}, history)
+                written = _save(
+                    ckpt_dir, model, optimizer, batches, config, {**meta, "epoch": epoch + 1}, history, step
+                )
                 checkpoint = ckpt_dir / "model.pt"
             if progress:
                 print(_progress_line(record, config.epochs), flush=True)
@@ -278,6 +372,10 @@ def train(
     if history:
         last_rec = history[-1]
         metrics.update({k: last_rec[k] for k in ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc", "val_acc")})
+        # The result is the last epoch (ASHA and resume rely on it); the best validation epoch
+        # (the first, on ties) says how far the end is from it.
+        best = max(history, key=lambda r: r["val_acc"])
+        metrics.update(best_epoch=float(best["epoch"]), best_val_acc=best["val_acc"])
     if status != "diverged":
         test = inspect(model, data.test, layers, current_epsilon(config, config.epochs - 1), device)
         metrics.update(
@@ -302,10 +400,13 @@ def _save(
     config: TrainConfig,
     meta: dict[str, Any],
     history: list[dict[str, float]],
+    step: int,
 ) -> Path:
     # Training state first, model last: model.pt's epoch is never ahead of the state's.
     state = {
         "epoch": meta["epoch"],
+        # where the learning-rate schedule stands (the optimizer's param groups hold its lr)
+        "schedule": {"name": config.lr_schedule, "step": step, "total_steps": config.epochs * len(batches)},
         "optimizer": optimizer.state_dict(),
         "rng": batches.generator.get_state(),
         "torch_rng": torch.get_rng_state(),
@@ -317,7 +418,13 @@ def _save(
 
 
 def _restore(
-    ckpt_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, batches: _Batches, device: torch.device
+    ckpt_dir: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: _Batches,
+    device: torch.device,
+    config: TrainConfig,
+    steps_per_epoch: int,
 ) -> tuple[int, list[dict[str, float]]]:
     from syncmodel.checkpoint import read_checkpoint
 
@@ -330,6 +437,14 @@ def _restore(
     if not isinstance(state, dict) or "optimizer" not in state:
         raise CheckpointError(f"{state_path}: not a training state")
     check_digest(state, state_path)
+    schedule = state.get("schedule")
+    expected = {"name": config.lr_schedule, "step": int(state["epoch"]) * steps_per_epoch,
+                "total_steps": config.epochs * steps_per_epoch}
+    if schedule is None:
+        raise CheckpointError(f"{state_path}: no learning-rate schedule state (written by an older version); start afresh")
+    if schedule != expected:
+        # another schedule, epoch count or batch count: the run would not continue its own schedule
+        raise CheckpointError(f"{state_path}: learning-rate schedule {schedule} does not continue as {expected}")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     batches.generator.set_state(state["rng"])

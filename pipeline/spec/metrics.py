@@ -37,6 +37,8 @@ METRICS: dict[str, MetricInfo] = {
     # syncmodel.train, at the end
     "test_acc": MetricInfo("max", False, "top-1 accuracy on the test split"),
     "train_time": MetricInfo("min", False, "training wall time, seconds"),
+    "best_val_acc": MetricInfo("max", False, "validation accuracy of the best epoch (the result stays the last)"),
+    "best_epoch": MetricInfo("max", False, "the epoch (1-based) of best_val_acc, the first on ties"),
     # syncmodel.evaluate, after training (docs/design.md §1.4)
     "interpretability": _ev("max", "composite score in [0, 1] (syncmodel.metrics.score)"),
     "entropy": _ev("min", "normalised spatial entropy of the activation maps"),

@@ -47,6 +47,14 @@ def test_reports_the_documented_metrics(digits):
     assert result.metrics["focus_loss"] == 0.0 and result.metrics["sync_loss"] == 0.0
 
 
+def test_final_metrics_name_the_best_validation_epoch(digits):
+    result = train(TrainConfig(**{**FAST, "epochs": 3}), data=digits)
+    vals = [r["val_acc"] for r in result.history]
+    assert result.metrics["best_val_acc"] == max(vals)
+    assert result.metrics["best_epoch"] == vals.index(max(vals)) + 1  # first of ties
+    assert result.metrics["val_acc"] == vals[-1]  # the reported result stays the last epoch
+
+
 def test_non_finite_loss_ends_the_run_as_diverged(digits):
     bad = load_data(TrainConfig(**FAST))
     bad.train.images[0] = float("nan")
