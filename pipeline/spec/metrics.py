@@ -40,29 +40,39 @@ METRICS: dict[str, MetricInfo] = {
     "best_val_acc": MetricInfo("max", False, "validation accuracy of the best epoch (the result stays the last)"),
     "best_epoch": MetricInfo("max", False, "the epoch (1-based) of best_val_acc, the first on ties"),
     # syncmodel.evaluate, after training (docs/design.md §1.4)
-    "interpretability": _ev("max", "composite score in [0, 1] (syncmodel.metrics.score)"),
+    "interpretability": _ev("max", "composite score in [0, 1] that collapse cannot raise (syncmodel.metrics.score)"),
     "entropy": _ev("min", "normalised spatial entropy of the activation maps"),
     "peak_mass": _ev("max", "activation mass near the focus"),
+    "position_information": _ev("max", "how much a neuron's peak position varies with the image (normalised JSD)"),
     "selectivity": _ev("max", "class selectivity index (Morcos et al. 2018)"),
-    "mis": _ev("max", "mean max mutual information with a class (Liang et al. 2020)"),
+    "mis": _ev("max", "mean max mutual information with a class (Liang et al. 2020), plug-in estimate"),
+    "mis_chance": _ev("min", "the same MIS estimate with permuted labels: its chance level"),
+    "mis_above_chance": _ev("max", "MIS minus its chance level"),
+    "effective_neurons": _ev("max", "participation ratio of the response correlation's eigenvalues"),
+    "distributedness": _ev("max", "effective_neurons / neurons: 1/C for clones, ~1 for independent neurons"),
     "modules": _ev("max", "functional modules found by Sync clustering"),
     "coverage": _ev("max", "fraction of neurons in a module of >= 2"),
-    "consistency_ari": _ev("max", "ARI of the modules found on two halves of the data"),
-    "consistency_nmi": _ev("max", "NMI of the modules found on two halves of the data"),
-    "specificity": _ev("max", "within- minus between-module response correlation"),
-    "class_purity": _ev("max", "class purity of the modules' mean responses"),
-    "within_corr": _ev("max", "mean response correlation within modules"),
-    "between_corr": _ev("min", "mean response correlation between modules"),
+    "largest_module": _ev("min", "share of the neurons in the largest module"),
+    "consistency_ari": _ev("max", "ARI of the modules found on two halves of the data (NaN if degenerate)"),
+    "consistency_nmi": _ev("max", "NMI of the modules found on two halves of the data (NaN if degenerate)"),
+    "specificity": _ev("max", "within- minus between-module correlation, on the half the modules were not built from"),
+    "class_purity": _ev("max", "class purity of the modules' mean responses, held out"),
+    "within_corr": _ev("max", "mean response correlation within modules, held out"),
+    "between_corr": _ev("min", "mean response correlation between modules, held out"),
     "ablation_own_drop": _ev("max", "accuracy drop on a module's own classes when it is zeroed"),
     "ablation_other_drop": _ev("min", "accuracy drop on the other classes when a module is zeroed"),
-    "location_instability": _ev("min", "ICNN location instability (landmarks)", needs_parts=True),
+    "ablation_own_drop_beyond_random": _ev("max", "own-class drop minus that of size-matched random neuron sets"),
+    "ablation_other_drop_beyond_random": _ev("min", "other-class drop minus that of size-matched random neuron sets"),
+    "location_instability": _ev("min", "ICNN location instability, its released protocol (landmarks)", needs_parts=True),
+    "location_instability_heldout": _ev("min", "ICNN's protocol, category chosen on one half, scored on the other", needs_parts=True),
+    "location_instability_part_heldout": _ev("min", "best part chosen on one half, scored on the other", needs_parts=True),
     "detectors": _ev("max", "units detecting a part (Network Dissection)", needs_parts=True),
     "unique_parts": _ev("max", "distinct parts with a detector", needs_parts=True),
     "detector_fraction": _ev("max", "fraction of units that are part detectors", needs_parts=True),
 }
 
 # Data sets with ground-truth landmarks and part masks (docs/design.md §2).
-PART_DATASETS = ("shapes",)
+PART_DATASETS = ("shapes", "shapes-hard")
 
 
 def per_epoch_metrics() -> list[str]:
