@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import math
 import os
 import re
+import stat
 import typing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pipeline.redact import redact
+from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.spec.grid import space_size
 from pipeline.spec.metrics import METRICS, PART_DATASETS, per_epoch_metrics
 from pipeline.spec.reading import error_message, key_text, short
+from pipeline.spec.static import (
+    BACKBONE_STAGES,
+    MIN_IMAGE_SIZE,
+    VAL_EPOCH_METRICS,
+    VAL_FINAL_METRICS,
+    split_sizes,
+)
 from pipeline.spec.types import (
     EvaluationSpec,
     Objective,
@@ -105,14 +114,18 @@ def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = Tru
         storage = _abs(Path("runs") / name)
     else:
         storage = _location(_string(storage, "storage"), "storage")
+    _check_storage(storage)
 
     _check_corners(train, search)
     scheduler = _resolve_scheduler(scheduler, objectives, train)
     _check_sampler(sampler, search, samples)
     _check_objectives(objectives, train, evaluation)
+    _check_validation_split(objectives, scheduler, train)
     _check_device(train, resources)
     train = _check_data(train, check_data)
     _check_names(train, search)
+    _check_sizes(train)
+    _check_layers(train, search)
     return StudySpec(
         name=name, train=train, search=search, objectives=objectives, sampler=sampler,
         scheduler=scheduler, samples=samples, concurrency=concurrency, resources=resources,
@@ -448,7 +461,25 @@ def _parse_resources(raw: Any) -> Resources:
             "resources.gpu",
             f"must be <= 1: a trial trains on one device (0.25 packs four trials per GPU), got {gpu:g}",
         )
+    for key, value in (("cpu", cpu), ("gpu", gpu)):
+        _check_granularity(value, f"resources.{key}")
     return Resources(cpu, gpu)
+
+
+# Ray counts resources in units of 1/10000 (ray._raylet.RESOURCE_UNIT_SCALING): a finer request
+# crashes ray.init or the trial's scheduling (below one unit), or is silently cut (above).
+RESOURCE_UNITS = 10_000
+
+
+def _check_granularity(value: float, path: str) -> None:
+    units = value * RESOURCE_UNITS
+    if abs(units - round(units)) > 1e-6 * max(1.0, units):
+        nearest = round(units) / RESOURCE_UNITS
+        hint = f"e.g. {nearest:g}" if nearest > 0 else f"at least {1 / RESOURCE_UNITS:g}"
+        raise ConfigError(
+            path,
+            f"Ray counts resources in steps of {1 / RESOURCE_UNITS:g}; got {value!r}, use {hint}",
+        )
 
 
 def _parse_evaluation(raw: Any) -> EvaluationSpec:
@@ -499,8 +530,11 @@ def _refuse_secrets(template: str) -> None:
         parts = urlsplit(template)
     except ValueError as exc:
         raise ConfigError("tracking.uri", f"not a valid URI: {exc}") from None
-    userinfo = parts.netloc.rpartition("@")[0]
-    password = userinfo.partition(":")[2]
+    info = userinfo(template)
+    if info and parts.scheme.lower() in ("http", "https"):
+        # Never sent anywhere: urllib would take TOKEN@host for a host name to resolve.
+        raise ConfigError("tracking.uri", f"holds a user name or token before '@'; {HTTP_CREDENTIALS}")
+    password = info.partition(":")[2]
     if password and not _ENV_REF.fullmatch(password):
         raise ConfigError("tracking.uri", f"holds a password; {hint}")
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -584,3 +618,127 @@ def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
         for where, value in values:
             if value not in names:
                 raise ConfigError(where, f"unknown {name} {short(value)}; known: {', '.join(names)}")
+
+
+def _check_storage(storage: str) -> None:
+    """The study folder can be made here: not a file, not under one, no symlink loop, writable
+    (checked with a real file, like the tracking store: root passes access() in /proc)."""
+    if _SCHEME.match(storage):
+        return
+    path = Path(storage)
+    for folder in (path, *path.parents):
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            if os.path.lexists(folder):
+                raise ConfigError(
+                    "storage", f"{folder} is a symbolic link to {os.readlink(folder)}, which does not exist"
+                ) from None
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError("storage", f"{folder}: a symbolic link loop") from None
+            if exc.errno == errno.ENOTDIR:  # a file further up: its own stat names it
+                continue
+            raise ConfigError("storage", f"{folder}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            what = "is a file, not a folder" if folder == path else f"cannot be made: {folder} is a file"
+            raise ConfigError("storage", f"{path} {what}")
+        if not _can_create_in(folder):
+            where = "" if folder == path else f" ({folder}, where it would be made)"
+            raise ConfigError("storage", f"{path}: folder not writable{where}")
+        return
+
+
+def _can_create_in(folder: Path) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_validation_split(objectives: list[Objective], scheduler: SchedulerSpec, train: TrainConfig) -> None:
+    """Without a validation split (val_fraction 0) what is measured on it is NaN every epoch:
+    an objective or ASHA's metric on it would rank nothing."""
+    if train.val_fraction > 0:
+        return
+    for i, o in enumerate(objectives):
+        if o.metric in VAL_FINAL_METRICS:
+            raise ConfigError(
+                f"objectives[{i}].metric",
+                f"{o.metric} is measured on the validation split, and train.val_fraction is 0 "
+                "(no validation split): hold one out, or optimise another metric (e.g. test_acc)",
+            )
+    if scheduler.name == "asha" and scheduler.metric in VAL_EPOCH_METRICS:
+        raise ConfigError(
+            "scheduler.metric",
+            f"ASHA would compare {scheduler.metric} per epoch, measured on the validation split, and "
+            "train.val_fraction is 0 (no validation split): hold one out, or name a training "
+            "metric (train_acc, train_loss)",
+        )
+
+
+def _check_sizes(train: TrainConfig) -> None:
+    """Splits that training cannot use, known without loading (syncmodel.data.splits.check_sizes
+    refuses the same when the data is loaded: in a trial, after Ray started)."""
+    minimum = MIN_IMAGE_SIZE.get(train.dataset)
+    if minimum and train.image_size is not None and train.image_size < minimum:
+        raise ConfigError(
+            "train.image_size", f"{train.dataset} needs at least {minimum} pixels, got {train.image_size}"
+        )
+    sizes = split_sizes(train)
+    if sizes is None:
+        return
+    split = f"(train {sizes.train}, val {sizes.val}, test {sizes.test})"
+    if sizes.train == 0:
+        raise ConfigError(
+            "train.val_fraction",
+            f"{train.val_fraction} of {train.dataset} holds out every training image {split}; lower it",
+        )
+    if sizes.val == 0 and train.val_fraction > 0:
+        field = "train.n_train" if train.dataset in ("shapes", "shapes-hard", "fake-cifar10") else "train.val_fraction"
+        raise ConfigError(
+            field,
+            f"val_fraction {train.val_fraction} of {train.dataset} with these images holds out none {split}; "
+            "use more images, a larger val_fraction, or val_fraction 0 (no validation split)",
+        )
+
+
+def _check_layers(train: TrainConfig, search: dict[str, Param]) -> None:
+    """`train.layers` must name modules of every backbone a trial may get (syncmodel.nets
+    .build_model refuses the rest, in the trial). A stage name is known without torch; any
+    other name (a submodule such as layer4.1) is looked up in the backbone built on the meta
+    device (no memory, no weights; a second for torch's import)."""
+    if not train.layers:
+        return
+    p = search.get("backbone")
+    backbones = list(p.choices or ()) if p is not None and p.kind == "categorical" else [
+        p.value if p is not None else train.backbone
+    ]
+    for backbone in backbones:
+        stages = BACKBONE_STAGES.get(backbone)
+        names = set(stages or ())
+        if all(layer in names for layer in train.layers):
+            continue
+        names = _module_names(train.replace(backbone=backbone))
+        for i, layer in enumerate(train.layers):
+            if layer not in names:
+                known = ", ".join(stages) if stages else "see the backbone's named_modules()"
+                raise ConfigError(
+                    f"train.layers[{i}]", f"{backbone} has no layer {short(layer)}; regularisable: {known}"
+                )
+
+
+def _module_names(config: TrainConfig) -> set[str]:
+    """Every submodule name of `config`'s backbone, built on the meta device."""
+    import torch
+
+    from syncmodel.nets import BACKBONES
+
+    spec = BACKBONES.get(config.backbone, field="backbone")
+    with torch.device("meta"):
+        model = spec.build(config.replace(layers=None), 3, 10, config.image_size or 32)
+    return {name for name, _ in model.named_modules() if name}
