@@ -1,7 +1,7 @@
 """The private local Ray a study starts on this machine, and its start-up tricks: a token of
 its own, trial modules preloaded in the workers Ray prestarts, Tune's per-actor environment
-moved into the local Ray's environment; bound to loopback, and ended with its driver. Connecting to a cluster (`--address`) goes through
-`ray_session` too.
+moved into the local Ray's environment; it listens on loopback only and ends with its driver.
+Connecting to a cluster (`--address`) goes through `ray_session` too.
 """
 
 from __future__ import annotations

@@ -708,10 +708,12 @@ def _check_sizes(train: TrainConfig) -> None:
 
 
 def _check_layers(train: TrainConfig, search: dict[str, Param]) -> None:
-    """`train.layers` must name modules of every backbone a trial may get (syncmodel.nets
-    .build_model refuses the rest, in the trial). A stage name is known without torch; any
-    other name (a submodule such as layer4.1) is looked up in the backbone built on the meta
-    device (no memory, no weights; a second for torch's import)."""
+    """`train.layers` must name modules of every backbone a trial may get, each giving a
+    (B, C, H, W) map (syncmodel.nets.build_model and the regularizer refuse the rest, in the
+    trial). A stage name is known without torch; any other name (a submodule such as
+    layer4.1, or fc) is looked up in the backbone built on the meta device, and its output
+    shape read from a forward pass there (no memory, no arithmetic; a second for torch's
+    import)."""
     if not train.layers:
         return
     p = search.get("backbone")
@@ -720,25 +722,52 @@ def _check_layers(train: TrainConfig, search: dict[str, Param]) -> None:
     ]
     for backbone in backbones:
         stages = BACKBONE_STAGES.get(backbone)
-        names = set(stages or ())
-        if all(layer in names for layer in train.layers):
+        if stages and all(layer in stages for layer in train.layers):
             continue
-        names = _module_names(train.replace(backbone=backbone))
+        dims = _output_dims(train.replace(backbone=backbone), train.layers)
         for i, layer in enumerate(train.layers):
-            if layer not in names:
+            if layer not in dims:
                 known = ", ".join(stages) if stages else "see the backbone's named_modules()"
                 raise ConfigError(
                     f"train.layers[{i}]", f"{backbone} has no layer {short(layer)}; regularisable: {known}"
                 )
+            if dims[layer] != 4:
+                raise ConfigError(
+                    f"train.layers[{i}]",
+                    f"{backbone}'s {layer} outputs {dims[layer]} dimensions; a regularised layer "
+                    "must output a (B, C, H, W) map (e.g. "
+                    + (", ".join(stages) if stages else "a convolution stage") + ")",
+                )
 
 
-def _module_names(config: TrainConfig) -> set[str]:
-    """Every submodule name of `config`'s backbone, built on the meta device."""
+def _output_dims(config: TrainConfig, layers: list[str]) -> dict[str, int | None]:
+    """Of `layers`, those `config`'s backbone has, each with the number of dimensions of its
+    output (None: not a tensor), from the backbone built and run on the meta device."""
     import torch
 
     from syncmodel.nets import BACKBONES
 
     spec = BACKBONES.get(config.backbone, field="backbone")
+    size = config.image_size or 32
     with torch.device("meta"):
-        model = spec.build(config.replace(layers=None), 3, 10, config.image_size or 32)
-    return {name for name, _ in model.named_modules() if name}
+        model = spec.build(config.replace(layers=None), 3, 10, size)
+    modules = dict(model.named_modules())
+    dims: dict[str, int | None] = {}
+
+    def hook(name: str):  # noqa: ANN202 - a forward hook
+        def record(_module: object, _inputs: object, output: object) -> None:
+            dims[name] = output.dim() if isinstance(output, torch.Tensor) else None
+
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers if name in modules]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.empty(2, 3, size, size, device="meta"))
+    except Exception:  # noqa: BLE001 - a model that cannot run on meta tensors: names only
+        return {name: dims.get(name, 4) for name in layers if name in modules}
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: dims.get(name) for name in layers if name in modules}
