@@ -87,7 +87,9 @@ TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "m
 # --------------------------------------------------------------------------- one form of a spec
 
 
-def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = True) -> StudySpec:
+def build(
+    raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = True, writable: bool = True
+) -> StudySpec:
     """A `StudySpec` from one form's raw mapping: each section parsed, then the checks across."""
     mapping(raw, "spec", TOP_KEYS)
     for key in ("name", "search", "objectives"):
@@ -114,7 +116,7 @@ def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = Tru
         storage = _abs(Path("runs") / name)
     else:
         storage = _location(_string(storage, "storage"), "storage")
-    _check_storage(storage)
+    _check_storage(storage, writable)
 
     _check_corners(train, search)
     scheduler = _resolve_scheduler(scheduler, objectives, train)
@@ -620,9 +622,10 @@ def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
                 raise ConfigError(where, f"unknown {name} {short(value)}; known: {', '.join(names)}")
 
 
-def _check_storage(storage: str) -> None:
-    """The study folder can be made here: not a file, not under one, no symlink loop, writable
-    (checked with a real file, like the tracking store: root passes access() in /proc)."""
+def _check_storage(storage: str, writable: bool = True) -> None:
+    """The study folder can be made here: not a file, not under one, no symlink loop, and
+    (`writable`) writable, checked with a real file like the tracking store (root passes
+    access() in /proc)."""
     if _SCHEME.match(storage):
         return
     path = Path(storage)
@@ -644,7 +647,7 @@ def _check_storage(storage: str) -> None:
         if not stat.S_ISDIR(st.st_mode):
             what = "is a file, not a folder" if folder == path else f"cannot be made: {folder} is a file"
             raise ConfigError("storage", f"{path} {what}")
-        if not _can_create_in(folder):
+        if writable and not _can_create_in(folder):
             where = "" if folder == path else f" ({folder}, where it would be made)"
             raise ConfigError("storage", f"{path}: folder not writable{where}")
         return

@@ -231,3 +231,12 @@ def test_launch_refuses_what_validate_refuses_before_ray(
     rc, out, err = _cli(["launch", str(BAD / f"{name}.yaml")], capsys)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_reading_a_study_needs_no_writable_folder(tmp_path: Path) -> None:
+    """`runs`/`pareto`/`export SPEC` only read the study: its folder need not be writable."""
+    storage = Path("/proc/sys/syncstudy-test")
+    path = _spec(tmp_path, extra=f"storage: '{storage}'\n")
+    assert load_spec(path, writable=False).storage == str(storage)
+    with pytest.raises(SpecError, match="storage: .* folder not writable"):
+        load_spec(path)
