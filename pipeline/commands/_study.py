@@ -79,14 +79,14 @@ def locate_study(
     """A study from its spec file, or from `--study NAME`: ./runs/NAME (whose resolved spec
     names the tracking store), or the experiment NAME in `--tracking-uri`."""
     if spec_path:
-        spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri})
+        spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri}, writable=False)
     elif study:
         if not NAME_RE.match(study):
             # a study name is a folder name under runs/: nothing that climbs out of it
             raise SyncStudyError(f"--study {study!r}: not a study name (a-z 0-9 _ -, first a letter or digit)")
         saved = Path("runs") / study / SPEC_FILE
         if saved.is_file():
-            spec = load_spec(saved, overrides={"tracking.uri": tracking_uri})
+            spec = load_spec(saved, overrides={"tracking.uri": tracking_uri}, writable=False)
         elif tracking_uri:
             storage = (Path("runs") / study).resolve()
             return StudyRef(study, resolve_target(tracking_uri, study, storage), storage)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.redact import redact
+from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.trial_files import TrialFiles
 from syncmodel.errors import SyncStudyError
 
@@ -110,15 +110,22 @@ def default_uri(storage: Path) -> str:
 def resolve_target(
     uri: str | None, experiment: str, storage: Path, artifact_location: str | None = None
 ) -> TrackingTarget:
-    """The tracking URI to use: given, or sqlite in the study's folder; sqlite made absolute."""
+    """The tracking URI to use: given, or sqlite in the study's folder; sqlite made absolute.
+
+    Artifacts of a store without a server go to `<storage>/mlartifacts` unless the spec names
+    another place: MLflow's own default for a database store is `./mlruns` of whatever folder
+    the driver runs in. A server keeps them where it is told (proxied artifacts).
+    """
     storage = Path(storage).resolve()
     uri = uri or default_uri(storage)
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
+    if scheme in ("http", "https") and userinfo(uri):
+        # Refused before anything is sent: urllib takes TOKEN@host for a host name to resolve.
+        raise TrackingError(f"tracking URI {uri}: holds a user name or token before '@'; {HTTP_CREDENTIALS}")
     if scheme == "sqlite":
-        path = sqlite_path(uri)
-        uri = f"sqlite:///{path}"
-        if artifact_location is None and path.parent == storage:
-            artifact_location = (storage / "mlartifacts").as_uri()
+        uri = f"sqlite:///{sqlite_path(uri)}"
+    if artifact_location is None and not is_remote(uri) and scheme != "databricks":
+        artifact_location = (storage / "mlartifacts").as_uri()
     return TrackingTarget(uri, experiment, artifact_location)
 
 

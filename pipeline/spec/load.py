@@ -29,6 +29,7 @@ def load_spec(
     smoke: bool = False,
     overrides: dict[str, Any] | None = None,
     check_data: bool = True,
+    writable: bool = True,
 ) -> StudySpec:
     """Read, validate and resolve a study spec. Both forms are checked, full and smoke; the
     smoke form (the `smoke:` section over the rest) is returned when `smoke` is true.
@@ -37,6 +38,8 @@ def load_spec(
     smoke form), e.g. {"storage": DIR, "tracking.uri": URI}; None values are skipped (an
     unset command-line flag). `check_data=False` skips the check that a file-based data set's
     folder exists on this machine (a cluster launch: the data is on the workers).
+    `writable=False` skips the check that the study folder can be written (the commands that
+    only read a study); a folder that is a file or a symbolic link loop is refused anyway.
     """
     doc = read_yaml(path)
     try:
@@ -48,7 +51,7 @@ def load_spec(
         base_raw = {k: v for k, v in doc.items() if k != "smoke"}
         extra = _expand_overrides(overrides or {})
         try:
-            full = build(_merge(base_raw, extra), Path(path), False, check_data)
+            full = build(_merge(base_raw, extra), Path(path), False, check_data, writable)
         except ConfigError as exc:
             raise _blame(exc, extra, "", "(from the command line)") from None
         if smoke_raw is None:
@@ -56,7 +59,7 @@ def load_spec(
                 raise ConfigError("smoke", "--smoke was asked for, but the spec has no smoke section")
             return full
         try:
-            reduced = build(_merge(_merge(base_raw, smoke_raw), extra), Path(path), True, check_data)
+            reduced = build(_merge(_merge(base_raw, smoke_raw), extra), Path(path), True, check_data, writable)
         except ConfigError as exc:
             exc = _blame(exc, extra, "", "(from the command line)")
             raise _blame(exc, smoke_raw, "smoke.", "(in the smoke form)", elsewhere=True) from None

@@ -16,6 +16,10 @@ from syncmodel.errors import ConfigError
 
 MAX_BYTES = 1 << 20  # a spec is a page of YAML; anything near this is a mistake
 MAX_NODES = 20_000  # values visited after alias expansion
+# The resolved document's size (strings and keys by their characters, other values as 8):
+# aliases repeat a value without repeating its bytes (102 KB of YAML expanded to 50 MB of
+# `layers`), and everything downstream (validate --json, study.yaml, MLflow params) writes it.
+MAX_RESOLVED_BYTES = 1 << 20
 MAX_DEPTH = 32
 MAX_INT = 2**63
 MAX_MESSAGE = 400
@@ -157,15 +161,22 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def check_tree(doc: Any) -> None:
-    """Refuse non-string keys, huge integers, cycles and documents too big or deep to be specs."""
-    budget = [MAX_NODES]
+    """Refuse non-string keys, huge integers, cycles and documents too big (in values or in
+    resolved bytes) or too deep to be specs."""
+    budget = [MAX_NODES, MAX_RESOLVED_BYTES]
     active: set[int] = set()
 
     def visit(value: Any, path: str, depth: int) -> None:
         budget[0] -= 1
+        budget[1] -= len(value) if isinstance(value, str) else 8
         if budget[0] < 0:
             top = re.split(r"[.\[]", path)[0] or "spec"
             raise ConfigError(top, f"more than {MAX_NODES} values (aliases?): not a study spec")
+        if budget[1] < 0:
+            top = re.split(r"[.\[]", path)[0] or "spec"
+            raise ConfigError(
+                top, f"expands to more than {MAX_RESOLVED_BYTES} bytes (aliases?): not a study spec"
+            )
         if depth > MAX_DEPTH:
             raise ConfigError(path or "spec", f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, bool):
@@ -183,6 +194,7 @@ def check_tree(doc: Any) -> None:
                     raise ConfigError(
                         path or "spec", f"keys must be strings, got {type(key).__name__} {short(key)}"
                     )
+                budget[1] -= len(key)
                 visit(item, f"{path}.{key_text(key)}" if path else key_text(key), depth + 1)
         else:
             for i, item in enumerate(value):

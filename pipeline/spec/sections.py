@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import math
 import os
 import re
+import stat
 import typing
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pipeline.redact import redact
+from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.spec.grid import space_size
 from pipeline.spec.metrics import METRICS, PART_DATASETS, per_epoch_metrics
 from pipeline.spec.reading import error_message, key_text, short
+from pipeline.spec.static import (
+    BACKBONE_STAGES,
+    MIN_IMAGE_SIZE,
+    VAL_EPOCH_METRICS,
+    VAL_FINAL_METRICS,
+    split_sizes,
+)
 from pipeline.spec.types import (
     EvaluationSpec,
     Objective,
@@ -78,7 +87,9 @@ TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "m
 # --------------------------------------------------------------------------- one form of a spec
 
 
-def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = True) -> StudySpec:
+def build(
+    raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = True, writable: bool = True
+) -> StudySpec:
     """A `StudySpec` from one form's raw mapping: each section parsed, then the checks across."""
     mapping(raw, "spec", TOP_KEYS)
     for key in ("name", "search", "objectives"):
@@ -105,14 +116,18 @@ def build(raw: dict[str, Any], source: Path, smoke: bool, check_data: bool = Tru
         storage = _abs(Path("runs") / name)
     else:
         storage = _location(_string(storage, "storage"), "storage")
+    _check_storage(storage, writable)
 
     _check_corners(train, search)
     scheduler = _resolve_scheduler(scheduler, objectives, train)
     _check_sampler(sampler, search, samples)
     _check_objectives(objectives, train, evaluation)
+    _check_validation_split(objectives, scheduler, train)
     _check_device(train, resources)
     train = _check_data(train, check_data)
     _check_names(train, search)
+    _check_sizes(train)
+    _check_layers(train, search)
     return StudySpec(
         name=name, train=train, search=search, objectives=objectives, sampler=sampler,
         scheduler=scheduler, samples=samples, concurrency=concurrency, resources=resources,
@@ -448,7 +463,25 @@ def _parse_resources(raw: Any) -> Resources:
             "resources.gpu",
             f"must be <= 1: a trial trains on one device (0.25 packs four trials per GPU), got {gpu:g}",
         )
+    for key, value in (("cpu", cpu), ("gpu", gpu)):
+        _check_granularity(value, f"resources.{key}")
     return Resources(cpu, gpu)
+
+
+# Ray counts resources in units of 1/10000 (ray._raylet.RESOURCE_UNIT_SCALING): a finer request
+# crashes ray.init or the trial's scheduling (below one unit), or is silently cut (above).
+RESOURCE_UNITS = 10_000
+
+
+def _check_granularity(value: float, path: str) -> None:
+    units = value * RESOURCE_UNITS
+    if abs(units - round(units)) > 1e-6 * max(1.0, units):
+        nearest = round(units) / RESOURCE_UNITS
+        hint = f"e.g. {nearest:g}" if nearest > 0 else f"at least {1 / RESOURCE_UNITS:g}"
+        raise ConfigError(
+            path,
+            f"Ray counts resources in steps of {1 / RESOURCE_UNITS:g}; got {value!r}, use {hint}",
+        )
 
 
 def _parse_evaluation(raw: Any) -> EvaluationSpec:
@@ -499,8 +532,11 @@ def _refuse_secrets(template: str) -> None:
         parts = urlsplit(template)
     except ValueError as exc:
         raise ConfigError("tracking.uri", f"not a valid URI: {exc}") from None
-    userinfo = parts.netloc.rpartition("@")[0]
-    password = userinfo.partition(":")[2]
+    info = userinfo(template)
+    if info and parts.scheme.lower() in ("http", "https"):
+        # Never sent anywhere: urllib would take TOKEN@host for a host name to resolve.
+        raise ConfigError("tracking.uri", f"holds a user name or token before '@'; {HTTP_CREDENTIALS}")
+    password = info.partition(":")[2]
     if password and not _ENV_REF.fullmatch(password):
         raise ConfigError("tracking.uri", f"holds a password; {hint}")
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -584,3 +620,157 @@ def _check_names(train: TrainConfig, search: dict[str, Param]) -> None:
         for where, value in values:
             if value not in names:
                 raise ConfigError(where, f"unknown {name} {short(value)}; known: {', '.join(names)}")
+
+
+def _check_storage(storage: str, writable: bool = True) -> None:
+    """The study folder can be made here: not a file, not under one, no symlink loop, and
+    (`writable`) writable, checked with a real file like the tracking store (root passes
+    access() in /proc)."""
+    if _SCHEME.match(storage):
+        return
+    path = Path(storage)
+    for folder in (path, *path.parents):
+        try:
+            st = os.stat(folder)
+        except FileNotFoundError:
+            if os.path.lexists(folder):
+                raise ConfigError(
+                    "storage", f"{folder} is a symbolic link to {os.readlink(folder)}, which does not exist"
+                ) from None
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError("storage", f"{folder}: a symbolic link loop") from None
+            if exc.errno == errno.ENOTDIR:  # a file further up: its own stat names it
+                continue
+            raise ConfigError("storage", f"{folder}: {exc.strerror or exc}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            what = "is a file, not a folder" if folder == path else f"cannot be made: {folder} is a file"
+            raise ConfigError("storage", f"{path} {what}")
+        if writable and not _can_create_in(folder):
+            where = "" if folder == path else f" ({folder}, where it would be made)"
+            raise ConfigError("storage", f"{path}: folder not writable{where}")
+        return
+
+
+def _can_create_in(folder: Path) -> bool:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_validation_split(objectives: list[Objective], scheduler: SchedulerSpec, train: TrainConfig) -> None:
+    """Without a validation split (val_fraction 0) what is measured on it is NaN every epoch:
+    an objective or ASHA's metric on it would rank nothing."""
+    if train.val_fraction > 0:
+        return
+    for i, o in enumerate(objectives):
+        if o.metric in VAL_FINAL_METRICS:
+            raise ConfigError(
+                f"objectives[{i}].metric",
+                f"{o.metric} is measured on the validation split, and train.val_fraction is 0 "
+                "(no validation split): hold one out, or optimise another metric (e.g. test_acc)",
+            )
+    if scheduler.name == "asha" and scheduler.metric in VAL_EPOCH_METRICS:
+        raise ConfigError(
+            "scheduler.metric",
+            f"ASHA would compare {scheduler.metric} per epoch, measured on the validation split, and "
+            "train.val_fraction is 0 (no validation split): hold one out, or name a training "
+            "metric (train_acc, train_loss)",
+        )
+
+
+def _check_sizes(train: TrainConfig) -> None:
+    """Splits that training cannot use, known without loading (syncmodel.data.splits.check_sizes
+    refuses the same when the data is loaded: in a trial, after Ray started)."""
+    minimum = MIN_IMAGE_SIZE.get(train.dataset)
+    if minimum and train.image_size is not None and train.image_size < minimum:
+        raise ConfigError(
+            "train.image_size", f"{train.dataset} needs at least {minimum} pixels, got {train.image_size}"
+        )
+    sizes = split_sizes(train)
+    if sizes is None:
+        return
+    split = f"(train {sizes.train}, val {sizes.val}, test {sizes.test})"
+    if sizes.train == 0:
+        raise ConfigError(
+            "train.val_fraction",
+            f"{train.val_fraction} of {train.dataset} holds out every training image {split}; lower it",
+        )
+    if sizes.val == 0 and train.val_fraction > 0:
+        field = "train.n_train" if train.dataset in ("shapes", "shapes-hard", "fake-cifar10") else "train.val_fraction"
+        raise ConfigError(
+            field,
+            f"val_fraction {train.val_fraction} of {train.dataset} with these images holds out none {split}; "
+            "use more images, a larger val_fraction, or val_fraction 0 (no validation split)",
+        )
+
+
+def _check_layers(train: TrainConfig, search: dict[str, Param]) -> None:
+    """`train.layers` must name modules of every backbone a trial may get, each giving a
+    (B, C, H, W) map (syncmodel.nets.build_model and the regularizer refuse the rest, in the
+    trial). A stage name is known without torch; any other name (a submodule such as
+    layer4.1, or fc) is looked up in the backbone built on the meta device, and its output
+    shape read from a forward pass there (no memory, no arithmetic; a second for torch's
+    import)."""
+    if not train.layers:
+        return
+    p = search.get("backbone")
+    backbones = list(p.choices or ()) if p is not None and p.kind == "categorical" else [
+        p.value if p is not None else train.backbone
+    ]
+    for backbone in backbones:
+        stages = BACKBONE_STAGES.get(backbone)
+        if stages and all(layer in stages for layer in train.layers):
+            continue
+        dims = _output_dims(train.replace(backbone=backbone), train.layers)
+        for i, layer in enumerate(train.layers):
+            if layer not in dims:
+                known = ", ".join(stages) if stages else "see the backbone's named_modules()"
+                raise ConfigError(
+                    f"train.layers[{i}]", f"{backbone} has no layer {short(layer)}; regularisable: {known}"
+                )
+            if dims[layer] != 4:
+                raise ConfigError(
+                    f"train.layers[{i}]",
+                    f"{backbone}'s {layer} outputs {dims[layer]} dimensions; a regularised layer "
+                    "must output a (B, C, H, W) map (e.g. "
+                    + (", ".join(stages) if stages else "a convolution stage") + ")",
+                )
+
+
+def _output_dims(config: TrainConfig, layers: list[str]) -> dict[str, int | None]:
+    """Of `layers`, those `config`'s backbone has, each with the number of dimensions of its
+    output (None: not a tensor), from the backbone built and run on the meta device."""
+    import torch
+
+    from syncmodel.nets import BACKBONES
+
+    spec = BACKBONES.get(config.backbone, field="backbone")
+    size = config.image_size or 32
+    with torch.device("meta"):
+        model = spec.build(config.replace(layers=None), 3, 10, size)
+    modules = dict(model.named_modules())
+    dims: dict[str, int | None] = {}
+
+    def hook(name: str):  # noqa: ANN202 - a forward hook
+        def record(_module: object, _inputs: object, output: object) -> None:
+            dims[name] = output.dim() if isinstance(output, torch.Tensor) else None
+
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in layers if name in modules]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.empty(2, 3, size, size, device="meta"))
+    except Exception:  # noqa: BLE001 - a model that cannot run on meta tensors: names only
+        return {name: dims.get(name, 4) for name in layers if name in modules}
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: dims.get(name) for name in layers if name in modules}

@@ -222,7 +222,7 @@ def test_env_reference_in_tracking_uri(tmp_path: Path, monkeypatch: pytest.Monke
     spec = load_spec(path)
     assert spec.tracking.uri == "postgresql://mlflow:s3cret@db/mlflow"  # what MLflow gets
     assert "s3cret" not in str(spec_to_dict(spec))  # what is written next to results
-    assert redact(spec.tracking.uri) == "postgresql://mlflow:***@db/mlflow"
+    assert redact(spec.tracking.uri) == "postgresql://***@db/mlflow"  # the user name too
 
 
 def test_asha_resolves_its_metric(tmp_path: Path) -> None:

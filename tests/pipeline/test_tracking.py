@@ -95,7 +95,8 @@ def test_relative_sqlite_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     target = resolve_target("sqlite:///sub/mlflow.db", "x", tmp_path / "study")
     assert target.uri == f"sqlite:///{tmp_path.resolve()}/sub/mlflow.db"
-    assert target.artifact_location is None  # a store outside the study folder: MLflow's default
+    # a store outside the study folder: artifacts still in it (MLflow's default is ./mlruns)
+    assert target.artifact_location == (tmp_path / "study").resolve().joinpath("mlartifacts").as_uri()
 
 
 def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
