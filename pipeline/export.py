@@ -54,6 +54,34 @@ def choose(
     return ranked[0]
 
 
+FRONT_TOLERANCE = 0.01  # "within 1 point" of the best first objective (accuracies are in [0, 1])
+
+
+def choose_on_front(
+    records: list[TrialRecord], objectives: list[tuple[str, str]], tolerance: float = FRONT_TOLERANCE
+) -> tuple[TrialRecord, list[TrialRecord]]:
+    """A multi-objective study's default export: among the Pareto front's trials (finished,
+    every objective finite) whose first objective is within `tolerance` of the best, the one
+    best on the second objective (ties: the better first objective, then the earlier trial);
+    e.g. the most interpretable trial within 1 point of the best accuracy. Returns (chosen,
+    the front best first by the first objective)."""
+    from pipeline.record.summary import summarize
+
+    by_id = {r.trial_id: r for r in records}
+    front = [by_id[t] for t in summarize(records, objectives).front]
+    if not front:
+        names = ", ".join(m for m, _ in objectives)
+        raise SyncStudyError(f"no finished trial has a value for every objective ({names})")
+    (first, mode1), (second, mode2) = objectives[0], objectives[1]
+    sign1 = 1 if mode1 == "max" else -1
+    sign2 = 1 if mode2 == "max" else -1
+    best = max(sign1 * r.metrics[first] for r in front)
+    near = [r for r in front if sign1 * r.metrics[first] >= best - tolerance]
+    order = {r.trial_id: i for i, r in enumerate(records)}
+    chosen = max(near, key=lambda r: (sign2 * r.metrics[second], sign1 * r.metrics[first], -order[r.trial_id]))
+    return chosen, front
+
+
 def _inside(path: Path, folder: Path, what: str) -> Path:
     """`path` if it resolves inside `folder`; names from the store never climb out of it."""
     resolved = Path(path).resolve()

@@ -152,6 +152,9 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
             metrics = {**report, **metrics}
         if result.checkpoint is not None and result.checkpoint.is_file():
             shutil.copy2(result.checkpoint, files.model)
+            from pipeline.record.mlflow_model import write_for_trial
+
+            write_for_trial(files.folder, files.model, data)  # MLflow's model format, no pickles
         final = {
             "epoch": int(result.history[-1]["epoch"]) if result.history else 0,
             **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},

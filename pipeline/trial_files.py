@@ -29,6 +29,8 @@ class TrialFiles:
     REPORT = "report.json"
     NEURONS = "neurons.parquet"
     PICTURES = "pictures"
+    # MLflow's model format (pyfunc from code; pipeline.record.mlflow_model): the run's `model/`.
+    MLFLOW_MODEL = "mlflow_model"
     # In an epoch checkpoint (not the final one): what `train(resume=...)` continues from.
     TRAIN_STATE = "train_state.pt"
     # The config files: uploaded as the run's `config/` artifacts, not with the checkpoint.
@@ -37,6 +39,7 @@ class TrialFiles:
     ARTIFACTS: ClassVar[tuple[tuple[str, str | None], ...]] = (
         (CONFIG_YAML, "config"), (CONFIG_JSON, "config"), (MODEL, "checkpoint"),
         (REPORT, "evaluation"), (NEURONS, "evaluation"), (HISTORY, None), (PICTURES, "pictures"),
+        (MLFLOW_MODEL, "model"),
     )  # fmt: skip
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ def locate_study(
         saved = Path("runs") / study / SPEC_FILE
         if saved.is_file():
             spec = load_spec(saved, overrides={"tracking.uri": tracking_uri}, writable=False)
+            spec = _where_it_is(spec, saved, tracking_uri)
         elif tracking_uri:
             storage = (Path("runs") / study).resolve()
             return StudyRef(study, resolve_target(tracking_uri, study, storage), storage)
@@ -102,6 +104,26 @@ def locate_study(
         spec.name, target_of(spec, storage), storage,
         [(o.metric, o.mode) for o in spec.objectives], list(search.searched(spec)),
     )  # fmt: skip
+
+
+def _where_it_is(spec: Any, saved: Path, tracking_uri: str | None) -> Any:
+    """A study folder that was moved or copied reads its own files: `study.yaml` names the
+    folder it was launched in (absolute), so when that is not the folder it sits in, the
+    storage and a tracking store inside it (the default sqlite) are taken from where it is,
+    with a warning; a store outside the folder (a server, another database) is kept."""
+    folder = saved.parent.resolve()
+    recorded = storage_of(spec)
+    if recorded == folder:
+        return spec
+    overrides: dict[str, Any] = {"storage": str(folder), "tracking.uri": tracking_uri}
+    uri = spec.tracking.uri
+    if tracking_uri is None and uri and uri.startswith("sqlite:") and sqlite_path(uri).parent == recorded:
+        overrides["tracking.uri"] = f"sqlite:///{folder / sqlite_path(uri).name}"
+    print(
+        f"warning: {saved} was written for the study folder {recorded}; reading the study "
+        f"from where it is now, {folder}", file=sys.stderr,
+    )  # fmt: skip
+    return load_spec(saved, overrides=overrides, writable=False)
 
 
 def open_study(ref: StudyRef) -> Tracker:

@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trial", metavar="ID", help="export this trial instead of the best")
     parser.add_argument("--register", metavar="NAME", help="also register it in MLflow's model registry")
     parser.add_argument(
+        "--alias", default="champion", metavar="A",
+        help="with --register: the alias that points at the new version (default: champion)",
+    )  # fmt: skip
+    parser.add_argument(
         "--verify", metavar="DIR", type=Path,
         help="only check an exported folder: SHA256SUMS, every file's sha256, model.pt weights-only",
     )  # fmt: skip
@@ -31,19 +35,53 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SyncStudyError("--out DIR is required (or --verify DIR to check an export)")
-    from pipeline.commands._study import open_from_args
-    from pipeline.export import choose, export_trial, metric_mode
+    from pipeline.commands._study import open_from_args, table
+    from pipeline.export import FRONT_TOLERANCE, choose, choose_on_front, export_trial, metric_mode
+    from pipeline.record.tracking import finite
 
     ref, tracker = open_from_args(args)
     objectives = ref.objectives or []
     metric = args.metric or (objectives[0][0] if objectives else "test_acc")
     mode = metric_mode(metric, objectives)
-    record = choose(tracker.trials(), trial=args.trial, metric=metric, mode=mode)
-    chosen_by = f"trial {record.trial_id} as asked" if args.trial else f"best {metric} ({mode})"
+    records = tracker.trials()
+    if args.trial is None and args.metric is None and len(objectives) >= 2:
+        record, front = choose_on_front(records, objectives)
+        (first, _), (second, _) = objectives[0], objectives[1]
+        chosen_by = (
+            f"the best {second} on the Pareto front within {FRONT_TOLERANCE:g} of the best {first}"
+        )
+        rows: list[list] = [["", "trial", *(m for m, _ in objectives)]]
+        rows += [["*" if r is record else "", r.trial_id, *(r.metrics[m] for m, _ in objectives)] for r in front]
+        print(f"Pareto front ({len(front)} trials; * = exported: {chosen_by}; --metric or --trial to choose otherwise):")
+        print(table(rows))
+    else:
+        record = choose(records, trial=args.trial, metric=metric, mode=mode)
+        chosen_by = f"trial {record.trial_id} as asked" if args.trial else f"best {metric} ({mode})"
+    if args.register and tracker.moved_artifacts(record.run_id) is not None:
+        # MLflow puts a logged model's files under the experiment's recorded artifact folder:
+        # the one the study was launched in, not this copy
+        raise SyncStudyError(
+            f"--register: study {ref.name!r} was moved from where its MLflow store was written; "
+            "its experiment's artifact folder is the old one, so registering would write there "
+            "(export without --register works)"
+        )
     out = export_trial(tracker, record, args.out, objectives=objectives, chosen_by=chosen_by)
     verify(out)
     print(f"exported trial {record.trial_id} ({chosen_by}) of study {ref.name!r} to {out}")
     if args.register:
-        version = tracker.register(record.run_id, args.register)
-        print(f"registered as model {args.register!r} version {version} in {ref.target.uri}")
+        from pipeline.record.mlflow_model import log_pytorch_model
+        from pipeline.redact import redact
+
+        # The registered version is MLflow's pytorch format ("pt2", no pickled code): both
+        # mlflow.pytorch.load_model and mlflow.pyfunc.load_model read it.
+        model_uri = log_pytorch_model(ref.target.uri, record.run_id, out / "model.pt")
+        shown = ", ".join(f"{m} {record.metrics[m]:.4g}" for m, _ in objectives if finite(record.metrics.get(m)))
+        description = f"study {ref.name!r}, trial {record.trial_id} ({chosen_by}){': ' + shown if shown else ''}"
+        version = tracker.register(
+            record.run_id, args.register, model_uri, description=description, alias=args.alias
+        )
+        print(
+            f"registered as model {args.register!r} version {version} (alias @{args.alias}) in "
+            f"{redact(ref.target.uri)}: mlflow.pytorch.load_model(\"models:/{args.register}@{args.alias}\")"
+        )
     return 0

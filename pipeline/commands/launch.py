@@ -8,6 +8,14 @@ interrupted (Ctrl-C: Tune saves the study; `--resume` continues it).
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Other libraries' loggers: to the study folder's log file, on the terminal only with --verbose.
+LIBRARIES = ("ray", "mlflow", "optuna", "alembic", "urllib3", "filelock")
+LOG_FILE = "launch.log"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +26,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
     parser.add_argument("--storage", metavar="DIR", help="study folder (overrides the spec; default runs/NAME)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help=f"other libraries' log lines (Ray, MLflow, Optuna) on the terminal too (always in STORAGE/{LOG_FILE})",
+    )  # fmt: skip
+
+
+class _FolderFileHandler(logging.FileHandler):
+    """A log file whose folder is made on the first record: a launch refused before it starts
+    leaves nothing behind."""
+
+    def _open(self):  # noqa: ANN202 - logging.FileHandler's
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def route_library_logs(log_path: Path, verbose: bool) -> list[logging.Handler]:
+    """Send Ray's, MLflow's and Optuna's log records to `log_path` (and stderr if `verbose`)
+    instead of the terminal, where they fell between syncstudy's own lines (Ray's token
+    warning, MLflow's "Creating initial MLflow database tables", Optuna's "A new study
+    created in memory"). Ray and Optuna are imported here: they attach their console
+    handlers on import (Ray) or first use (Optuna), which are replaced; MLflow is told not
+    to attach one (MLFLOW_CONFIGURE_LOGGING) before it is imported."""
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    import optuna.logging
+    import ray  # noqa: F401 - attaches its handlers
+
+    optuna.logging.disable_default_handler()
+    handlers: list[logging.Handler] = [_FolderFileHandler(log_path, delay=True)]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.syncstudy = True  # type: ignore[attr-defined]
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            # console handlers, and ours from an earlier launch in this process (tests)
+            if getattr(old, "syncstudy", False) or (
+                isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler)
+            ):
+                logger.removeHandler(old)
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+    return handlers
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         smoke=args.smoke,
         overrides={"storage": args.storage, "tracking.uri": args.tracking_uri},
     )
+    from pipeline.paths import storage_of
+
+    route_library_logs(storage_of(spec) / LOG_FILE, args.verbose)
     verb = "resuming" if args.resume else "launching"
     print(
         f"{verb} study {spec.name!r}{' (smoke form)' if spec.smoke else ''}: {spec.samples} trials, "

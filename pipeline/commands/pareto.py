@@ -5,21 +5,12 @@ from __future__ import annotations
 import argparse
 
 from pipeline.commands._study import add_study_arguments, clean, dumps, open_from_args, table
+from pipeline.record.summary import pareto_front
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--json", action="store_true", help="the front as JSON")
-
-
-def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> list[str]:
-    """Ids of the non-dominated points (each objective turned to 'max' first)."""
-    signed = [(pid, [v if m == "max" else -v for v, m in zip(vals, modes)]) for pid, vals in points]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    return [pid for pid, a in signed if not any(dominates(b, a) for qid, b in signed if qid != pid)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,9 @@ and records it once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import math
 import re
 import tempfile
 import time
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.record.tables import StudyTables, TrialRow
-from pipeline.record.tracking import Tracker, TrackingTarget, artifact_files
+from pipeline.record.tracking import TAG_NOTE, Tracker, TrackingTarget, artifact_files
+from pipeline.spec.metrics import mlflow_name
 from pipeline.spec.types import Param
 from pipeline.trial import TUNE_KEYS, trial_config
 from pipeline.trial_files import TrialFiles
@@ -105,11 +108,30 @@ class StudyRecorder:
     def run_id(self, trial_id: str, sampled: dict[str, Any]) -> str:
         runs = self._open()["runs"]
         if trial_id not in runs:
-            runs[trial_id] = self.tracker.trial_run(trial_id, self.parent_id, self.config_of(sampled))
+            params = {**self.config_of(sampled), **self.log10_params(sampled)}
+            runs[trial_id] = self.tracker.trial_run(trial_id, self.parent_id, params)
         return runs[trial_id]
 
+    def log10_params(self, sampled: dict[str, Any]) -> dict[str, float]:
+        """`log10_<name>` of each param searched on a log scale: MLflow's plots (parallel
+        coordinates, scatter) have linear axes only."""
+        config = self.config_of(sampled)
+        out = {}
+        for name, param in self.search_params.items():
+            value = config.get(name)
+            if param.log and _number(value) and value > 0:
+                out[f"log10_{name}"] = round(math.log10(value), 6)
+        return out
+
     def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
-        self._open().setdefault("started", {}).setdefault(trial_id, time.time())
+        state = self._open()
+        state.setdefault("started", {}).setdefault(trial_id, time.time())
+        if not state.get("described"):
+            # Once per driver, so the UI opens on runs while the study runs (finish_parent
+            # writes it again at the end).
+            note = self.tracker.client.get_run(self.parent_id).data.tags.get(TAG_NOTE, "")
+            self.tracker.describe_experiment(note)
+            state["described"] = True
         self.run_id(trial_id, sampled)
 
     def epoch(self, trial_id: str, sampled: dict[str, Any], result: dict[str, Any]) -> None:
@@ -170,12 +192,17 @@ class StudyRecorder:
                 run_id = self.run_id(trial_id, sampled)
                 if history:
                     self.tracker.log_epochs(run_id, history)
-                self.tracker.finish_trial(
-                    run_id, status=status, metrics=metrics, step=int(result.get("epoch", 0) or 0),
+                wrote = self.tracker.finish_trial(
+                    run_id, status=status, metrics=self.logged_metrics(metrics, config, final=status != "stopped" and error_text is None), step=0,
                     error=error,
                     artifacts=_artifacts(local, config, error_text, bool(result.get("uploaded")), stack),
-                    tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id},
+                    tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id,
+                          TAG_NOTE: self.note(config, status, metrics, error), **provenance()},
                 )  # fmt: skip
+                if wrote:
+                    self.tracker.log_dataset(run_id, config)
+                    if files is not None and files.pictures.is_dir():
+                        self.tracker.log_images(run_id, sorted(files.pictures.glob("*.png")))
                 RECORDED.add(run_id)
             except Exception as exc:  # noqa: BLE001 - raised below, once the row is written
                 failure = exc
@@ -197,6 +224,31 @@ class StudyRecorder:
             raise failure
         return status
 
+    def logged_metrics(self, metrics: dict[str, Any], config: dict[str, Any], final: bool = True) -> dict[str, Any]:
+        """Final metrics under their MLflow names (pipeline.spec.metrics.mlflow_name), logged at
+        step 0 (MLflow's UI draws a metric whose last step is 0 as a bar, not a one-point line);
+        the evaluation's epsilon only where it differs from the param. A trial without a final
+        result (stopped, failed) has only its last epoch's values: the bare ones (val_acc, the
+        objectives) are logged, the rest are its epoch/ series (not test/, eval/ values)."""
+        out: dict[str, Any] = {}
+        for key, value in metrics.items():
+            if not final and mlflow_name(key, self.objectives) != key:
+                continue
+            if key == "epsilon" and value == config.get("epsilon"):
+                continue
+            name = mlflow_name(key, self.objectives)
+            if name is not None:
+                out[name] = value
+        return out
+
+    def note(self, config: dict[str, Any], status: str, metrics: dict[str, Any], error: str | None) -> str:
+        """The child run's one-line description: searched params → objectives (or the status)."""
+        params = ", ".join(f"{k} {_short(config.get(k))}" for k in self.search_params) or "fixed config"
+        shown = ", ".join(f"{m} {metrics[m]:.4g}" for m in self.objectives if _number(metrics.get(m)))
+        if status != "ok" or not shown:
+            shown = status + (f": {error[:120]}" if error else "")
+        return f"{params} → {shown}"
+
     def _epoch_keys(self, trial_id: str) -> set[str]:
         return {k for rec in self.tables.history.get(trial_id, {}).values() for k in rec}
 
@@ -213,6 +265,31 @@ class StudyRecorder:
         if row.start_time and row.end_time:
             took = f"  {row.end_time - row.start_time:.1f}s"
         print(f"[{done}/{self.total}] trial {trial_id}  {status:<8} {shown}{took}{extra}", flush=True)
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict[str, str]:
+    """MLflow's provenance tags of a trial's run ("Source", "User", the git commit): the
+    command, the user, and the commit of the checkout syncstudy runs from (if it is one)."""
+    import getpass
+    import subprocess
+
+    tags = {"mlflow.source.name": "syncstudy launch", "mlflow.source.type": "LOCAL"}
+    with contextlib.suppress(Exception):
+        tags["mlflow.user"] = getpass.getuser()
+    root = Path(__file__).resolve().parents[2]
+    if (root / ".git").exists():
+        with contextlib.suppress(Exception):
+            out = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                tags["mlflow.source.git.commit"] = out.stdout.strip()
+    return tags
 
 
 def _number(v: Any) -> bool:

@@ -11,6 +11,7 @@ trial's results and MLflow still holds each value once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -40,7 +41,15 @@ TAG_CHECKPOINT = "syncstudy.checkpoint"
 TAG_OBJECTIVES = "syncstudy.objectives"  # parent: JSON [{"metric", "mode"}]
 TAG_SEARCH = "syncstudy.search"  # parent: JSON list of searched param names
 TAG_PARENT = "mlflow.parentRunId"
+TAG_PARETO = "syncstudy.pareto"  # trial: "true" when on the study's Pareto front (set at its end)
+TAG_NOTE = "mlflow.note.content"  # MLflow's description of a run or an experiment
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 UI: custom_model_development → runs
 EPOCH_PREFIX = "epoch/"  # per-epoch metrics: epoch/<name> at step=epoch; finals are bare names
+
+# The TrainConfig fields that decide which data a trial trains on (its MLflow dataset input).
+DATA_FIELDS = ("dataset", "data_root", "n_train", "image_size", "val_fraction", "seed")
+
+MAX_IMAGES = 8  # pictures per trial also logged as MLflow images (Tracker.log_images)
 
 TERMINAL = ("ok", "diverged", "stopped", "error", "oom")
 _MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "KILLED"}  # the rest: FAILED
@@ -89,7 +98,7 @@ class TrialRecord:
     run_id: str
     status: str
     params: dict[str, str]
-    metrics: dict[str, float]  # final metrics (bare names); epoch/* left out
+    metrics: dict[str, float]  # final metrics, bare names (`final_metrics`); epoch/* left out
     tags: dict[str, str] = field(repr=False, default_factory=dict)
     start_time: int | None = None  # ms since the epoch
     end_time: int | None = None
@@ -467,7 +476,52 @@ class Tracker:
         return run.info.run_id
 
     def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
+        """End the study's parent run, holding the study's results (`summarize_parent`)."""
+        self.summarize_parent(run_id)
         self.client.set_terminated(run_id, status=status)
+
+    def describe_experiment(self, description: str) -> None:
+        """The experiment's description (the spec's) and MLflow 3's experiment kind for model
+        training (`mlflow.experimentKind`, as the UI sets it), so its UI opens on runs, not on
+        the GenAI overview."""
+        tags = {TAG_EXPERIMENT_KIND: "custom_model_development"}
+        if description:
+            tags[TAG_NOTE] = description
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+
+    def summarize_parent(self, run_id: str) -> Any:
+        """Write the study's results to its parent run (idempotent: values are overwritten at
+        the same step): metrics `best/<objective>`, `pareto_front_size`, `trials_finished`,
+        `trials`; tags `syncstudy.best.<objective>` (the trial) and `syncstudy.pareto_front`;
+        artifacts `pareto.png` and `trials.json` (MLflow's table); each front trial's child
+        run tagged `syncstudy.pareto=true` (the others `false`). Returns the `StudySummary`."""
+        from mlflow.entities import Metric
+
+        from pipeline.record.summary import pareto_png, summarize, trials_table
+
+        run = self.client.get_run(run_id)
+        objectives = [(o["metric"], o["mode"]) for o in json.loads(run.data.tags.get(TAG_OBJECTIVES, "[]"))]
+        searched = json.loads(run.data.tags.get(TAG_SEARCH, "[]"))
+        self.describe_experiment(run.data.tags.get(TAG_NOTE, ""))
+        records = self.trials()
+        summary = summarize(records, objectives)
+        ts = _now_ms()
+        metrics = [Metric(k, float(v), ts, 0) for k, v in summary.metrics().items()]
+        self.client.log_batch(run_id, metrics=metrics, tags=_tags(summary.tags()))
+        front = set(summary.front)
+        for r in records:
+            flag = "true" if r.trial_id in front else "false"
+            if r.tags.get(TAG_PARETO) != flag:
+                self.client.set_tag(r.run_id, TAG_PARETO, flag)
+        self.client.log_table(run_id, data=trials_table(records, searched, summary), artifact_file="trials.json")
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            png = pareto_png(records, summary, Path(tmp) / "pareto.png")
+            if png is not None:
+                self.client.log_artifact(run_id, str(png))
+        return summary
 
     def trial_run(self, trial_id: str, parent_id: str, params: dict[str, Any]) -> str:
         """The trial's child run (found by tags, else created), with every param logged."""
@@ -559,6 +613,34 @@ class Tracker:
         self.client.set_terminated(run_id, status=_MLFLOW_STATUS.get(status, "FAILED"))
         return True
 
+    def log_dataset(self, run_id: str, config: dict[str, Any]) -> None:
+        """The trial's data set as an MLflow input (the run's "Datasets" column): name, a digest
+        of the fields that decide its contents, where it comes from, context "training"."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        fields = {k: config.get(k) for k in DATA_FIELDS if k in config}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        source = json.dumps({k: v for k, v in fields.items() if k in ("dataset", "data_root")}, default=str)
+        dataset = Dataset(
+            name=str(config.get("dataset", "data")), digest=digest, source_type="syncmodel.data",
+            source=source, profile=json.dumps(fields, default=str),
+        )  # fmt: skip
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+    def log_images(self, run_id: str, paths: list[Path], limit: int = MAX_IMAGES) -> int:
+        """Pictures as MLflow images (key = file stem, step 0), so the UI's image grid compares
+        them across trials; the PNG files stay plain artifacts under pictures/ too. MLflow
+        writes three files per image (~0.1 s each on the 2-core machine, synchronously: its
+        asynchronous mode stalled here), so at most `limit` per trial: the similarity
+        matrices first, then the module grids in order. Returns how many were logged."""
+        from PIL import Image
+
+        chosen = sorted(paths, key=lambda p: (not p.stem.endswith("_similarity"), p.name))[:limit]
+        for path in chosen:
+            with Image.open(path) as image:
+                self.client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
+        return len(chosen)
+
     def delete_orphans(self, keep: set[str]) -> list[str]:
         """Soft-delete trial runs whose trial Tune no longer knows (created after the last
         experiment snapshot of a driver that died); they stay restorable in MLflow's trash."""
@@ -588,7 +670,7 @@ class Tracker:
                         run_id=run.info.run_id,
                         status=run.data.tags.get(TAG_STATUS, "running"),
                         params=dict(run.data.params),
-                        metrics={k: v for k, v in run.data.metrics.items() if not k.startswith(EPOCH_PREFIX)},
+                        metrics=final_metrics(run.data.metrics),
                         tags=dict(run.data.tags),
                         start_time=run.info.start_time,
                         end_time=run.info.end_time,
@@ -599,17 +681,44 @@ class Tracker:
             if not token:
                 return out
 
+    def moved_artifacts(self, run_id: str) -> str | None:
+        """The run's artifact URI inside this target's artifact folder when the study folder
+        was moved or copied (the store records the absolute URIs of the folder it was written
+        in); None when it was not (or the store is not a study folder's own)."""
+        new = self.target.artifact_location
+        if not new or not new.startswith("file:"):
+            return None
+        old = self.client.get_experiment(self.experiment_id).artifact_location
+        uri = self.client.get_run(run_id).info.artifact_uri
+        if old == new or not uri.startswith(old.rstrip("/") + "/"):
+            return None
+        return new.rstrip("/") + uri[len(old.rstrip("/")) :]
+
     def download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        moved = self.moved_artifacts(run_id)
+        if moved is not None:
+            import mlflow.artifacts
+
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{moved}/{artifact_path}", dst_path=str(dst)))
         return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
 
     def has_artifact(self, run_id: str, artifact_path: str) -> bool:
         """Whether the run lists the file `artifact_path` (errors asking the store propagate)."""
         folder = artifact_path.rpartition("/")[0] or None
+        moved = self.moved_artifacts(run_id)
+        if moved is not None:
+            import mlflow.artifacts
+
+            listed = mlflow.artifacts.list_artifacts(artifact_uri=f"{moved}/{folder}" if folder else moved)
+            return any(a.path.rpartition("/")[2] == artifact_path.rpartition("/")[2] for a in listed)
         return any(a.path == artifact_path for a in self.client.list_artifacts(run_id, folder))
 
-    def register(self, run_id: str, name: str, artifact_path: str = "checkpoint") -> str:
-        """Register the run's checkpoint folder as a new version of model `name`."""
+    def register(
+        self, run_id: str, name: str, model_uri: str, *, description: str = "", alias: str | None = None
+    ) -> str:
+        """Register the MLflow model `model_uri` (logged by `run_id`) as a new version of model
+        `name`, with `description` and, if given, `alias` pointing at it; returns the version."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -618,10 +727,13 @@ class Tracker:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
         run = self.client.get_run(run_id)
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
         version = self.client.create_model_version(
-            name, source=f"{run.info.artifact_uri}/{artifact_path}", run_id=run_id,
+            name, source=model_uri, run_id=run_id, description=description or None, model_id=model_id,
             tags={TAG_STUDY: self.study, TAG_TRIAL: run.data.tags.get(TAG_TRIAL, "")},
-        )
+        )  # fmt: skip
+        if alias:
+            self.client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
 
 
@@ -680,6 +792,19 @@ def upload_from_trial(
         return True
     except Exception:  # noqa: BLE001 - the driver falls back to Tune's storage
         return False
+
+
+def final_metrics(logged: dict[str, float]) -> dict[str, float]:
+    """A run's final metrics under their bare names (pipeline.spec.metrics.mlflow_name undone),
+    with the ones left out of MLflow as repeats (FINAL_FROM_LAST_EPOCH) read from the last
+    epoch's value, which they equal."""
+    from pipeline.spec.metrics import FINAL_FROM_LAST_EPOCH, bare_name
+
+    out = {bare_name(k): v for k, v in logged.items() if not k.startswith(EPOCH_PREFIX)}
+    for name in FINAL_FROM_LAST_EPOCH:
+        if name not in out and EPOCH_PREFIX + name in logged:
+            out[name] = logged[EPOCH_PREFIX + name]
+    return out
 
 
 def _is_number(v: Any) -> bool:

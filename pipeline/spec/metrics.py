@@ -77,3 +77,38 @@ PART_DATASETS = ("shapes", "shapes-hard")
 
 def per_epoch_metrics() -> list[str]:
     return [name for name, info in METRICS.items() if info.per_epoch]
+
+
+# ---------------------------------------------------------------------------------------------
+# How a trial's final metrics are named in MLflow (pipeline.record.tracking writes and reads
+# them; the Parquet tables keep the bare names above). Objectives, test_acc, val_acc,
+# train_time and epochs_run are bare; the test-set values train() reports beside its
+# per-epoch validation ones are test/<name>; everything syncmodel.evaluate reports is
+# eval/<name>. Left out of MLflow (they repeat another value; read back from it):
+FINAL_FROM_LAST_EPOCH = ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc")  # epoch/<name>
+DROPPED = {"accuracy": "test_acc"}  # the evaluation's accuracy on the test split
+BARE = ("test_acc", "val_acc", "train_time", "epochs_run")
+TEST_PREFIX = "test/"  # train()'s final spread, dead_fraction, neighbours: on the test split
+TEST_SET = ("spread", "dead_fraction", "neighbours")
+EVAL_PREFIX = "eval/"
+TRAIN_FINALS = (*BARE, *FINAL_FROM_LAST_EPOCH, *TEST_SET)  # every other final key: the evaluation's
+
+
+def mlflow_name(name: str, objectives: tuple[str, ...] | list[str] = ()) -> str | None:
+    """The MLflow metric name of final metric `name` (None: not logged, see DROPPED and
+    FINAL_FROM_LAST_EPOCH); an objective keeps its bare name."""
+    if name in objectives or name in BARE:
+        return name
+    if name in DROPPED or name in FINAL_FROM_LAST_EPOCH:
+        return None
+    if name in TEST_SET:
+        return TEST_PREFIX + name
+    return EVAL_PREFIX + name
+
+
+def bare_name(logged: str) -> str:
+    """The inverse of `mlflow_name` (epoch/ names are left alone)."""
+    for prefix in (TEST_PREFIX, EVAL_PREFIX):
+        if logged.startswith(prefix):
+            return logged[len(prefix):]
+    return logged

@@ -20,8 +20,10 @@ from pipeline.record.tracking import (
     TAG_ROLE,
     TAG_STUDY,
     TAG_TRIAL,
+    final_metrics,
     param_str,
 )
+from pipeline.spec.metrics import mlflow_name
 
 DIGITS = Path(__file__).resolve().parents[2] / "studies" / "digits.yaml"
 
@@ -58,15 +60,29 @@ def test_one_child_run_per_trial_row_with_equal_params_and_metrics(smoke_study: 
         assert row["status"] == "ok" == run.data.tags["syncstudy.status"]
         assert run.data.tags[TAG_STUDY] == "digits"
         params = {k[len("params."):]: v for k, v in row.items() if k.startswith("params.")}
-        assert len(params) == len(run.data.params) > 20  # the full resolved config
+        logged = {k: v for k, v in run.data.params.items() if not k.startswith("log10_")}
+        assert len(params) == len(logged) > 20  # the full resolved config
+        # the params searched on a log scale, also as log10 (MLflow's plots are linear)
+        assert {k for k in run.data.params if k.startswith("log10_")} == {"log10_lambda_focus", "log10_coupling_K"}
+        assert float(run.data.params["log10_coupling_K"]) == pytest.approx(math.log10(row["params.coupling_K"]), abs=1e-6)
         for key, value in params.items():
             # trials.parquet stores lists as JSON text; MLflow params are text
             expected = value if isinstance(value, str) and key == "layers" else param_str(value)
             assert run.data.params[key] == expected, key
         finals = {k: v for k, v in run.data.metrics.items() if not k.startswith(EPOCH_PREFIX)}
         metrics = {k[len("metrics."):]: v for k, v in row.items() if k.startswith("metrics.") and v is not None}
-        assert set(finals) == set(metrics)
-        assert all(_same(finals[k], metrics[k]) for k in metrics)
+        # MLflow names (pipeline.spec.metrics.mlflow_name): repeats left out, the rest renamed
+        objectives = ("val_acc", "interpretability")
+        named = {mlflow_name(k, objectives): v for k, v in metrics.items() if not (k == "epsilon" and v == row["params.epsilon"])}
+        named.pop(None, None)
+        assert set(finals) == set(named)
+        assert all(_same(finals[k], named[k]) for k in named)
+        assert {"test_acc", "val_acc", "interpretability", "test/spread", "eval/modules"} <= set(finals)
+        assert not {"accuracy", "spread", "train_loss", "eval/accuracy"} & set(finals)
+        # read back under the bare names, the repeats from their epoch/ series
+        read = final_metrics(run.data.metrics)
+        assert all(_same(read[k], metrics[k]) for k in metrics if k not in ("accuracy", "epsilon")), run.info.run_id
+        assert {m.step for k in finals for m in _client(smoke_study).get_metric_history(run.info.run_id, k)} == {0}
         for key in ("test_acc", "interpretability", "val_acc"):
             assert key in metrics
         assert {a.path for a in _client(smoke_study).list_artifacts(run.info.run_id)} >= {
@@ -204,3 +220,22 @@ def test_remote_server_trials_upload_their_own_files(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_library_logs_go_to_the_study_folder_not_the_terminal(
+    smoke_study: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from pipeline.commands.launch import LOG_FILE, route_library_logs
+
+    # the smoke launch wrote Optuna's "A new study created" line to the study's log file
+    assert "A new study created" in (smoke_study / LOG_FILE).read_text()
+    log = tmp_path / "sub" / LOG_FILE
+    route_library_logs(log, verbose=False)
+    capfd.readouterr()
+    for name in ("ray._private.authentication", "mlflow.store.db.utils", "optuna.storages"):
+        logging.getLogger(name).warning("library line from %s", name)
+    out, err = capfd.readouterr()
+    assert "library line" not in out + err
+    assert log.read_text().count("library line from") == 3

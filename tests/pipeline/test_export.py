@@ -52,6 +52,37 @@ def test_export_named_trial_with_manifest_and_registry(
     client = MlflowClient(tracking_uri=f"sqlite:///{smoke_study / 'mlflow.db'}")
     versions = client.search_model_versions("name = 'digits-smoke'")
     assert [v.run_id for v in versions] == [worst["mlflow_run_id"]]
+    assert client.get_model_version_by_alias("digits-smoke", "champion").description.startswith("study 'digits'")
+
+
+def test_registered_model_predicts_the_exported_logits(
+    smoke_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+
+    from syncmodel.checkpoint import load_checkpoint
+
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
+    out = tmp_path / "best"
+    assert cli.main(["export", *_args(smoke_study), "--out", str(out), "--register", "digits-best", "--alias", "prod"]) == 0
+    net, _, meta = load_checkpoint(out / "model.pt")
+    x = torch.randn(3, meta["in_channels"], meta["image_size"], meta["image_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(x).numpy()
+    mlflow.set_registry_uri(f"sqlite:///{smoke_study / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{smoke_study / 'mlflow.db'}")
+    with torch.no_grad():
+        got = mlflow.pytorch.load_model("models:/digits-best@prod")(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/digits-best@prod").predict(x.numpy()), want, rtol=1e-5, atol=1e-6)
+    # every trial's run holds its pyfunc model (models from code) too
+    run_id = json.loads((out / "metrics.json").read_text())["mlflow_run_id"]
+    trial_model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    np.testing.assert_array_equal(trial_model.predict(x.numpy()), want)
 
 
 def test_export_guards(smoke_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,3 +128,16 @@ def test_dashboard_serves_the_store_on_loopback(smoke_study: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     assert dashboard.command("sqlite:////x.db", "127.0.0.1", 5000)[-4:-2] == ["--port", "5000"]
+
+
+def test_front_default_is_the_best_second_objective_within_a_point_of_the_best_first() -> None:
+    from pipeline.export import choose_on_front
+    from pipeline.record.tracking import TrialRecord
+
+    def r(tid: str, acc: float, interp: float, status: str = "ok") -> TrialRecord:
+        return TrialRecord(tid, "run-" + tid, status, {}, {"val_acc": acc, "interpretability": interp})
+
+    records = [r("a", 0.950, 0.10), r("b", 0.945, 0.30), r("c", 0.935, 0.90), r("d", 0.999, 0.99, "stopped")]
+    chosen, front = choose_on_front(records, [("val_acc", "max"), ("interpretability", "max")])
+    assert [t.trial_id for t in front] == ["a", "b", "c"]  # all on the front; stopped d never counts
+    assert chosen.trial_id == "b"  # c is 1.5 points below the best accuracy
