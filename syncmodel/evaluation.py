@@ -63,6 +63,7 @@ DETECTOR_KEYS = ("detectors", "detector_fraction", "unique_parts", "detector_iou
 COUNT_KEYS = {"neurons", "modules", "detectors", "unique_parts", "sync_steps"}
 ABLATION_CONTROLS = 8  # random size-matched sets per module (module_ablation's controls)
 _CHUNK = 256  # images per chunk for the per-map metrics
+ESTIMATE_IMAGES = 256  # images of the per-epoch interpretability estimate
 
 
 @torch.no_grad()
@@ -395,6 +396,48 @@ def evaluate(
             )  # fmt: skip
     report["eval_seconds"] = time.perf_counter() - t0
     return report, _neuron_table(layer_cols)
+
+
+def interpretability_estimate(
+    model: nn.Module,
+    split: Split,
+    layers: list[str] | None = None,
+    *,
+    images: int = ESTIMATE_IMAGES,
+    epsilon: float = 0.5,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> float:
+    """The composite `interpretability` of `evaluate`, on the first `images` images of `split`:
+    a cheap per-epoch signal for a scheduler (reported as `interp_estimate`).
+
+    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness,
+    neuron scores, Sync modules with their held-out consistency and purity), computed on a
+    small fixed sample instead of `evaluate`'s `max_images`: module ablation is skipped (it
+    does not enter the composite), and so are landmarks and part masks (location instability
+    and detectors do not either). Only the number of images differs from the final score, so
+    its noise is that of a 256-image sample. The global RNG is left as it was (training with
+    and without the estimate takes the same steps).
+
+    Args:
+        model, layers, epsilon, num_classes, device, seed: as `evaluate`.
+        split: the images (the validation split during training); the first `images` are used.
+        images: sample size. Default `ESTIMATE_IMAGES` (256).
+    Returns:
+        float in [0, 1]; NaN for an empty split.
+    """
+    n = min(len(split), images)
+    if n == 0:
+        return math.nan
+    small = Split(split.images[:n], split.labels[:n])
+    dev = torch.device(device) if device else next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        report, _ = evaluate(
+            model, small, layers, max_images=None, epsilon=epsilon, ablation=False,
+            ablation_controls=0, num_classes=num_classes, device=dev, seed=seed,
+        )  # fmt: skip
+    return float(report["interpretability"])
 
 
 def _chance(labels: Tensor, num_classes: int) -> float:
