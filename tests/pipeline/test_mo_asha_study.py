@@ -125,3 +125,23 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
         states = [s for s in pickle.load(f).values() if s and "rungs" in s]
     assert len(states) == 1
     assert set(states[0]["rungs"][0]) == set(ids)
+
+
+def _bench():  # noqa: ANN202 - bench/mo_asha.py as a module (bench/ is not a package)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "mo_asha.py"
+    spec = importlib.util.spec_from_file_location("bench_mo_asha", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_hypervolume_of_a_hand_made_front() -> None:
+    # two front points: 0.8 x 0.2 plus the strip 0.4 x (0.6 - 0.2); (0.3, 0.3) is dominated
+    hv = _bench().hypervolume_2d([(0.3, 0.3), (0.8, 0.2), (0.4, 0.6)], (0.0, 0.0))
+    assert hv == pytest.approx(0.32)
+
+
+def test_benchmark_hypervolume_ignores_points_behind_the_reference() -> None:
+    assert _bench().hypervolume_2d([(0.5, 0.5), (0.9, 0.05)], (0.1, 0.1)) == pytest.approx(0.16)
