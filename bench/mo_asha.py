@@ -80,7 +80,22 @@ def study_spec(dataset: str, scheduler: object, seed: int, args: argparse.Namesp
     return doc
 
 
+STARTUP_TIMEOUT = "timed out during startup"  # Ray's local start (30 s, fixed) on a loaded machine
+
+
 def run_one(dataset: str, name: str, scheduler: object, seed: int, args: argparse.Namespace) -> dict:
+    for _attempt in range(3):
+        try:
+            return _run_once(dataset, name, scheduler, seed, args)
+        except RuntimeError as exc:  # a Ray that did not start is retried; nothing ran
+            if STARTUP_TIMEOUT not in str(exc):
+                raise
+            print(f"{dataset} {name} seed {seed}: Ray did not start in time, again", flush=True)
+            time.sleep(10)
+    return _run_once(dataset, name, scheduler, seed, args)
+
+
+def _run_once(dataset: str, name: str, scheduler: object, seed: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-moasha-") as tmp:
         storage = Path(tmp) / "study"
         spec = Path(tmp) / "spec.yaml"
