@@ -84,7 +84,7 @@ STARTUP_TIMEOUT = "timed out during startup"  # Ray's local start (30 s, fixed) 
 
 
 def run_one(dataset: str, name: str, scheduler: object, seed: int, args: argparse.Namespace) -> dict:
-    for _attempt in range(3):
+    for _attempt in range(5):
         try:
             return _run_once(dataset, name, scheduler, seed, args)
         except RuntimeError as exc:  # a Ray that did not start is retried; nothing ran
@@ -100,7 +100,9 @@ def _run_once(dataset: str, name: str, scheduler: object, seed: int, args: argpa
         storage = Path(tmp) / "study"
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(study_spec(dataset, scheduler, seed, args, storage), sort_keys=False))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        # the raylet waits this long for its agents' port files (Ray's default fails on a
+        # loaded 2-core machine)
+        env = {"RAY_agent_register_timeout_ms": "120000", **os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--quiet"],
