@@ -96,6 +96,12 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
                 assert time.monotonic() < deadline, "no trial finished in time:\n" + "".join(seen)
             if not any(map(PROGRESS.match, seen)) and "timed out during startup" in "".join(seen):
                 continue
+            # Past Tune's next snapshot (TUNE_GLOBAL_CHECKPOINT_S = 2): a driver killed in the
+            # moment after a trial's final result, before that snapshot, leaves the snapshot
+            # naming the checkpoint the final one replaced (and deleted), and the resumed
+            # trial fails to restore. That window is not MO-ASHA's (seen here under load,
+            # reported to the lead); this test is about the rungs.
+            time.sleep(4)
             os.kill(proc.pid, signal.SIGKILL)  # the driver only, after its first trial ended
             proc.wait(timeout=30)
             time.sleep(2)
