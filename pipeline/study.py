@@ -202,8 +202,16 @@ def planned_trials(spec: StudySpec) -> int:
 
 
 def base_config(spec: StudySpec) -> TrainConfig:
-    """Every trial's config before its sampled params: spec.train + the fixed search entries."""
-    return TrainConfig.from_dict({**spec.train.to_dict(), **search.fixed_params(spec)})
+    """Every trial's config before its sampled params: spec.train + the fixed search entries,
+    with `epoch_estimate` on when the scheduler or an objective compares `interp_estimate`."""
+    config = {**spec.train.to_dict(), **search.fixed_params(spec)}
+    wanted = {m for m, _ in spec.scheduler.objectives} | {o.metric for o in spec.objectives}
+    if ESTIMATE in wanted:
+        config["epoch_estimate"] = True
+    return TrainConfig.from_dict(config)
+
+
+ESTIMATE = "interp_estimate"  # the per-epoch metric that needs TrainConfig.epoch_estimate
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -265,11 +273,15 @@ def _tuner(
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
         total=samples, quiet=quiet,
     )  # fmt: skip
+    scheduler = _scheduler(spec)
+    # MO-ASHA's rungs travel with the experiment state in a callback: Tune 2.60's restore
+    # brings the scheduler back from tuner.pkl as built, not as it was (pipeline.mo_asha)
+    carry = [scheduler.state_callback()] if hasattr(scheduler, "state_callback") else []
     return tune.Tuner(
         fn,
         tune_config=tune.TuneConfig(
             search_alg=search.make_searcher(spec),
-            scheduler=_scheduler(spec),
+            scheduler=scheduler,
             num_samples=samples,
             reuse_actors=True,
             trial_dirname_creator=_trial_dirname,
@@ -278,7 +290,7 @@ def _tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
             storage_path=str(storage),
-            callbacks=[StudyCallback(recorder), JsonLoggerCallback(), CSVLoggerCallback()],
+            callbacks=[StudyCallback(recorder), JsonLoggerCallback(), CSVLoggerCallback(), *carry],
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
@@ -288,6 +300,11 @@ def _tuner(
 
 def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler or None
     s = spec.scheduler
+    if s.name == "mo_asha":
+        from pipeline.mo_asha import MOASHASpec
+
+        mo = MOASHASpec(grace_period=s.grace_period, reduction_factor=s.reduction_factor, objectives=s.objectives)
+        return mo.scheduler(max_t=spec.train.epochs, time_attr="epoch")
     if s.name != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler

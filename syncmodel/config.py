@@ -66,6 +66,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
     checkpoint_every: int = 1  # write a weights-only checkpoint every N epochs (and at the end)
+    # per-epoch `interp_estimate` (syncmodel.evaluation.interpretability_estimate on 256 fixed
+    # val images); the pipeline turns it on when a scheduler or objective compares it
+    epoch_estimate: bool = False
 
     # Range checks: field -> (low, high, low_inclusive); None bound = open.
     _RANGES = {

@@ -63,6 +63,7 @@ DETECTOR_KEYS = ("detectors", "detector_fraction", "unique_parts", "detector_iou
 COUNT_KEYS = {"neurons", "modules", "detectors", "unique_parts", "sync_steps"}
 ABLATION_CONTROLS = 8  # random size-matched sets per module (module_ablation's controls)
 _CHUNK = 256  # images per chunk for the per-map metrics
+ESTIMATE_IMAGES = 256  # images of the per-epoch interpretability estimate
 
 
 @torch.no_grad()
@@ -124,14 +125,41 @@ def _layer(
     peak = acts.flatten(2).amax(-1)  # (N, C)
     responses = acts.mean((2, 3))  # (N, C)
     active = (peak > 0).float().mean(0)  # (C,) fraction of images where the neuron fires
+    sel = class_selectivity(responses, labels, num_classes)
+    pos_info = position_information(acts)  # (C,) NaN if never fires
+    scores = neuron_scores(pos_info, sel, active, num_classes)
+    if opts.get("composite_only"):
+        # only what the composite reads (interpretability_estimate): no per-map focus
+        # metrics, MIS, location, detectors or neuron-table columns
+        rep: dict[str, float] = {"neurons": c, "distributedness": distributedness(responses)}
+        cols: dict[str, Any] = {}
+    else:
+        rep, cols = _layer_details(acts, split, num_classes, image_size, opts, peak, responses, active, sel, pos_info, scores)
+    rep, cols = _layer_modules(name, acts, split, model, num_classes, opts, rep, cols, responses, active, scores)
+    return rep, cols
+
+
+def _layer_details(
+    acts: Tensor,
+    split: Split,
+    num_classes: int,
+    image_size: int,
+    opts: dict[str, Any],
+    peak: Tensor,
+    responses: Tensor,
+    active: Tensor,
+    sel: Tensor,
+    pos_info: Tensor,
+    scores: Tensor,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """The layer's metrics outside the composite, and its neuron-table columns."""
+    c = acts.shape[1]
+    labels = split.labels
     maps = _per_map(acts)  # (N, C) each, NaN for dead maps
     per_neuron = {k: v.nanmean(0) for k, v in maps.items()}  # (C,) NaN if never fires
-    sel = class_selectivity(responses, labels, num_classes)
     mis_c, mis_class = mis(responses, labels, num_classes)
     # the plug-in MIS is biased upward: its value with permuted labels is the chance level
     mis_0 = mis_chance(responses, labels, num_classes, seed=opts["seed"])
-    pos_info = position_information(acts)  # (C,) NaN if never fires
-    scores = neuron_scores(pos_info, sel, active, num_classes)
     rep: dict[str, float] = {
         "neurons": c,
         "dead_fraction": int((active == 0).sum()) / c,
@@ -183,6 +211,26 @@ def _layer(
         cols["detector_iou"] = det.best_iou.tolist()
         cols["detector_part"] = [names[p] for p in det.best_part.tolist()]
         cols["detector"] = det.is_detector.tolist()
+    return rep, cols
+
+
+def _layer_modules(
+    name: str,
+    acts: Tensor,
+    split: Split,
+    model: nn.Module,
+    num_classes: int,
+    opts: dict[str, Any],
+    rep: dict[str, float],
+    cols: dict[str, Any],
+    responses: Tensor,
+    active: Tensor,
+    scores: Tensor,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Sync modules, their held-out checks, ablation, and the composite score, added to
+    `rep` and `cols`."""
+    n, c = acts.shape[:2]
+    labels = split.labels
     # modules: on all images, and on two disjoint halves for consistency across data and for
     # specificity measured on the half the modules were not found on
     eps, steps, mdl = opts["epsilon"], opts["max_steps"], opts["mdl"]
@@ -290,6 +338,7 @@ def evaluate(
     device: torch.device | str | None = None,
     seed: int = 0,
     picture_dir: str | Path | None = None,
+    composite_only: bool = False,
 ) -> tuple[dict[str, float | int], pa.Table]:
     """All metrics of docs/design.md §1.4 for `model` on held-out data → (report, neurons table).
 
@@ -323,6 +372,10 @@ def evaluate(
         device: default the model's device.
         seed: seed of the random halves and of the random ablation sets.
         picture_dir: if given, write the module grids and similarity matrix PNGs there.
+        composite_only: compute only what `interpretability` reads (accuracy, neuron scores,
+            distributedness, modules and their held-out consistency and purity) and skip
+            the rest, ablation included; the report then holds those keys and the score,
+            and the neurons table is empty. Default False.
     Returns:
         report: flat dict of floats/ints: "accuracy", "accuracy_class_{k}", "images",
             "eval_seconds", and per layer `LAYER_KEYS` (+ `LOCATION_KEYS` with landmarks,
@@ -373,7 +426,10 @@ def evaluate(
             epsilon=epsilon, max_steps=max_steps, mdl=mdl, seed=seed, ablation=ablation,
             ablation_controls=ablation_controls, loader=loader, device=dev,
             accuracy=report["accuracy"], chance=_chance(split.labels, num_classes),
+            composite_only=composite_only,
         )  # fmt: skip
+        if composite_only:
+            opts["ablation"] = False  # ablation does not enter the composite
         per_layer, layer_cols = {}, {}
         for name in layers:
             per_layer[name], layer_cols[name] = _layer(
@@ -394,7 +450,54 @@ def evaluate(
                 title=f"{name}: response correlation, ordered by module",
             )  # fmt: skip
     report["eval_seconds"] = time.perf_counter() - t0
+    if composite_only:
+        import pyarrow as pa
+
+        return report, pa.table({})
     return report, _neuron_table(layer_cols)
+
+
+def interpretability_estimate(
+    model: nn.Module,
+    split: Split,
+    layers: list[str] | None = None,
+    *,
+    images: int = ESTIMATE_IMAGES,
+    epsilon: float = 0.5,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> float:
+    """The composite `interpretability` of `evaluate`, on the first `images` images of `split`:
+    a cheap per-epoch signal for a scheduler (reported as `interp_estimate`).
+
+    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness,
+    neuron scores, Sync modules with their held-out consistency and purity), computed on a
+    small fixed sample instead of `evaluate`'s `max_images`, and only the parts the composite
+    reads (`evaluate(composite_only=True)`: no module ablation, focus maps, MIS, location
+    instability or detectors). Only the number of images differs from the final score, so
+    its noise is that of a 256-image sample. The global RNG is left as it was (training with
+    and without the estimate takes the same steps).
+
+    Args:
+        model, layers, epsilon, num_classes, device, seed: as `evaluate`.
+        split: the images (the validation split during training); the first `images` are used.
+        images: sample size. Default `ESTIMATE_IMAGES` (256).
+    Returns:
+        float in [0, 1]; NaN for an empty split.
+    """
+    n = min(len(split), images)
+    if n == 0:
+        return math.nan
+    small = Split(split.images[:n], split.labels[:n])
+    dev = torch.device(device) if device else next(model.parameters()).device
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        report, _ = evaluate(
+            model, small, layers, max_images=None, epsilon=epsilon, ablation=False,
+            ablation_controls=0, num_classes=num_classes, device=dev, seed=seed,
+            composite_only=True,
+        )  # fmt: skip
+    return float(report["interpretability"])
 
 
 def _chance(labels: Tensor, num_classes: int) -> float:

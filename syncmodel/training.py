@@ -354,6 +354,15 @@ def train(
                 "lr": scheduled_lr(config, step - 1, total_steps),
                 "epoch_time": time.perf_counter() - t_epoch,
             }
+            if config.epoch_estimate:
+                from syncmodel.evaluation import interpretability_estimate
+
+                t_est = time.perf_counter()
+                record["interp_estimate"] = interpretability_estimate(
+                    model, data.val, layers, epsilon=eps, num_classes=data.num_classes,
+                    device=device, seed=config.seed,
+                )  # fmt: skip
+                record["estimate_time"] = time.perf_counter() - t_est
             history.append(record)
             written = None
             last = epoch + 1 == config.epochs
@@ -372,6 +381,8 @@ def train(
     if history:
         last_rec = history[-1]
         metrics.update({k: last_rec[k] for k in ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc", "val_acc")})
+        if "interp_estimate" in last_rec:
+            metrics["interp_estimate"] = last_rec["interp_estimate"]
         # The result is the last epoch (ASHA and resume rely on it); the best validation epoch
         # (the first, on ties) says how far the end is from it.
         best = max(history, key=lambda r: r["val_acc"])

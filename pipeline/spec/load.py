@@ -17,7 +17,7 @@ import yaml
 
 from pipeline.spec.reading import SpecError, error_message, read_yaml
 from pipeline.spec.sections import SMOKE_KEYS, build, mapping
-from pipeline.spec.types import Param, StudySpec
+from pipeline.spec.types import Param, SchedulerSpec, StudySpec
 from syncmodel.errors import ConfigError
 
 # --------------------------------------------------------------------------- loading
@@ -159,10 +159,21 @@ def _param_to_yaml(p: Param) -> Any:
     return out
 
 
+def _scheduler_to_dict(s: SchedulerSpec) -> dict[str, Any]:
+    if s.name == "asha":
+        return {k: v for k, v in dataclasses.asdict(s).items() if k != "objectives"}
+    if s.name == "mo_asha":
+        return {
+            "name": s.name, "grace_period": s.grace_period, "reduction_factor": s.reduction_factor,
+            "objectives": [{"metric": m, "mode": mode} for m, mode in s.objectives],
+        }  # fmt: skip
+    return {"name": "none"}
+
+
 def spec_to_dict(spec: StudySpec) -> dict[str, Any]:
     """The resolved spec in the spec format: `load_spec` reads it back to an equal spec."""
     sampler = {k: v for k, v in dataclasses.asdict(spec.sampler).items() if v is not None or k == "seed"}
-    scheduler = dataclasses.asdict(spec.scheduler) if spec.scheduler.name == "asha" else {"name": "none"}
+    scheduler = _scheduler_to_dict(spec.scheduler)
     tracking = {
         "uri": spec.tracking.uri_source or spec.tracking.uri,
         "experiment": spec.tracking.experiment,

@@ -34,6 +34,9 @@ METRICS: dict[str, MetricInfo] = {
     "spread": MetricInfo("min", True, "activation-weighted spread around the focus (val; final: test)"),
     "dead_fraction": MetricInfo("min", True, "fraction of regularised neurons never active"),
     "neighbours": MetricInfo("max", True, "mean neighbours per neuron within epsilon"),
+    "interp_estimate": MetricInfo(
+        "max", True, "interpretability on 256 fixed val images, no ablation (train.epoch_estimate; a rung signal)"
+    ),
     # syncmodel.train, at the end
     "test_acc": MetricInfo("max", False, "top-1 accuracy on the test split"),
     "train_time": MetricInfo("min", False, "training wall time, seconds"),

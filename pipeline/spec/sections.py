@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.spec.grid import space_size
 from pipeline.spec.metrics import METRICS, PART_DATASETS, per_epoch_metrics
+from pipeline.spec.mo_asha import parse_mo_asha
 from pipeline.spec.reading import error_message, key_text, short
 from pipeline.spec.static import (
     BACKBONE_STAGES,
@@ -49,7 +50,7 @@ TOP_KEYS = (
 )
 SMOKE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "description", "smoke"))
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "mo_asha")
 MODES = ("max", "min")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -62,7 +63,7 @@ NOT_SEARCHABLE = {
     "epochs": "the training length is fixed per study (ASHA stops trials early); fix it in train",
     "layers": "a list of layer names; fix it in train",
     **dict.fromkeys(
-        ("device", "num_workers", "checkpoint_every"),
+        ("device", "num_workers", "checkpoint_every", "epoch_estimate"),
         "a run setting, not a hyperparameter; fix it in train",
     ),
 }
@@ -104,7 +105,7 @@ def build(
     search = _parse_search(raw["search"], train_raw)
     objectives = _parse_objectives(raw["objectives"])
     sampler = _parse_sampler(raw.get("sampler", {}))
-    scheduler = _parse_scheduler(raw.get("scheduler", {}))
+    scheduler = _parse_scheduler(raw.get("scheduler", {}), objectives, train.epochs)
     samples = _int(raw.get("samples", 8), "samples", 1)
     concurrency = _int(raw.get("concurrency", 1), "concurrency", 1)
     retries = _int(raw.get("retries", 0), "retries", 0)
@@ -367,9 +368,10 @@ def _parse_sampler(raw: Any) -> SamplerSpec:
     return SamplerSpec(name, seed, values["n_startup_trials"], values["population_size"])
 
 
-def _parse_scheduler(raw: Any) -> SchedulerSpec:
+def _parse_scheduler(raw: Any, objectives: list[Objective], epochs: int) -> SchedulerSpec:
     raw = {"name": "none"} if raw is None else raw
-    raw = _named_section(raw, "scheduler", ("name", "grace_period", "reduction_factor", "metric", "mode"))
+    keys = ("name", "grace_period", "reduction_factor", "metric", "mode", "objectives")
+    raw = _named_section(raw, "scheduler", keys)
     name = _string(raw.get("name", "none"), "scheduler.name")
     if name not in SCHEDULERS:
         raise ConfigError(
@@ -379,8 +381,13 @@ def _parse_scheduler(raw: Any) -> SchedulerSpec:
     if name == "none":
         for key in raw:
             if key != "name":
-                raise ConfigError(f"scheduler.{key}", "only applies to scheduler asha")
+                raise ConfigError(f"scheduler.{key}", "only applies to scheduler asha or mo_asha")
         return SchedulerSpec("none")
+    if name == "mo_asha":
+        mo = parse_mo_asha(raw, objectives, epochs)
+        return SchedulerSpec("mo_asha", mo.grace_period, mo.reduction_factor, objectives=mo.objectives)
+    if "objectives" in raw:
+        raise ConfigError("scheduler.objectives", "only applies to scheduler mo_asha (asha compares one metric)")
     grace = _int(raw.get("grace_period", 1), "scheduler.grace_period", 1)
     factor = _number(raw.get("reduction_factor", 2.0), "scheduler.reduction_factor")
     if factor <= 1:

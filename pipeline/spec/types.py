@@ -40,11 +40,13 @@ class SamplerSpec:
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    name: str = "none"  # none | asha
+    name: str = "none"  # none | asha | mo_asha
     grace_period: int = 1
     reduction_factor: float = 2.0
     metric: str | None = None  # ASHA's rung metric (per-epoch); always set once resolved
     mode: str = "max"
+    # MO-ASHA's rung signals, (per-epoch metric, mode) pairs; empty for none / asha
+    objectives: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
