@@ -18,8 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pipeline.services import free_port
 from raystart import REPO, Cluster, cluster_of, exe
+
+from deploy.services import free_port
 
 pytestmark = pytest.mark.cluster
 

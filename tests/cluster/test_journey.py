@@ -1,6 +1,6 @@
 """The cluster journey as docs/cluster.md tells users to run it, on one machine: `ray start
 --head` (dashboard on, token authentication on), a second node with `ray start --address`
-and a logical GPU, the MLflow server on PostgreSQL (pipeline.services, what cluster.yaml's
+and a logical GPU, the MLflow server on PostgreSQL (deploy/services.py, what cluster.yaml's
 head runs), then
 
     ray job submit --no-wait -- syncstudy launch SPEC --smoke --address auto --tracking-uri URL
