@@ -97,7 +97,8 @@ def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
                     f"--resume: the spec differs from the one the study in {storage} was launched "
                     f"with ({saved}) in: {', '.join(changed)}"
                 )
-    elif exp.exists():
+    elif (exp / "tuner.pkl").is_file():
+        # (a tune/ without tuner.pkl is a launch that died before Tune started: nothing ran)
         raise SyncStudyError(
             f"a study already ran in {storage}: add --resume to continue it, or give another --storage"
         )

@@ -72,7 +72,7 @@ def keep_good_state(storage: Path, seen: dict[str, tuple[int, int]] | None = Non
         return False
     good, tmp, old = (
         storage / GOOD_STATE_DIR,
-        storage / f".{GOOD_STATE_DIR}.tmp",
+        storage / f".{GOOD_STATE_DIR}.new",
         storage / f".{GOOD_STATE_DIR}.old",
     )
     try:

@@ -65,6 +65,7 @@ def test_launch_on_a_locked_folder_exits_2_before_its_checks(tmp_path: Path, wri
     says who holds the folder, and the folder is left as it was."""
     storage = tmp_path / "study"
     (storage / "tune").mkdir(parents=True)  # a study ran here: without the lock, that message
+    (storage / "tune" / "tuner.pkl").write_bytes(b"")
     spec = write_spec(tmp_path / "digits.yaml", storage=str(storage))
     proc = _holder(storage)
     try:
