@@ -96,6 +96,7 @@ def test_soak_kill_resume_shared_store_and_twin_drivers(
         while procs:
             for key, proc in list(procs.items()):
                 if proc.poll() is not None or time.monotonic() >= kill_at:
+                    _kill_group(proc)  # SIGKILL, unless it already ended
                     outs[key] = _finish(proc)
                     study.log.append(f"first run ({key}): exit {outs[key][0]}\n{outs[key][1]}")
                     del procs[key]
