@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 SEED = 14
 SAMPLES = 2
-KILL_WINDOW_S = (12.0, 50.0)  # after both twins reached the lock: Ray's start, set-up or a trial
+KILL_WINDOW_S = (8.0, 32.0)  # after both twins reached the lock: Ray's start, set-up or a trial
 
 
 @dataclass
