@@ -11,6 +11,9 @@ from pipeline.spec.types import StudySpec
 
 EXPERIMENT_DIR = "tune"  # Tune's experiment folder inside the study's storage
 SPEC_FILE = "study.yaml"  # the resolved spec, written at the first launch
+GOOD_STATE_DIR = "tune.good"  # the last whole copy of Tune's state files (pipeline.record.state)
+# Also in the folder: `.lock` (pipeline.lock: one driver at a time) and `instance.json`
+# (pipeline.record.identity: the study instance's id, which its MLflow runs carry).
 
 
 def storage_of(spec: StudySpec) -> Path:

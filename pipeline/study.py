@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -29,10 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import ray_join, search
+from pipeline.lock import acquire
 from pipeline.paths import EXPERIMENT_DIR, SPEC_FILE, storage_of, target_of
 from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ray_session
-from pipeline.record.callback import StudyCallback
+from pipeline.record.callback import StateKeeper, StudyCallback
+from pipeline.record.identity import ensure_instance
 from pipeline.record.recorder import RECORDED, StudyRecorder
+from pipeline.record.state import disk_full, quiet_disk_full_logs, restore_good_state
 from pipeline.record.tables import TrialRow
 from pipeline.record.tracking import Tracker, TrackingTarget, check_target, is_remote, outage_of
 from pipeline.spec.load import check_fits_local, dump_resolved, spec_to_dict
@@ -93,7 +97,8 @@ def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
                     f"--resume: the spec differs from the one the study in {storage} was launched "
                     f"with ({saved}) in: {', '.join(changed)}"
                 )
-    elif exp.exists():
+    elif (exp / "tuner.pkl").is_file():
+        # (a tune/ without tuner.pkl is a launch that died before Tune started: nothing ran)
         raise SyncStudyError(
             f"a study already ran in {storage}: add --resume to continue it, or give another --storage"
         )
@@ -107,9 +112,46 @@ def run_study(
     quiet: bool = False,
     num_cpus: int | None = None,
 ) -> StudyOutcome:
-    """Run (or resume) a study to its end; returns the trials' rows (trials.parquet)."""
-    t0, wall0 = time.perf_counter(), time.time()
+    """Run (or resume) a study to its end; returns the trials' rows (trials.parquet).
+
+    The study folder's lock (pipeline.lock) comes first, before the checks and any write: a
+    second driver on one folder stops there. A folder this call created is removed again when
+    the study is refused before it started, so a refused launch leaves nothing behind.
+    """
     storage = storage_of(spec)
+    created = not storage.exists()
+    lock = acquire(storage, "launch --resume" if resume else "launch")
+    state = {"started": False}
+    try:
+        return _run_locked(spec, storage, state, resume=resume, address=address, quiet=quiet, num_cpus=num_cpus)
+    except SyncStudyError:
+        if created and not state["started"]:
+            shutil.rmtree(storage, ignore_errors=True)
+        raise
+    except Exception as exc:
+        if disk_full(exc):
+            # A write of Tune's or of a table met a full disk: Tune's state files are kept
+            # whole (pipeline.record.state), so the study resumes once there is space.
+            raise SyncStudyError(
+                f"no space left on the device of {storage} ({exc.__class__.__name__}): free some "
+                "space, then `syncstudy launch SPEC --resume` continues the study"
+            ) from None
+        raise
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    spec: StudySpec,
+    storage: Path,
+    state: dict[str, bool],
+    *,
+    resume: bool,
+    address: str | None,
+    quiet: bool,
+    num_cpus: int | None,
+) -> StudyOutcome:
+    t0, wall0 = time.perf_counter(), time.time()
     target = target_of(spec, storage)
     _check_resume(spec, storage, resume)
     address = ray_join.join_address(address)  # --address, else RAY_ADDRESS; None: a local Ray
@@ -117,8 +159,12 @@ def run_study(
         check_fits_local(spec)
     else:
         ray_join.preflight(address)  # seconds, one line on failure; before anything is written
-    storage.mkdir(parents=True, exist_ok=True)
     check_target(target)  # seconds, before Ray starts
+    if resume:
+        restore_good_state(storage)  # a state file cut short by a full disk → the last good set
+    # A folder from before instance ids gets one now (and adopts its old parent run).
+    instance, new_instance = ensure_instance(storage)
+    adopt = resume and new_instance
     if not resume:
         dump_resolved(spec, storage / SPEC_FILE)
 
@@ -129,7 +175,9 @@ def run_study(
     import ray  # noqa: F401
 
     prep: dict[str, Any] = {}
-    worker = threading.Thread(target=_prepare, args=(spec, target, resume, prep), daemon=True)
+    worker = threading.Thread(
+        target=_prepare, args=(spec, target, resume, prep, instance, str(storage), adopt), daemon=True
+    )
     worker.start()
     phases: dict[str, float] = {"checks": time.perf_counter() - t0}
     mark = time.perf_counter()
@@ -145,11 +193,13 @@ def run_study(
         data_ref = shared_data(spec)
         worker.join()
         if "error" in prep:
-            raise prep["error"]
+            raise prep["error"]  # a StudyConflict among them: nothing of Tune's written yet
         if local:
             actors_in_prestarted_workers()
         parent_id = prep["parent"]
-        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref)
+        tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref, instance)
+        state["started"] = True
+        quiet_disk_full_logs()
         lap("set-up")
         grid = tuner.fit()
         lap("trials")
@@ -166,10 +216,18 @@ def run_study(
     return outcome
 
 
-def _prepare(spec: StudySpec, target: TrackingTarget, resume: bool, box: dict[str, Any]) -> None:
+def _prepare(
+    spec: StudySpec,
+    target: TrackingTarget,
+    resume: bool,
+    box: dict[str, Any],
+    instance: str | None = None,
+    storage: str | None = None,
+    adopt: bool = False,
+) -> None:
     """The parent run, and Optuna imported for the searcher (run in a thread while Ray starts)."""
     try:
-        tracker = Tracker(target, spec.name)
+        tracker = Tracker(target, spec.name, instance=instance, storage=storage, adopt=adopt)
         params = {
             "sampler": spec.sampler.name, "scheduler": spec.scheduler.name, "samples": spec.samples,
             "concurrency": spec.concurrency, "cpu_per_trial": spec.resources.cpu,
@@ -232,6 +290,7 @@ def _tuner(
     resume: bool,
     quiet: bool,
     data_ref: Any = None,
+    instance: str | None = None,
 ):  # noqa: ANN202 - ray.tune.Tuner
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
@@ -271,7 +330,7 @@ def _tuner(
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage), base=base,
         search_params=dict(spec.search), objectives=[o.metric for o in spec.objectives],
-        total=samples, quiet=quiet,
+        total=samples, quiet=quiet, instance=instance,
     )  # fmt: skip
     scheduler = _scheduler(spec)
     # MO-ASHA's rungs travel with the experiment state in a callback: Tune 2.60's restore
@@ -290,7 +349,10 @@ def _tuner(
         run_config=tune.RunConfig(
             name=EXPERIMENT_DIR,
             storage_path=str(storage),
-            callbacks=[StudyCallback(recorder), JsonLoggerCallback(), CSVLoggerCallback(), *carry],
+            callbacks=[
+                StudyCallback(recorder), StateKeeper(str(storage)),  # pipeline.record.state
+                JsonLoggerCallback(), CSVLoggerCallback(), *carry,
+            ],  # fmt: skip
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,

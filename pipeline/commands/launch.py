@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT or auto (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
     parser.add_argument("--storage", metavar="DIR", help="study folder (overrides the spec; default runs/NAME)")
+    parser.add_argument(
+        "--name", metavar="NEW",
+        help="the study's name (overrides the spec's): a distinct study where another of the spec's name already records into the tracking store",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     parser.add_argument(
         "--verbose", action="store_true",
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(
         args.spec,
         smoke=args.smoke,
-        overrides={"storage": args.storage, "tracking.uri": args.tracking_uri},
+        overrides={"storage": args.storage, "tracking.uri": args.tracking_uri, "name": args.name},
     )
     from pipeline.paths import storage_of
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from pipeline.hooks import hooks
-from pipeline.record.recorder import StudyRecorder
+from pipeline.record.recorder import StudyRecorder, error_text_of
+from pipeline.record.state import DiskFull, disk_full, keep_good_state
 
 
 class StudyCallback(tune.Callback):
@@ -32,6 +35,8 @@ class StudyCallback(tune.Callback):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - see the class docstring
+            if disk_full(exc):  # the study stops here and resumes once there is space
+                raise DiskFull(f"recording {what} of trial {trial_id}") from exc
             self.failures += 1
             if self.failures <= 5:
                 print(
@@ -57,7 +62,11 @@ class StudyCallback(tune.Callback):
         self._ended(trial.trial_id, status)
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001, ANN201
-        text = trial.get_error() or "the trial failed without an error message"
+        text = error_text_of(trial)  # Tune's error.txt, read where it is written first
+        if disk_full(text):
+            # Not the trial's fault: it is not recorded as failed; Tune's snapshot on disk (or
+            # the kept copy) still holds it running, and --resume continues it.
+            raise DiskFull(f"trial {trial.trial_id}")
         status = self._guard(
             "the error", trial.trial_id, self.rec.finish,
             trial.trial_id, trial.config, trial.last_result, trial.checkpoint,
@@ -70,3 +79,33 @@ class StudyCallback(tune.Callback):
             self.rec.progress(trial_id, status)
         self.ended += 1
         hooks().driver_point("after_trial", self.ended)  # a test seam (pipeline.hooks)
+
+
+class StateKeeper(tune.Callback):
+    """Keeps a copy of Tune's experiment state whenever it changed and is whole
+    (pipeline.record.state), at most once a second, in the driver's control loop."""
+
+    PERIOD_S = 1.0
+    _last = 0.0  # a class default: set per instance once it runs
+
+    def __init__(self, storage: str):
+        self.storage = storage
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"storage": self.storage, "_seen": {}}
+
+    def _keep(self) -> None:
+        try:
+            keep_good_state(Path(self.storage), self._seen)
+        except Exception:  # noqa: BLE001 - a copy is a safety net; never end the study for it
+            pass
+
+    def on_step_end(self, iteration, trials, **info):  # noqa: ANN001, ANN201
+        now = time.monotonic()
+        if now - self._last >= self.PERIOD_S:
+            self._last = now
+            self._keep()
+
+    def on_experiment_end(self, trials, **info):  # noqa: ANN001, ANN201
+        self._keep()

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.record.identity import read_instance
 from pipeline.record.tables import StudyTables, TrialRow
 from pipeline.record.tracking import TAG_NOTE, Tracker, TrackingTarget, artifact_files
 from pipeline.spec.metrics import mlflow_name
@@ -47,12 +48,40 @@ def classify_error(text: str) -> tuple[str, str]:
     return ("oom" if oom else "error"), message[:500]
 
 
+NO_ERROR_TEXT = "the trial failed without an error message"
+
+
+def error_text_of(trial: Any) -> str:
+    """A failed Tune trial's error trace. Tune writes it to `error.txt` in the trial's local
+    (driver staging) folder (`trial.error_file`) before it calls `on_trial_error`, and copies
+    it to the storage folder, where `trial.get_error()` reads, only at its next sync: the
+    local file first, then the storage copy, then the pickled exception."""
+    path = getattr(trial, "error_file", None)
+    if path:
+        try:
+            text = Path(path).read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        if text:
+            return text
+    for get in ("get_error", "get_pickled_error"):
+        try:
+            found = getattr(trial, get)()
+        except Exception:  # noqa: BLE001 - a missing or unreadable file: try the next
+            found = None
+        if found:
+            return str(found)
+    return NO_ERROR_TEXT
+
+
 class StudyRecorder:
     """Driver-side: MLflow child runs and Parquet rows from Tune's events (see module doc).
 
     Pickled into Tune's experiment state (tuner.pkl) and unpickled on restore, so it holds
     only plain settings; the MLflow client and tables are opened on first use.
     """
+
+    instance: str | None = None  # a recorder unpickled from a tuner.pkl older than instance ids
 
     def __init__(
         self,
@@ -67,6 +96,7 @@ class StudyRecorder:
         total: int,
         quiet: bool = False,
         tracker: Tracker | None = None,
+        instance: str | None = None,
     ):
         self.study = study
         self.target = target
@@ -77,6 +107,7 @@ class StudyRecorder:
         self.objectives = objectives
         self.total = total
         self.quiet = quiet
+        self.instance = instance
         self._state: dict[str, Any] | None = None
         if tracker is not None:  # share the caller's client (not pickled: see __getstate__)
             self._open(tracker)
@@ -96,7 +127,11 @@ class StudyRecorder:
     def _open(self, tracker: Tracker | None = None) -> dict[str, Any]:
         if self._state is None:
             self._state = {
-                "tracker": tracker or Tracker(self.target, self.study),
+                # The folder's instance when the pickled recorder predates ids (a restored
+                # old study adopted one: pipeline.record.identity).
+                "tracker": tracker or Tracker(
+                    self.target, self.study, instance=self.instance or read_instance(self.storage)
+                ),
                 "tables": StudyTables(self.storage),
                 "runs": {},
             }

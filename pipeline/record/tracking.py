@@ -44,6 +44,10 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_PARETO = "syncstudy.pareto"  # trial: "true" when on the study's Pareto front (set at its end)
 TAG_NOTE = "mlflow.note.content"  # MLflow's description of a run or an experiment
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 UI: custom_model_development → runs
+# The study instance (pipeline.record.identity) of a parent or trial run, and the study folder
+# of the parent: lookup and clean-up act within one instance.
+TAG_INSTANCE = "syncstudy.instance"
+TAG_STORAGE = "syncstudy.storage"
 EPOCH_PREFIX = "epoch/"  # per-epoch metrics: epoch/<name> at step=epoch; finals are bare names
 
 # The TrainConfig fields that decide which data a trial trains on (its MLflow dataset input).
@@ -73,6 +77,10 @@ _OUTAGE_SIGNS = (
     "Name or service not known", "too many 5", "Bad Gateway", "Service Unavailable",
     "Gateway Timeout", "unable to open database",
 )  # fmt: skip
+
+
+class StudyConflict(SyncStudyError):
+    """Another study instance of the same name already records into the tracking store."""
 
 
 class TrackingError(SyncStudyError):
@@ -412,11 +420,24 @@ def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
 class Tracker:
     """A study's experiment in one tracking store: parent and child runs, logging, queries."""
 
-    def __init__(self, target: TrackingTarget, study: str):
+    def __init__(
+        self,
+        target: TrackingTarget,
+        study: str,
+        instance: str | None = None,
+        storage: str | None = None,
+        adopt: bool = False,
+    ):
         if "'" in study or "`" in study:
             raise TrackingError(f"study name {study!r}: quotes are not allowed")
         self.target = target
         self.study = study
+        # The study instance's id (None: every run of the name, for the read-only commands),
+        # its folder (tagged on the parent, for the message a second instance gets), and
+        # whether a parent run without an instance (a study from before ids) may be adopted.
+        self.instance = instance
+        self.storage = storage
+        self.adopt = adopt
         prepare_store(target.uri)
         self.client = GuardedClient(_client(target.uri), target.uri)
         self._experiment_id: str | None = None
@@ -456,24 +477,79 @@ class Tracker:
         return self.client.get_experiment_by_name(self.target.experiment) is not None
 
     def _find(self, role: str, trial_id: str | None = None) -> Any | None:
-        flt = _run_filter(self.study, role, trial_id)
+        flt = _run_filter(self.study, role, trial_id, self.instance)
         return _oldest(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10))
 
+    def _others(self) -> list[Any]:
+        """Parent runs of this study's name that belong to another instance (or to none: a
+        study launched before instance ids), oldest first."""
+        flt = _run_filter(self.study, "study")
+        runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=100)
+        mine = self.instance
+        return sorted((r for r in runs if r.data.tags.get(TAG_INSTANCE) != mine), key=_age)
+
+    def _adopt(self, run: Any) -> None:
+        """Give a parent run from before instance ids, and its trial runs, this instance."""
+        self.client.set_tag(run.info.run_id, TAG_INSTANCE, self.instance)
+        if self.storage:
+            self.client.set_tag(run.info.run_id, TAG_STORAGE, self.storage)
+        flt = _run_filter(self.study, "trial")
+        for trial in self.client.search_runs([self.experiment_id], filter_string=flt, max_results=10000):
+            if TAG_INSTANCE not in trial.data.tags:
+                self.client.set_tag(trial.info.run_id, TAG_INSTANCE, self.instance)
+
     def parent_run(self, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """The study's parent run (found by tags, else created)."""
+        """The study instance's parent run (found by tags, else created).
+
+        Another instance's parent run of the same name in the same experiment (another study
+        folder, or a study from before instance ids) makes this raise `StudyConflict` naming
+        it, rather than share or clean up its runs; a study folder from before ids (`adopt`)
+        takes over the one parent run without an instance.
+        """
         run = self._find("study")
+        if run is None and self.instance is not None:
+            others = self._others()
+            legacy = [r for r in others if TAG_INSTANCE not in r.data.tags]
+            if self.adopt and legacy and len(legacy) == len(others):
+                run = legacy[0]
+                self._adopt(run)
+            elif others:
+                raise StudyConflict(self._conflict(others[0]))
         if run is None:
+            extra = {TAG_INSTANCE: self.instance} if self.instance else {}
+            if self.storage:
+                extra[TAG_STORAGE] = self.storage
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=self.study,
-                tags={TAG_STUDY: self.study, TAG_ROLE: "study", **tags},
+                tags={TAG_STUDY: self.study, TAG_ROLE: "study", **extra, **tags},
             )
+            if self.instance is not None:
+                # Two first launches racing into one store: the older parent run wins, the
+                # other driver deletes its own and stops.
+                first = [r for r in self._others() if _age(r) < _age(run)]
+                if first:
+                    self.client.delete_run(run.info.run_id)
+                    raise StudyConflict(self._conflict(first[0]))
             self._log_params(run.info.run_id, params, existing={})
         else:
             self.client.log_batch(run.info.run_id, tags=_tags(tags))
             if run.info.status != "RUNNING":
                 self.client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id
+
+    def _conflict(self, other: Any) -> str:
+        tags = other.data.tags
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(other.info.start_time / 1000))
+        whose = (
+            f"the study folder {tags[TAG_STORAGE]} (instance {tags.get(TAG_INSTANCE, '?')})"
+            if TAG_STORAGE in tags else f"a study launched before instance ids (run {other.info.run_id})"
+        )  # fmt: skip
+        return (
+            f"study {self.study!r} already exists in {redact(self.target.uri)} (experiment "
+            f"{self.target.experiment!r}): {whose}, started {when}; give this one another name "
+            "(launch --name NEW), or --resume that study in its own folder"
+        )
 
     def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
         """End the study's parent run, holding the study's results (`summarize_parent`)."""
@@ -531,6 +607,7 @@ class Tracker:
                 self.experiment_id,
                 run_name=trial_id,
                 tags={
+                    **({TAG_INSTANCE: self.instance} if self.instance else {}),
                     TAG_STUDY: self.study,
                     TAG_ROLE: "trial",
                     TAG_TRIAL: trial_id,
@@ -655,7 +732,7 @@ class Tracker:
 
     def trials(self) -> list[TrialRecord]:
         """Every (not deleted) trial run of the study, oldest first."""
-        flt = _run_filter(self.study, "trial")
+        flt = _run_filter(self.study, "trial", instance=self.instance)
         out: list[TrialRecord] = []
         token = None
         while True:
@@ -739,10 +816,18 @@ class Tracker:
 
 # Where a trial's files go in its child run: (file or folder in the trial's final checkpoint,
 # artifact folder). Used by the driver (from Tune's storage) and by a trial uploading its own.
-def _run_filter(study: str, role: str, trial_id: str | None = None) -> str:
-    """MLflow's filter for a study's runs of one role (study, trial), or one trial's run."""
+def _run_filter(study: str, role: str, trial_id: str | None = None, instance: str | None = None) -> str:
+    """MLflow's filter for a study's runs of one role (study, trial), or one trial's run; with
+    `instance`, only that study instance's."""
     flt = f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = '{role}'"
+    if instance is not None:
+        flt += f" and tags.`{TAG_INSTANCE}` = '{instance}'"
     return flt + (f" and tags.`{TAG_TRIAL}` = '{trial_id}'" if trial_id is not None else "")
+
+
+def _age(run: Any) -> tuple[int, str]:
+    # Creation order, ties broken by id: two racing drivers agree on which run came first.
+    return (run.info.start_time, run.info.run_id)
 
 
 def _oldest(runs: list[Any]) -> Any | None:

@@ -1,0 +1,49 @@
+"""A study instance's identity: a uuid created at the first launch into a study folder and kept
+in `<storage>/instance.json`, beside `study.yaml`. The parent run and every trial run carry it
+(tag `syncstudy.instance`); run lookup and orphan clean-up act only within it, so two study
+folders of one name in one tracking store never touch each other's runs (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+INSTANCE_FILE = "instance.json"
+
+
+def read_instance(storage: str | Path) -> str | None:
+    """The instance id kept in `storage`, or None (a folder of a study launched before ids
+    existed, or none yet)."""
+    try:
+        info = json.loads((Path(storage) / INSTANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    value = info.get("id") if isinstance(info, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def ensure_instance(storage: Path) -> tuple[str, bool]:
+    """(the folder's instance id, whether it was created now). Written atomically: a torn
+    write never leaves half an id."""
+    found = read_instance(storage)
+    if found is not None:
+        return found, False
+    info = {
+        "id": uuid.uuid4().hex,
+        "created": time.time(),
+        "host": socket.gethostname(),
+        "storage": str(storage),
+    }
+    tmp = storage / f".{INSTANCE_FILE}.{os.getpid()}.tmp"  # the umask's permissions, like the rest
+    try:
+        tmp.write_text(json.dumps(info) + "\n")
+        os.replace(tmp, storage / INSTANCE_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return info["id"], True
