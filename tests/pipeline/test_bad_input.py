@@ -83,8 +83,10 @@ def test_validate_refuses_a_seed_out_of_range(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_validate_accepts_val_fraction_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # with objectives not read on the validation split (validate refuses val_acc there)
     doc = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     doc.setdefault("train", {})["val_fraction"] = 0
+    doc["objectives"] = [{"metric": "test_acc", "mode": "max"}, {"metric": "interpretability", "mode": "max"}]
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(doc))
     rc, _, err = run_main(["validate", str(spec)], capsys)
@@ -178,6 +180,9 @@ class _Store:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
         return target
+
+    def has_artifact(self, run_id: str, artifact_path: str) -> bool:
+        return (self.folder / artifact_path).is_file()
 
 
 RECORD = SimpleNamespace(trial_id="t0001", run_id="r1", status="ok", metrics={"test_acc": 0.5})
