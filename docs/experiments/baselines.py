@@ -237,7 +237,7 @@ def headline(rows: list[dict]) -> str:
 
 
 def verdict(a: list[float], b: list[float], better: str) -> str:
-    """"better" / "worse" (a against b) where the 95% t-intervals do not overlap, else "tie";
+    """Verdict "better" / "worse" (a against b) where the 95% t-intervals do not overlap, else "tie";
     "–" with fewer than 2 values on a side."""
     if len(a) < 2 or len(b) < 2:
         return "–"
@@ -249,11 +249,32 @@ def verdict(a: list[float], b: list[float], better: str) -> str:
     return "tie"
 
 
+def spread(rows: list[dict]) -> str:
+    """Run-to-run spread of the final test accuracy per group and condition (issue 15's
+    measure, as `seed_spread.py`): mean, std, min, 95% t-interval; target std <= 0.01 and
+    min >= mean - 0.02 wherever the mean is >= 0.95."""
+    lines = ["| group | condition | seeds | mean | std | min | 95% CI (t) | target |", "|---|---|---|---|---|---|---|---|"]
+    for group in sorted({_group(r) for r in rows}):
+        for cond in CONDITIONS:
+            accs = [r["test_acc"] for r in rows if _group(r) == group and r["condition"] == cond
+                    and r["status"] == "ok" and r.get("test_acc") is not None]  # fmt: skip
+            if len(accs) < 2:
+                continue
+            mean, half = interval(accs)
+            std = statistics.stdev(accs)
+            target = "n/a (mean < 0.95)" if mean < 0.95 else (
+                "met" if std <= 0.01 and min(accs) >= mean - 0.02 else "MISSED")  # fmt: skip
+            lines.append(f"| {_title(group)} | {cond} | {len(accs)} | {mean:.4f} | {std:.4f} | {min(accs):.4f} | "
+                         f"[{mean - half:.4f}, {mean + half:.4f}] | {target} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def tables(rows: list[dict]) -> str:
     """The headline tables, then one markdown table per group (dataset, epochs, n_train):
     conditions as rows, every numeric report key as a column (mean ± 95% t half-width over
     seeds); diverged runs counted apart."""
-    parts = ["## Headline\n\n" + headline(rows), "## Every report key"]
+    parts = ["## Headline\n\n" + headline(rows), "## Seed spread of test accuracy\n\n" + spread(rows),
+             "## Every report key"]
     for group in sorted({_group(r) for r in rows}):
         rs = [r for r in rows if _group(r) == group]
         keys = sorted({k for r in rs for k, v in r.get("report", {}).items()
