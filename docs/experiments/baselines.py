@@ -44,8 +44,9 @@ FOCUS = {
     "gate": {"lambda_focus": 0.1, "focus_kind": "gate"},  # part-tying reading (a)
     "outside": {"lambda_focus": 0.1, "focus_kind": "outside"},  # part-tying reading (b)
     # ICNN's loss is a sum over map pixels, not a normalised loss like the others: at 0.1 it
-    # collapsed digits nets (accuracy 0.26, one module); a ten times weaker ICNN as a check
+    # collapsed digits nets (accuracy 0.26, one module); ten and a hundred times weaker as checks
     "icnn@0.01": {"lambda_focus": 0.01, "focus_kind": "icnn"},
+    "icnn@0.001": {"lambda_focus": 0.001, "focus_kind": "icnn"},
 }
 CONDITIONS = {**FOCUS, **{f"{k}+sync": {**v, **COUPLING} for k, v in FOCUS.items()}}
 QUICK = {"epochs": 1, "n_train": 400, "max_images": 300}
@@ -171,9 +172,9 @@ CALIBRATION_QUANTILE = 0.99
 # (candidate, reference) pairs of the verdict table: SINN = a focus kind with the coupling
 VERDICTS = [
     (c, ref)
-    for ref in ("icnn", "icnn@0.01")
+    for ref in ("icnn", "icnn@0.01", "icnn@0.001")
     for c in ("spread+sync", "gate+sync", "outside+sync", "icnn+sync")
-] + [(c, "plain") for c in ("spread+sync", "gate+sync", "outside+sync", "icnn", "icnn@0.01", "icnn+sync")]
+] + [(c, "plain") for c in ("spread+sync", "gate+sync", "outside+sync", "icnn", "icnn@0.01", "icnn@0.001", "icnn+sync")]
 
 
 def calibrated_threshold(rows: list[dict], quantile: float = CALIBRATION_QUANTILE) -> float | None:
