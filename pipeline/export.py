@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.record.tracking import Tracker, TrialRecord, finite
+from pipeline.record.tracking import Tracker, TrialRecord, finite, is_outage
 from pipeline.spec.metrics import METRICS
 from pipeline.trial_files import TrialFiles
 from syncmodel.checkpoint import file_sha256, read_checkpoint
@@ -115,6 +115,8 @@ def export_trial(
                 try:
                     got = tracker.download(record.run_id, artifact, here)
                 except Exception as exc:  # noqa: BLE001 - MLflow: MlflowException, OSError, ...
+                    if is_outage(exc):  # the store did not answer: not "the run has no file"
+                        raise
                     cause = (str(exc).splitlines() or [""])[0][:160]
                     raise SyncStudyError(
                         f"trial {record.trial_id} (status {record.status}): its MLflow run "
