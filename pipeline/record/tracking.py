@@ -763,7 +763,11 @@ class Tracker:
         was moved or copied (the store records the absolute URIs of the folder it was written
         in); None when it was not (or the store is not a study folder's own)."""
         new = self.target.artifact_location
-        if not new or not new.startswith("file:"):
+        if not new or not new.startswith("file:") or not self.target.uri.startswith("sqlite:"):
+            return None
+        # Only a store that lives in the study folder moves with it; a database named elsewhere
+        # keeps the artifact folder it recorded.
+        if sqlite_path(self.target.uri).parent != Path(urllib.parse.urlparse(new).path).parent:
             return None
         old = self.client.get_experiment(self.experiment_id).artifact_location
         uri = self.client.get_run(run_id).info.artifact_uri
