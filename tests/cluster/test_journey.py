@@ -88,12 +88,16 @@ def driver_pids(spec: Path) -> list[int]:
     return pids
 
 
-def ok_rows(path: Path) -> list[dict]:
+def ok_trials(storage: Path) -> list[str]:
+    """The finished trials a driver has recorded so far: mid-study they are in per-trial part
+    files (trials.parquet is written when the study ends), read as the next driver reads them."""
+    from pipeline.record.tables import StudyTables
+
     try:
-        rows = pq.read_table(path).to_pylist()
-    except (OSError, ValueError):  # not written yet
+        rows = StudyTables(storage).trials.values()
+    except (OSError, ValueError):  # a part being written
         return []
-    return [r for r in rows if r["status"] == "ok"]
+    return [r.trial_id for r in rows if r.status == "ok"]
 
 
 def test_submit_kill_resume_runs_export(tracking_services) -> None:
@@ -119,7 +123,7 @@ def test_submit_kill_resume_runs_export(tracking_services) -> None:
         table = storage / "trials.parquet"
         deadline = time.monotonic() + STEP_S
         next_status = time.monotonic() + 20
-        while len(ok_rows(table)) < 2:
+        while len(ok_trials(storage)) < 2:
             assert time.monotonic() < deadline, "no two trials recorded in time"
             if time.monotonic() > next_status:  # the CLI takes seconds: now and then only
                 status = job_status(env, root, at, "journey-1")
@@ -130,7 +134,7 @@ def test_submit_kill_resume_runs_export(tracking_services) -> None:
         assert drivers, "no driver process found"
         for pid in drivers:
             os.kill(pid, signal.SIGKILL)
-        done_before = len(ok_rows(table))
+        done_before = len(ok_trials(storage))
         assert done_before < SAMPLES, "the study ended before its driver was killed"
         while (status := job_status(env, root, at, "journey-1")) in ("PENDING", "RUNNING"):
             time.sleep(1)
