@@ -110,6 +110,7 @@ def test_launch_guards_exit_2_before_ray(
     assert uri in capsys.readouterr().err and time.monotonic() - t0 < 10
 
     (storage / paths.EXPERIMENT_DIR).mkdir(parents=True)
+    (storage / paths.EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")  # an experiment was saved
     assert cli.main(base) == 2
     assert "add --resume" in capsys.readouterr().err
 
@@ -146,10 +147,16 @@ def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> 
 
 
 def test_failing_trials_are_recorded_and_the_study_exits_1(
-    ray_cluster: str, tmp_path: Path, write_spec, capsys: pytest.CaptureFixture[str]  # noqa: ANN001
+    ray_cluster: str, tmp_path: Path, write_spec, capsys: pytest.CaptureFixture[str],  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from mlflow import MlflowClient
 
+    from pipeline.spec import sections
+
+    # validate refuses an unknown layer before Ray starts (test_validate_more); here it is let
+    # through, as an error validation cannot foresee, to fail in every trial
+    monkeypatch.setattr(sections, "_check_layers", lambda *_a, **_k: None)
     storage = tmp_path / "study"
     spec = write_spec(
         tmp_path / "broken.yaml", storage=str(storage), train={"layers": ["no_such_layer"]},
