@@ -21,7 +21,7 @@ BACKBONE_STAGES = {
 }
 
 # Reported per epoch from the validation split (syncmodel.training.inspect on `val`): NaN
-# every epoch without one (val_fraction 0). Of the final metrics only val_acc comes from it
+# every epoch without one (val_fraction 0). Of the final metrics val_acc and best_val_acc come from it
 # (spread, dead_fraction and neighbours are measured again on the test split at the end).
 VAL_EPOCH_METRICS = ("val_acc", "spread", "dead_fraction", "neighbours")
 VAL_FINAL_METRICS = ("val_acc", "best_val_acc")
