@@ -101,7 +101,7 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
             # naming the checkpoint the final one replaced (and deleted), and the resumed
             # trial fails to restore. That window is not MO-ASHA's (seen here under load,
             # reported to the lead); this test is about the rungs.
-            time.sleep(4)
+            time.sleep(8)  # two snapshot periods and more: room for a loaded machine
             os.kill(proc.pid, signal.SIGKILL)  # the driver only, after its first trial ended
             proc.wait(timeout=30)
             time.sleep(2)
