@@ -59,3 +59,13 @@ def ensure_folder(path: Path, label: str) -> Path:
     except OSError as exc:
         raise SyncStudyError(f"{label}: cannot create {path} ({exc.strerror or exc})") from None
     return path
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder`: a real file, not os.access (as root, access()
+    passes on folders nobody can write, such as /proc)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.trial_files import TrialFiles
 from syncmodel.errors import SyncStudyError
+from syncmodel.files import can_create_in
 
 TAG_STUDY = "syncstudy.study"
 TAG_ROLE = "syncstudy.role"  # "study" (the parent) | "trial"
@@ -194,7 +195,7 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
         if path.is_dir():
             raise TrackingError(f"tracking URI {uri}: {path} is a folder, not a database file")
         parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
-        if parent is None or not parent.is_dir() or not _can_create_in(parent):
+        if parent is None or not parent.is_dir() or not can_create_in(parent):
             raise TrackingError(f"tracking URI {uri}: cannot create {path} (folder missing or not writable)")
         if path.exists():
             with open(path, "rb") as fh:
@@ -213,17 +214,6 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
         raise TrackingError(
             f"tracking URI {uri!r}: unsupported scheme {scheme!r} (use http(s)://, sqlite:///, postgresql://)"
         )
-
-
-def _can_create_in(folder: Path) -> bool:
-    # A real file, not os.access: root passes access() on folders nobody can write (/proc).
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 def _with_deadline(fn: Any, uri: str, timeout: float) -> Any:

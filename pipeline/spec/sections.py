@@ -43,6 +43,7 @@ from pipeline.spec.types import (
 from syncmodel.catalog import REGISTRIES, known_names
 from syncmodel.config import TrainConfig, coerce
 from syncmodel.errors import ConfigError
+from syncmodel.files import can_create_in
 
 TOP_KEYS = (
     "name", "description", "train", "search", "objectives", "sampler", "scheduler", "samples",
@@ -654,20 +655,10 @@ def _check_storage(storage: str, writable: bool = True) -> None:
         if not stat.S_ISDIR(st.st_mode):
             what = "is a file, not a folder" if folder == path else f"cannot be made: {folder} is a file"
             raise ConfigError("storage", f"{path} {what}")
-        if writable and not _can_create_in(folder):
+        if writable and not can_create_in(folder):
             where = "" if folder == path else f" ({folder}, where it would be made)"
             raise ConfigError("storage", f"{path}: folder not writable{where}")
         return
-
-
-def _can_create_in(folder: Path) -> bool:
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 def _check_validation_split(objectives: list[Objective], scheduler: SchedulerSpec, train: TrainConfig) -> None:
