@@ -39,7 +39,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     # cosine | onecycle | constant, stepped per optimisation step. constant by default: on the
-    # digits study's 10 epochs a decaying rate stops focus + coupling mid-climb (issue 15 report)
+    # digits study's 10 epochs a decaying rate stops focus + coupling mid-climb (docs/design.md §5)
     lr_schedule: str = "constant"
     lr_warmup_fraction: float = 0.05  # cosine: linear warm-up over this fraction of all steps
     bn_stats_images: int = 2048  # BN statistics recomputed over this many train images per epoch; 0 = off

@@ -3,7 +3,7 @@
 Kinds ("spread", "template", ...) live in the `FOCUS_KINDS` registry; `spatial_spread` is
 shared with the metrics.
 
-Weighting (issue 10 item 5). The losses weigh a filter's images by how much the filter fires
+Weighting (docs/design.md §1.1). The losses weigh a filter's images by how much the filter fires
 on them. For filter c with per-map mass M[b, c] = sum_p A[b, c, p] and per-map numerator
 N[b, c] = sum_p A[b, c, p] f_b(p) (f_b the kind's per-pixel cost around image b's focus):
 
