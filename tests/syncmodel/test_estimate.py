@@ -6,24 +6,13 @@ import math
 
 import pytest
 import torch
+from test_evaluate import K, N, S, Tiny  # the shared tiny model and sizes (tests/syncmodel)
 from torch import nn
 
 from syncmodel.config import TrainConfig
 from syncmodel.data import Split
 from syncmodel.evaluation import evaluate, interpretability_estimate
 from syncmodel.training import train
-
-C, K, N, S = 6, 3, 48, 8
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = nn.Sequential(nn.Conv2d(1, C, 3, padding=1), nn.BatchNorm2d(C), nn.ReLU())
-        self.fc = nn.Linear(C, K)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.block(x).mean((2, 3)))
 
 
 def _split() -> Split:
