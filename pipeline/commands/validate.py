@@ -51,9 +51,13 @@ def summary(spec: StudySpec, path: Path) -> str:
     if spec.sampler.name == "grid":
         sampler += f", {grid_size(spec)} grid points"
     s = spec.scheduler
-    scheduler = "none" if s.name == "none" else (
-        f"asha on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}"
-    )
+    if s.name == "none":
+        scheduler = "none"
+    elif s.name == "mo_asha":
+        signals = ", ".join(f"{m} ({mode})" for m, mode in s.objectives)
+        scheduler = f"mo_asha on {signals}, grace {s.grace_period}, reduction {s.reduction_factor:g}"
+    else:
+        scheduler = f"asha on {s.metric} ({s.mode}), grace {s.grace_period}, reduction {s.reduction_factor:g}"
     r = spec.resources
     tracking = redact(spec.tracking.uri_source or spec.tracking.uri) or (
         f"sqlite:///{spec.storage}/mlflow.db (default)"

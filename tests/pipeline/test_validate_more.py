@@ -240,3 +240,15 @@ def test_reading_a_study_needs_no_writable_folder(tmp_path: Path) -> None:
     assert load_spec(path, writable=False).storage == str(storage)
     with pytest.raises(SpecError, match="storage: .* folder not writable"):
         load_spec(path)
+
+
+def test_validate_shows_mo_asha_with_its_rung_signals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mo_asha scheduler is printed as such, with its signals (it once printed `asha on None`)."""
+    extra = (
+        "scheduler:\n  name: mo_asha\n  objectives: [val_acc, {metric: train_loss, mode: min}]\n"
+        "  grace_period: 1\n"
+    )
+    rc, out, err = _cli(["validate", str(_spec(tmp_path, extra=extra))], capsys)
+    assert rc == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("scheduler"))
+    assert line.split(None, 1)[1] == "mo_asha on val_acc (max), train_loss (min), grace 1, reduction 2"
