@@ -98,11 +98,13 @@ def _plain(value: object) -> object:
 
 
 def run(dataset: str, conditions: list[str], seeds: list[int], epochs: int, out: Path,
-        n_train: int | None, max_images: int) -> None:  # fmt: skip
-    base = TrainConfig(dataset=dataset, epochs=epochs, device="cpu", n_train=n_train)
+        n_train: int | None, max_images: int, device: str = "cpu", stop_at: float | None = None) -> None:  # fmt: skip
+    base = TrainConfig(dataset=dataset, epochs=epochs, device=device, n_train=n_train)
     data = None
     for seed in seeds:
         for cond in conditions:
+            if stop_at is not None and time.time() >= stop_at:
+                return  # out of time: the runs not started stay for a later (resumed) call
             key = (dataset, cond, seed, epochs, n_train)
             if not claim(out, key):
                 continue
@@ -113,6 +115,7 @@ def run(dataset: str, conditions: list[str], seeds: list[int], epochs: int, out:
                 res = train(cfg, data=data)
                 row = {"dataset": dataset, "condition": cond, "seed": seed, "epochs": epochs,
                        "n_train": n_train, "status": res.status, "train_seconds": time.perf_counter() - t,
+                       "device": _device_name(cfg.device),
                        "overrides": CONDITIONS[cond], "layers": res.layers,
                        "test_acc": res.metrics.get("test_acc")}  # fmt: skip
                 if res.status != "diverged":
@@ -129,6 +132,13 @@ def run(dataset: str, conditions: list[str], seeds: list[int], epochs: int, out:
                 release(out, key)
             acc = row.get("report", {}).get("accuracy")
             print(f"{dataset} {cond:<14} seed={seed} {res.status} acc={acc} ({row['train_seconds']:.0f}s)", flush=True)
+
+
+def _device_name(device: str) -> str:
+    """The card's name for CUDA runs (figures are reported with it), else "cpu"."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    return "cpu"
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -308,6 +318,9 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=None,
                    help="training images (default: the data set's own; shapes 4000)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N; the card is recorded per run")
+    p.add_argument("--stop-at", type=float, default=None, metavar="UNIX_TIME",
+                   help="start no run after this time (a bounded slot on a lent GPU); resume later")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--table-out", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 400 images: checks it runs")
@@ -322,7 +335,8 @@ def main() -> None:
         for dataset in args.datasets:
             epochs = QUICK["epochs"] if args.quick else (args.epochs or EPOCHS[dataset])
             run(dataset, args.conditions, seeds, epochs, out,
-                QUICK["n_train"] if args.quick else args.n_train, QUICK["max_images"] if args.quick else 2000)  # fmt: skip
+                QUICK["n_train"] if args.quick else args.n_train, QUICK["max_images"] if args.quick else 2000,
+                args.device, args.stop_at)  # fmt: skip
     text = tables(read(out))
     table_out.write_text(text)
     print(text)
