@@ -52,6 +52,8 @@ fi
 if [ "$stage" = baselines ]; then
   secs=${2:-300}
   stop_at=$(( $(date +%s) + secs ))
+  # runs already in docs/experiments/baselines.jsonl are skipped (the script resumes)
+  cp docs/experiments/baselines.jsonl "$OUT/baselines_gpu.jsonl"
   nproc_=$(nproc); workers=$(( nproc_ / 2 > 1 ? nproc_ / 2 - 1 : 1 ))
   step "baselines on shapes: $workers processes, no run started after $secs s"
   # shapes-hard: does a plain net stay clearly below 100%? (one process, 5 seeds)

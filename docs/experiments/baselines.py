@@ -47,6 +47,10 @@ FOCUS = {
     # collapsed digits nets (accuracy 0.26, one module); ten and a hundred times weaker as checks
     "icnn@0.01": {"lambda_focus": 0.01, "focus_kind": "icnn"},
     "icnn@0.001": {"lambda_focus": 0.001, "focus_kind": "icnn"},
+    # on shapes even 0.001 cost accuracy (0.84 against plain's 0.998): weaker still, to find
+    # a strength at which ICNN keeps accuracy within a point of plain
+    "icnn@0.0001": {"lambda_focus": 0.0001, "focus_kind": "icnn"},
+    "icnn@0.00001": {"lambda_focus": 0.00001, "focus_kind": "icnn"},
 }
 CONDITIONS = {**FOCUS, **{f"{k}+sync": {**v, **COUPLING} for k, v in FOCUS.items()}}
 QUICK = {"epochs": 1, "n_train": 400, "max_images": 300}
@@ -179,12 +183,12 @@ HEADLINE = {
     "spread": "lower", "interpretability": "higher",
 }  # fmt: skip
 CALIBRATION_QUANTILE = 0.99
-# (candidate, reference) pairs of the verdict table: SINN = a focus kind with the coupling
+# (candidate, reference) pairs of the verdict table: SINN = a focus kind with the coupling; each
+# ICNN strength is also compared with itself plus the coupling
+ICNN_REFS = ("icnn", "icnn@0.01", "icnn@0.001", "icnn@0.0001", "icnn@0.00001")
 VERDICTS = [
-    (c, ref)
-    for ref in ("icnn", "icnn@0.01", "icnn@0.001")
-    for c in ("spread+sync", "gate+sync", "outside+sync", "icnn+sync")
-] + [(c, "plain") for c in ("spread+sync", "gate+sync", "outside+sync", "icnn", "icnn@0.01", "icnn@0.001", "icnn+sync")]
+    (c, ref) for ref in ICNN_REFS for c in ("spread+sync", "gate+sync", "outside+sync", f"{ref}+sync")
+] + [(c, "plain") for c in ("spread+sync", "gate+sync", "outside+sync", *ICNN_REFS, "icnn+sync")]
 
 
 def calibrated_threshold(rows: list[dict], quantile: float = CALIBRATION_QUANTILE) -> float | None:
