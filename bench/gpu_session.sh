@@ -6,6 +6,7 @@
 #   bench/gpu_session.sh bench               # the card, packing + regulariser benchmarks, smoke study
 #   bench/gpu_session.sh baselines SECONDS   # docs/experiments/baselines.py on shapes, on the GPU,
 #                                            # starting no run after SECONDS (resumable)
+#   bench/gpu_session.sh moasha SECONDS      # bench/mo_asha.py on shapes, trials packed on the GPU
 #
 # Where Ray, Optuna and MLflow are not installed, `.whl/` (../shared/tools/gpu-wheels.sh's
 # output, or any folder of wheels for them) is installed into ~/site first.
@@ -70,5 +71,14 @@ if [ "$stage" = baselines ]; then
   wc -l "$OUT/baselines_gpu.jsonl"
   exit 0
 fi
-echo "usage: bench/gpu_session.sh bench | baselines SECONDS" >&2
+if [ "$stage" = moasha ]; then
+  # bench/mo_asha.py on the shapes study (64 px: hours on a 2-core CPU), trials packed 8 to the
+  # GPU; resumable through its JSON, so a cut-off run keeps the studies that finished
+  step "mo_asha vs none on shapes, 3 seeds, 8 trials at 0.125 GPU"
+  timeout "${2:-400}" $PY bench/mo_asha.py --datasets shapes --seeds 0 1 2 --gpu 0.125 --concurrency 8 \
+    --json "$OUT/mo_asha_shapes_gpu.json"
+  echo "mo_asha rc=$?"
+  exit 0
+fi
+echo "usage: bench/gpu_session.sh bench | baselines SECONDS | moasha SECONDS" >&2
 exit 2

@@ -72,6 +72,9 @@ def study_spec(dataset: str, scheduler: object, seed: int, args: argparse.Namesp
     if args.samples:
         doc["samples"] = args.samples
     doc["concurrency"] = args.concurrency
+    if args.gpu:  # trials packed on one GPU (a GPU machine: the 64-px shapes studies in minutes)
+        doc["resources"] = {**doc.get("resources", {}), "gpu": args.gpu}
+        doc["train"]["device"] = "cuda"
     doc["evaluation"] = {**doc.get("evaluation", {}), "pictures": False}
     if args.max_images:
         doc["evaluation"]["max_images"] = args.max_images
@@ -116,7 +119,8 @@ def _run_once(dataset: str, name: str, scheduler: object, seed: int, args: argpa
     done = [r for r in rows if r["status"] == "ok"]
     points = [(r["metrics.val_acc"], r["metrics.interpretability"]) for r in done]
     return {
-        "dataset": dataset, "scheduler": name, "seed": seed, "wall_s": wall,
+        "dataset": dataset, "scheduler": name, "seed": seed, "wall_s": wall, "gpu": args.gpu,
+        "concurrency": args.concurrency,
         "epochs": len(history), "trials": len(rows), "finished": len(done),
         "stopped": sum(r["status"] == "stopped" for r in rows),
         "hypervolume": hypervolume_2d(points), "points": points,
@@ -132,6 +136,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=None)
     ap.add_argument("--max-images", type=int, default=None, help="evaluation images (default: the study's)")
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--gpu", type=float, default=0.0, help="GPU share per trial (default 0: the studies' CPU trials)")
     ap.add_argument("--grace-period", type=int, default=1)
     ap.add_argument("--reduction-factor", type=float, default=2.0)
     ap.add_argument("--json", type=Path, default=None, help="append every run here (resumable)")
