@@ -28,10 +28,12 @@ import torch
 from syncmodel.data import DataBundle, Split
 
 # Code types, narrowest first, with the most palette entries each can index.
-CODE_TYPES = ((torch.uint8, 256), (torch.int16, 32768))
-# Elements per step when finding a channel's values and coding it: bounds the int64
-# temporaries (searchsorted's output, the lookup's index) to ~8 MB each.
+CODE_TYPES = ((np.uint8, 256), (np.int16, 32768))
+# Elements per step when coding and decoding: bounds the temporaries to a few MB each.
 CHUNK = 1 << 20
+# Odd 32-bit multipliers for the hash that finds a value's code (`_HashIndex`); fixed, so that
+# packing is deterministic. With <= 256 values one of the first few is injective almost surely.
+_MULTIPLIERS = np.random.default_rng(0).integers(1, 2**32, size=64, dtype=np.uint64).astype(np.uint32) | 1
 _SPLITS = ("train", "val", "test")
 
 
@@ -87,70 +89,113 @@ class PackedBundle:
         return [s for s in _SPLITS if getattr(self, s).coded]
 
 
-def _bits(images: torch.Tensor) -> torch.Tensor:
+def _bits(images: torch.Tensor) -> np.ndarray:
     # Compare float32 bit patterns, not values: -0.0 and 0.0 are different data, and a NaN
     # equals itself, so a lookup that returns the same bits is the same tensor.
-    return images.contiguous().view(torch.int32)
+    return images.contiguous().numpy().view(np.int32)
 
 
-def _values(channel: torch.Tensor, limit: int) -> torch.Tensor | None:
-    """Sorted distinct int32 bit patterns of a flat channel, or None beyond `limit` (found
-    chunk by chunk: continuous data stops after its first chunk, without sorting it all)."""
-    seen = channel[:0]
-    for start in range(0, len(channel), CHUNK):
-        seen = torch.unique(torch.cat([seen, torch.unique(channel[start : start + CHUNK])]))
+def _rows(channel: np.ndarray) -> int:
+    """Images per block of a channel (N, H, W): about CHUNK elements."""
+    return max(1, CHUNK // max(1, int(np.prod(channel.shape[1:]))))
+
+
+def _values(channel: np.ndarray, limit: int) -> np.ndarray | None:
+    """Sorted distinct int32 bit patterns of a channel (N, H, W), or None beyond `limit`
+    (found block by block: continuous data stops after its first block)."""
+    seen = np.empty(0, dtype=np.int32)
+    rows = _rows(channel)
+    for start in range(0, len(channel), rows):
+        seen = np.union1d(seen, channel[start : start + rows])
         if len(seen) > limit:
             return None
     return seen
 
 
+class _HashIndex:
+    """value bits -> code, for sorted distinct `values`: a table of 2^16 codes indexed by the
+    top 16 bits of `bits * multiplier` (mod 2^32), with a multiplier that is injective on
+    `values` (else a binary search). A value outside `values` gets some code: callers check."""
+
+    def __init__(self, values: np.ndarray, dtype: type) -> None:
+        self.values, self.dtype = values, dtype
+        self.multiplier: np.uint32 | None = None
+        u = values.view(np.uint32)
+        for m in _MULTIPLIERS if len(values) <= 4096 else ():  # 16 bits hold no more
+            h = (u * m) >> 16
+            if len(np.unique(h)) == len(values):
+                self.multiplier = m
+                self.table = np.zeros(1 << 16, dtype=dtype)
+                self.table[h] = np.arange(len(values), dtype=dtype)
+                break
+
+    def __call__(self, bits: np.ndarray) -> np.ndarray:
+        if self.multiplier is None:
+            return np.searchsorted(self.values, bits).astype(self.dtype)
+        return self.table[(bits.view(np.uint32) * self.multiplier) >> 16]
+
+
+def _code_channel(channel: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """Codes of a channel (N, H, W) of int32 bits written into `out` (N, H, W); returns the
+    palette (sorted bits), or None when the channel has more than 32,768 values."""
+    limit, rows = CODE_TYPES[-1][1], _rows(channel)
+    # The palette of the first block serves (8-bit images show all their values there); a value
+    # it lacks shows up in the check below, and then the whole channel is surveyed.
+    for survey in (False, True):
+        values = _values(channel, limit) if survey else np.unique(channel[:rows])
+        if values is None or len(values) > limit:
+            return None
+        index = _HashIndex(values, next(t for t, most in CODE_TYPES if len(values) <= most))
+        for start in range(0, len(channel), rows):
+            block = channel[start : start + rows]
+            codes = index(block)
+            if not np.array_equal(values[codes], block):  # every element checked, bit for bit
+                break
+            out[start : start + rows] = codes
+        else:
+            return values
+    return None  # not reached: a surveyed palette holds every value
+
+
 def _code(images: torch.Tensor) -> CodedImages | None:
-    """Codes for float32 images (N, C, H, W), or None when a channel has too many values."""
+    """Codes for float32 images (N, C, H, W), or None when a channel has too many values or
+    the codes would not be smaller than the images."""
     if images.dtype != torch.float32 or images.ndim != 4:
         return None
     bits = _bits(images)
     c = images.shape[1]
-    # one channel at a time (each a copy when C > 1): at most 1/C of the images extra at once
+    codes = np.empty(images.shape, dtype=CODE_TYPES[-1][0])  # narrowed below where it can be
     palettes = []
     for ch in range(c):
-        values = _values(bits[:, ch].reshape(-1), CODE_TYPES[-1][1])
+        values = _code_channel(bits[:, ch], codes[:, ch])
         if values is None:
             return None
         palettes.append(values)
     counts = [len(p) for p in palettes]
     dtype = next(t for t, most in CODE_TYPES if max(counts, default=0) <= most)
-    if images.numel() and _coded_bytes(images.shape, dtype, counts) >= images.numel() * 4:
+    size = codes.size * np.dtype(dtype).itemsize + c * max(counts, default=0) * 4
+    if images.numel() and size >= images.numel() * 4:
         return None  # a small split of distinct values: its palette is as large as the images
-    palette = torch.zeros(c, max(counts, default=0), dtype=torch.int32)
-    codes = torch.empty(images.shape, dtype=dtype)
+    palette = np.zeros((c, max(counts, default=0)), dtype=np.int32)
     for ch, values in enumerate(palettes):
         palette[ch, : len(values)] = values
-        flat = bits[:, ch].reshape(-1)
-        out = torch.empty(len(flat), dtype=dtype)
-        for start in range(0, len(flat), CHUNK):
-            out[start : start + CHUNK] = torch.searchsorted(values, flat[start : start + CHUNK])
-        codes[:, ch] = out.view(codes[:, ch].shape)
-    coded = CodedImages(codes=codes, palette=palette.view(torch.float32), counts=counts)
-    # The check the design promises: the lookup gives back every bit, or the split stays float.
-    return coded if torch.equal(_bits(_decode(coded)), bits) else None
-
-
-def _coded_bytes(shape: torch.Size, dtype: torch.dtype, counts: list[int]) -> int:
-    return shape.numel() * torch.empty(0, dtype=dtype).element_size() + len(counts) * max(counts) * 4
+    return CodedImages(
+        codes=torch.from_numpy(codes.astype(dtype, copy=False)),
+        palette=torch.from_numpy(palette.view(np.float32)),
+        counts=counts,
+    )
 
 
 def _decode(coded: CodedImages) -> torch.Tensor:
     """The float32 images (N, C, H, W) that `coded` stands for."""
-    codes, palette = coded.codes, coded.palette
-    out = torch.empty(codes.shape, dtype=torch.float32)
+    codes, palette = coded.codes.numpy(), coded.palette.numpy()
+    out = np.empty(codes.shape, dtype=np.float32)
+    rows = _rows(codes[:, 0]) if codes.ndim == 4 and codes.shape[1] else 1
     for ch in range(codes.shape[1]):
-        src = codes[:, ch].reshape(-1)
-        dst = torch.empty(len(src), dtype=torch.float32)
-        for start in range(0, len(src), CHUNK):
+        for start in range(0, len(codes), rows):
             # codes are never negative: int16 is used for at most 32,768 values
-            dst[start : start + CHUNK] = palette[ch][src[start : start + CHUNK].long()]
-        out[:, ch] = dst.view(out[:, ch].shape)
-    return out
+            out[start : start + rows, ch] = palette[ch][codes[start : start + rows, ch]]
+    return torch.from_numpy(out)
 
 
 def _pack_masks(masks: torch.Tensor) -> BitMasks | torch.Tensor:

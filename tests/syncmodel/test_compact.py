@@ -163,3 +163,22 @@ def test_codes_that_would_not_be_smaller_keep_float32():
     x = torch.arange(100, dtype=torch.float32).reshape(1, 1, 10, 10)
     big = torch.zeros(10, 1, 10, 10)
     assert pack(_bundle(big, x, big)).coded_splits() == ["train", "test"]
+
+
+def test_a_value_missing_from_the_first_block_is_found_by_the_survey(monkeypatch):
+    import syncmodel.data.compact as compact
+
+    monkeypatch.setattr(compact, "CHUNK", 16)  # blocks of one 4x4 image
+    x = torch.zeros(12, 1, 4, 4)
+    x[:6, 0, 0, 0], x[9, 0, 2, 3] = 0.5, 0.75  # 0.75 only in a late block
+    packed = pack(_bundle(x, x, x))
+    assert packed.train.images.counts == [3]
+    assert _same_bits(unpack(packed).train.images, x)
+
+
+def test_many_values_are_coded_by_binary_search():
+    # 5,000 values: more than the hash table's 16 bits can tell apart
+    x = (torch.arange(5000, dtype=torch.float32) / 3).repeat(4).reshape(8, 1, 50, 50)
+    packed = pack(_bundle(x, x, x))
+    assert packed.train.images.codes.dtype == torch.int16 and packed.train.images.counts == [5000]
+    assert _same_bits(unpack(packed).train.images, x)
