@@ -8,7 +8,7 @@ studies use:
 
 - digits: studies/digits.yaml (default config: 16 px, all 1,797 images);
 - shapes: studies/shapes.yaml (n_train 2000, 64 px, part masks and landmarks);
-- fake-cifar10: n_train 50,000 (CIFAR-10's train size), generated continuous values;
+- fake-cifar10: n_train 50,000 (CIFAR-10's train size), generated 8-bit pixels;
 - cifar10-shaped: CIFAR-10's sizes (50,000 train images of 3x32x32 uint8, 10,000 test) read
   through the CIFAR loader's own code (`_to_tensors`, `_finish`) from random uint8 pixels, as no
   CIFAR-10 is on this machine. Sizes depend on the shapes and dtypes only (nothing is

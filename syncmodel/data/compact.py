@@ -1,8 +1,8 @@
 """A `DataBundle` in compact form for Ray's object store: `pack` and `unpack` (docs/design.md §2).
 
 A bundle's images are float32 after `make_bundle` normalises them, but most data sets hold few
-distinct values per channel: CIFAR, MNIST and image folders are 8-bit pictures (256 values),
-digits is 17 levels upsampled 2× bilinearly (257 values). Normalisation maps each raw value to
+distinct values per channel: CIFAR, MNIST, image folders and fake-cifar10 are 8-bit pictures
+(256 values), digits is 17 levels upsampled 2× bilinearly (257 values). Normalisation maps each raw value to
 one float32, so each channel of a split is stored as integer codes into a palette of the exact
 float32 bit patterns that occur in it — uint8 codes for at most 256 values, int16 for at most
 32,768 — and `unpack` looks them up again.
@@ -11,7 +11,7 @@ The palette holds normalised values, not raw ones: unpacking is a lookup, so the
 bit-identical to the bundle that was packed whatever arithmetic a loader used (x / 255 and
 x * (1 / 255) differ in the last bit for some x), and nothing is recomputed. `pack` checks
 every split bit for bit and keeps a split's images float32 where the codes cannot hold them
-(continuous values: shapes' and fake-cifar10's pixel noise) or would not be smaller (a few
+(continuous values: shapes' pixel noise) or would not be smaller (a few
 images of distinct values): a trial always trains on exactly what `load_data` built.
 
 Part masks (bool, one byte per pixel) are packed 8 pixels per byte; labels and landmarks

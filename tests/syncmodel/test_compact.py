@@ -4,7 +4,6 @@ trial trains on exactly the same data either way."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from syncmodel.config import TrainConfig
@@ -133,16 +132,22 @@ def test_rgb_image_folder_packs_losslessly_as_uint8(tmp_path):
     _assert_round_trip(bundle)
 
 
-@pytest.mark.parametrize("dataset", ["shapes", "fake-cifar10"])
-def test_generated_sets_with_continuous_noise_stay_float32(dataset):
-    bundle = load_data(TrainConfig(dataset=dataset, n_train=100, image_size=32))
+def test_shapes_continuous_noise_stays_float32_and_its_masks_pack():
+    bundle = load_data(TrainConfig(dataset="shapes", n_train=100, image_size=32))
     packed = pack(bundle)
     assert packed.coded_splits() == []
     back = _assert_round_trip(bundle)
-    if dataset == "shapes":
-        assert isinstance(packed.test.part_masks, BitMasks)
-        assert torch.equal(back.test.part_masks, bundle.test.part_masks)
-        assert torch.equal(back.test.landmarks.isnan(), bundle.test.landmarks.isnan())
+    assert isinstance(packed.test.part_masks, BitMasks)
+    assert torch.equal(back.test.part_masks, bundle.test.part_masks)
+    assert torch.equal(back.test.landmarks.isnan(), bundle.test.landmarks.isnan())
+
+
+def test_fake_cifar10_packs_losslessly_as_uint8():
+    bundle = load_data(TrainConfig(dataset="fake-cifar10", n_train=500))
+    packed = pack(bundle)
+    assert packed.coded_splits() == list(SPLITS)
+    assert packed.train.images.codes.dtype == torch.uint8
+    _assert_round_trip(bundle)
 
 
 def test_training_on_the_unpacked_bundle_is_identical():
