@@ -6,8 +6,9 @@ Who does what:
 - the driver's recorder (pipeline.record: a Tune callback) writes MLflow and the Parquet
   tables from those results: trials never need the tracking store, its disk or its
   credentials;
-- the data set is loaded once, by a Ray task, into Ray's object store (`shared_data`). The
-  driver never imports torch.
+- the data set is loaded once, by a Ray task, into Ray's object store (`shared_data`), in
+  compact form (`syncmodel.data.compact`); each trial's worker unpacks it once. The driver
+  never imports torch.
 
 Resume (`resume=True`): `Tuner.restore` reloads the experiment (trials, Optuna state) from
 `<storage>/tune`; finished trials are kept, unfinished ones continue from their last

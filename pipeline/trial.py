@@ -6,8 +6,10 @@ final result whose checkpoint holds the files `TrialFiles` names. The driver nev
 this module's Ray or torch parts; its recorder reads `trial_config`, `TrialFiles` and
 `TUNE_KEYS` from here.
 
-The data set is loaded once, by a Ray task, into Ray's object store; each worker process
-fetches it once (per node, Ray copies an object once) and keeps it while the actor is reused.
+The data set is loaded once, by a Ray task, into Ray's object store in compact form
+(`syncmodel.data.compact`: 8- or 16-bit codes where that is lossless); each worker process
+fetches it once (per node, Ray copies an object once), unpacks it to the float32 bundle
+`load_data` built, bit for bit, and keeps that while the actor is reused.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class TrialContext:
     search: dict[str, Param]
     evaluation: EvaluationSpec
     threads: int
-    data_ref: Any = None  # ray.ObjectRef of the shared DataBundle, or None
+    data_ref: Any = None  # ray.ObjectRef of the shared PackedBundle, or None
     study: str = ""
     upload_to: TrackingTarget | None = None  # a remote tracking server: trials upload their files
 
@@ -68,6 +70,7 @@ def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
     import ray
 
     from syncmodel.data import load_data
+    from syncmodel.data.compact import unpack
     from syncmodel.errors import DataError
 
     if ctx.data_ref is not None:
@@ -75,7 +78,9 @@ def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
         if key not in _DATA_CACHE:
             _DATA_CACHE.clear()
             try:
-                _DATA_CACHE[key] = ray.get(ctx.data_ref)
+                # Unpacked on the CPU, once per worker process: training moves the train split
+                # to its device once per trial anyway (syncmodel.data.compact.unpack).
+                _DATA_CACHE[key] = unpack(ray.get(ctx.data_ref))
             except ray.exceptions.RayTaskError as exc:
                 if not isinstance(exc.cause, DataError):
                     raise
@@ -91,10 +96,12 @@ def _data_for(ctx: TrialContext, config: TrainConfig) -> Any:
 
 
 def load_bundle(base: TrainConfig) -> Any:
-    """The study's data set (run as a Ray task by pipeline.study.shared_data)."""
+    """The study's data set, packed for the object store (run as a Ray task by
+    pipeline.study.shared_data): a `syncmodel.data.compact.PackedBundle`."""
     from syncmodel.data import load_data
+    from syncmodel.data.compact import pack
 
-    return load_data(base)
+    return pack(load_data(base))
 
 
 def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:

@@ -3,7 +3,7 @@
 Contract (implemented per data set in this package):
     load_data(config: TrainConfig) -> DataBundle
 Everything is held as tensors so that a bundle can be built once per node and shared by
-trials (the pipeline puts it in Ray's object store).
+trials (the pipeline puts it in Ray's object store, packed by `syncmodel.data.compact`).
 """
 
 from __future__ import annotations

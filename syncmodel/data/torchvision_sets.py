@@ -221,7 +221,11 @@ def draw_fake_cifar(
     n: int, rng: np.random.Generator, size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
     """(n, 3, S, S) images in [0, 1] and labels: a grating patch at a random place on noise;
-    orientation and palette together give the class, so neither alone suffices."""
+    orientation and palette together give the class, so neither alone suffices.
+
+    Pixels are 8-bit levels k / 255, computed as the CIFAR loader computes them (`_to_tensors`),
+    as the CIFAR-10 this stands in for has them: its bundles then travel through the object
+    store in the same compact form (syncmodel.data.compact) as CIFAR's."""
     labels = rng.permutation(np.arange(n) % 10)
     angle = np.deg2rad(np.asarray(_ANGLES)[labels % 5])  # (n,)
     colour = np.asarray(list(_PALETTES.values()))[labels // 5]  # (n, 3)
@@ -238,7 +242,8 @@ def draw_fake_cifar(
     pattern = colour[:, :, None, None] * (0.6 + 0.4 * wave[:, None])  # (n, 3, S, S) tinted stripes
     background = rng.uniform(0.2, 0.6, size=(n, 3, 1, 1))
     images = np.where(inside[:, None], pattern, background) + rng.normal(0, 0.1, (n, 3, size, size))
-    return np.clip(images, 0, 1).astype(np.float32), labels.astype(np.int64)
+    pixels = torch.from_numpy(np.round(np.clip(images, 0, 1) * 255).astype(np.uint8))
+    return pixels.float().div_(255.0).numpy(), labels.astype(np.int64)
 
 
 def load_fake_cifar10(config: TrainConfig) -> DataBundle:

@@ -235,6 +235,30 @@ def test_data_only_on_the_workers_is_loaded_there(ray_cluster: str, monkeypatch:
         trial._data_for(broken, config)
 
 
+def test_the_object_store_holds_the_packed_bundle_and_trials_get_load_datas(
+    ray_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`shared_data`'s task puts the compact form in the object store (digits: int16 codes);
+    a trial's worker unpacks it to exactly the bundle `load_data` builds, bit for bit."""
+    import ray
+    import torch
+
+    from syncmodel.data import load_data
+    from syncmodel.data.compact import PackedBundle
+
+    monkeypatch.setattr(trial, "_DATA_CACHE", {})
+    config = TrainConfig(n_train=200)
+    ref = ray.remote(num_cpus=0, max_retries=0)(trial.load_bundle).remote(config)
+    packed = ray.get(ref)
+    assert isinstance(packed, PackedBundle) and packed.coded_splits() == ["train", "val", "test"]
+    ctx = trial.TrialContext(base=config, search={}, evaluation=None, threads=1, data_ref=ref)
+    got, want = trial._data_for(ctx, config), load_data(config)
+    for s in ("train", "val", "test"):
+        a, b = getattr(got, s).images, getattr(want, s).images
+        assert a.dtype == torch.float32 and torch.equal(a.view(torch.int32), b.view(torch.int32))
+    assert (got.mean, got.std, got.name) == (want.mean, want.std, want.name)
+
+
 def test_the_driver_does_not_import_torch(tmp_path: Path, digits_spec: Path) -> None:
     """Preparing a study (the tracking store, Optuna) leaves torch to the workers: its import
     would cost the driver seconds of CPU while Ray starts (docs/benchmarks.md)."""
