@@ -105,7 +105,8 @@ def _run_once(dataset: str, name: str, scheduler: object, seed: int, args: argpa
         spec.write_text(yaml.safe_dump(study_spec(dataset, scheduler, seed, args, storage), sort_keys=False))
         # the raylet waits this long for its agents' port files (Ray's default fails on a
         # loaded 2-core machine)
-        env = {"RAY_agent_register_timeout_ms": "120000", **os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        env = {"RAY_agent_register_timeout_ms": "120000", **os.environ, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
         t0 = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "launch", str(spec), "--quiet"],
