@@ -31,6 +31,10 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", metavar="NAME", help="a study launched from this folder (runs/NAME)")
     parser.add_argument("--smoke", action="store_true", help="the spec's smoke form")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
+
+
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    """`--mlflow`, for the commands that read the trials (`trials_from_args`)."""
     parser.add_argument(
         "--mlflow", action="store_true",
         help="ask the tracking store even when the study folder's tables hold the finished study",

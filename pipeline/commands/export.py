@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.commands._study import add_study_arguments
+from pipeline.commands._study import add_source_argument, add_study_arguments
 from syncmodel.errors import SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
+    add_source_argument(parser)
     parser.add_argument("--out", metavar="DIR", help="folder to create (must not exist, or be empty)")
     parser.add_argument("--metric", metavar="M", help="pick the best trial by M (default: the first objective)")
     parser.add_argument("--trial", metavar="ID", help="export this trial instead of the best")

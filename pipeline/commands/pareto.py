@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._study import add_study_arguments, clean, dumps, table, trials_from_args
+from pipeline.commands._study import (
+    add_source_argument,
+    add_study_arguments,
+    clean,
+    dumps,
+    table,
+    trials_from_args,
+)
 from pipeline.record.summary import summarize
 from syncmodel.errors import SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
+    add_source_argument(parser)
     parser.add_argument("--json", action="store_true", help="the front as JSON")
 
 

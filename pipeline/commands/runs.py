@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._study import add_study_arguments, clean, dumps, table, trials_from_args
+from pipeline.commands._study import (
+    add_source_argument,
+    add_study_arguments,
+    clean,
+    dumps,
+    table,
+    trials_from_args,
+)
 from pipeline.record.summary import metric_mode, rank
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
+    add_source_argument(parser)
     parser.add_argument("--sort", metavar="M", help="metric to sort by (default: the first objective)")
     parser.add_argument("--top", metavar="N", type=int, help="show only the best N")
     parser.add_argument("--json", action="store_true", help="every param and final metric, as JSON")

@@ -154,6 +154,7 @@ class StudyRecorder:
         return runs[trial_id]
 
     def log10_params(self, sampled: dict[str, Any]) -> dict[str, float]:
+        """The trial's `log10_<name>` params (pipeline.record.tracking.log10_params)."""
         return log10_params(self.search_params, self.config_of(sampled))
 
     def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
@@ -261,6 +262,9 @@ class StudyRecorder:
         return status
 
     def logged_metrics(self, metrics: dict[str, Any], config: dict[str, Any], final: bool = True) -> dict[str, Any]:
+        """Final metrics under their MLflow names (pipeline.spec.metrics.mlflow_metrics), logged
+        at step 0 (MLflow's UI draws a metric whose last step is 0 as a bar, not a one-point
+        line)."""
         return mlflow_metrics(metrics, config, self.objectives, final=final)
 
     def _run_start(self, run_id: str | None) -> float | None:
