@@ -38,8 +38,8 @@ def _where(folder: Path) -> tuple[list[str], Path]:
 def _time(args: list[str], cwd: Path, code: Path) -> float:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+    proc = subprocess.run(  # -P: the folder it runs in is not on the path, `code` is
+        [sys.executable, "-P", "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
     took = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -50,6 +50,7 @@ def _time(args: list[str], cwd: Path, code: Path) -> float:
 def _source(folder: Path, study: list[str], cwd: Path) -> str:
     """Which source `runs` reads for this study: "tables" or "mlflow"."""
     os.chdir(cwd)
+    sys.path.insert(0, str(ROOT))
     from pipeline.commands._study import locate_study
     from pipeline.record.finished import finished_trials
 
