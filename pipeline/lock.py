@@ -115,3 +115,16 @@ def held(storage: Path) -> bool:
     finally:
         os.close(fd)  # closing the descriptor drops the shared lock taken above
     return False
+
+
+def last_holder(storage: Path) -> dict[str, object] | None:
+    """What the last driver to take `storage` wrote into its lock file (host, pid, since), read
+    only; None when there is no lock file or nothing readable in it."""
+    try:
+        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _holder(fd)
+    finally:
+        os.close(fd)

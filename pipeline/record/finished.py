@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.lock import held
-from pipeline.record.tables import TrialRow, has_parts, read_trials
+from pipeline.lock import LOCK_FILE, held, last_holder
+from pipeline.record.tables import TRIALS, TrialRow, has_parts, read_trials
 from pipeline.record.tracking import (
     EPOCH_PREFIX,
     FINISHED,
@@ -39,13 +39,14 @@ def finished_trials(
 ) -> list[TrialRecord] | None:
     """The study's trials, oldest run first, as `Tracker.trials()` lists them; None when the
     folder's tables may hold less than MLflow: no trials.parquet, per-trial parts not yet
-    compacted (the study runs, or its driver died), a live driver holding the folder, or a
+    compacted (the study runs, or its driver died), a live driver holding the folder or one
+    started after the tables were written (it may have died before its first trial ended), a
     row without its run (the store was down when the trial ended; tables written before the
     run's start time was kept). `objectives`: metric names; `search`: name → `Param`."""
     if held(storage) or has_parts(storage):
         return None
     rows = read_trials(storage)
-    if rows is None:
+    if rows is None or _driver_since(storage):
         return None
     if any(
         not r.mlflow_run_id or r.mlflow_start_time is None or r.status not in TERMINAL for r in rows
@@ -53,6 +54,17 @@ def finished_trials(
         return None
     rows.sort(key=lambda r: (round(r.mlflow_start_time * 1000), r.mlflow_run_id))
     return [as_run(r, objectives, search) for r in rows]
+
+
+def _driver_since(storage: Path) -> bool:
+    """Whether a driver took the folder after trials.parquet was last written (its lock file
+    says when: pipeline.lock); unknown (a lock file without a time) counts as yes."""
+    if not (storage / LOCK_FILE).exists():
+        return False  # no driver ever held it (tables written by hand, or by a tool)
+    since = (last_holder(storage) or {}).get("since")
+    if not isinstance(since, (int, float)):
+        return True
+    return since > (storage / TRIALS).stat().st_mtime
 
 
 def as_run(row: TrialRow, objectives: list[str], search: dict[str, Any]) -> TrialRecord:

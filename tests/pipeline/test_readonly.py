@@ -184,7 +184,22 @@ def test_a_study_with_a_live_driver_is_asked_of_mlflow(tmp_path: Path) -> None:
     folder = _finished(tmp_path, _row("a"))
     with acquire(folder):
         assert finished_trials(folder, OBJECTIVES, SEARCH) is None
-    assert finished_trials(folder, OBJECTIVES, SEARCH) is not None  # and the reader took no lock
+
+
+def test_a_driver_started_after_the_tables_were_written_is_asked_of_mlflow(tmp_path: Path) -> None:
+    folder = _finished(tmp_path, _row("a"))
+    acquire(folder).release()  # a resumed driver that died before its first trial ended
+    assert finished_trials(folder, OBJECTIVES, SEARCH) is None
+    _finished(folder, _row("a"))  # a driver's end: the tables written again
+    assert finished_trials(folder, OBJECTIVES, SEARCH) is not None
+
+
+def test_the_reader_leaves_no_lock(tmp_path: Path) -> None:
+    folder = _finished(tmp_path, _row("a"))
+    acquire(folder).release()
+    _finished(folder, _row("a"))
+    assert finished_trials(folder, OBJECTIVES, SEARCH) is not None
+    acquire(folder).release()  # a driver can take the folder after it (StudyLocked otherwise)
 
 
 def test_the_run_start_time_round_trips_to_the_millisecond(tmp_path: Path) -> None:
