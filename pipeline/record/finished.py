@@ -41,8 +41,8 @@ def finished_trials(
     folder's tables may hold less than MLflow: no trials.parquet, per-trial parts not yet
     compacted (the study runs, or its driver died), a live driver holding the folder or one
     started after the tables were written (it may have died before its first trial ended), a
-    row without its run (the store was down when the trial ended; tables written before the
-    run's start time was kept). `objectives`: metric names; `search`: name → `Param`."""
+    row whose end is not in its run (the store was down when the trial ended: no run start
+    time, perhaps no run id; also tables written before the start time was kept). `objectives`: metric names; `search`: name → `Param`."""
     if held(storage) or has_parts(storage):
         return None
     rows = read_trials(storage)

@@ -251,7 +251,10 @@ class StudyRecorder:
             TrialRow(
                 trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
                 mlflow_run_id=run_id or (row.mlflow_run_id if row else None),
-                mlflow_start_time=self._run_start(run_id) or (row.mlflow_start_time if row else None),
+                # set once the trial's end is in its run: until then MLflow shows less than
+                # the row, and the read-only commands ask MLflow (pipeline.record.finished)
+                mlflow_start_time=(self._run_start(run_id) if failure is None else None)
+                or (row.mlflow_start_time if row else None),
                 checkpoint=ckpt_path,
                 node_id=node_id or None, start_time=start, end_time=result.get("end_time") or time.time(),
             )

@@ -39,8 +39,9 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "status": pa.string(),  # ok | diverged | stopped | error | oom
     "error": pa.string(),
     "mlflow_run_id": pa.string(),
-    # The run's start_time as MLflow holds it: MLflow lists a study's runs in this order (ties
-    # by run id), so `runs` and `pareto` answered from the tables keep its order.
+    # The run's start_time as MLflow holds it, once the trial's end is recorded in the run
+    # (null until then): MLflow lists a study's runs in this order (ties by run id), so `runs`
+    # and `pareto` answered from the tables keep its order (pipeline.record.finished).
     "mlflow_start_time": pa.timestamp("ms", tz="UTC"),
     "checkpoint": pa.string(),  # the trial's last checkpoint folder (Tune storage)
     "node_id": pa.string(),  # Ray node id (or IP) the trial last ran on
