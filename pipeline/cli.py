@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("pipeline.commands.evaluate", "interpretability report for a checkpoint"),
     "validate": ("pipeline.commands.validate", "check a study spec without starting anything"),
     "launch": ("pipeline.commands.launch", "run a study (local Ray, or --address for a cluster)"),
-    "runs": ("pipeline.commands.runs", "table of a study's trials, queried from MLflow"),
+    "runs": ("pipeline.commands.runs", "table of a study's trials (its tables when finished, else MLflow)"),
     "pareto": ("pipeline.commands.pareto", "Pareto front over a study's objectives"),
     "export": ("pipeline.commands.export", "best or named trial -> portable checkpoint folder"),
     "dashboard": ("pipeline.commands.dashboard", "start the MLflow UI on a study's store"),

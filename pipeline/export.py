@@ -13,73 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.record.tracking import Tracker, TrialRecord, finite, is_outage
-from pipeline.spec.metrics import METRICS
 from pipeline.trial_files import TrialFiles
 from syncmodel.checkpoint import file_sha256, read_checkpoint
 from syncmodel.errors import SyncStudyError
 from syncmodel.files import ensure_folder, temp_folder
 
 MANIFEST = "SHA256SUMS"
-
-
-def metric_mode(metric: str, objectives: list[tuple[str, str]]) -> str:
-    """The better direction of `metric`: the study's objective mode, else the catalogue's."""
-    for name, mode in objectives:
-        if name == metric:
-            return mode
-    if metric in METRICS:
-        return METRICS[metric].mode
-    return "min" if metric.endswith(("loss", "_time", "instability")) else "max"
-
-
-def rank(records: list[TrialRecord], metric: str, mode: str) -> list[TrialRecord]:
-    """Trials with a finite `metric`, best first (ties: the earlier trial)."""
-    have = [r for r in records if finite(r.metrics.get(metric))]
-    return sorted(have, key=lambda r: -r.metrics[metric] if mode == "max" else r.metrics[metric])
-
-
-def choose(
-    records: list[TrialRecord], *, trial: str | None, metric: str, mode: str
-) -> TrialRecord:
-    if trial is not None:
-        for r in records:
-            if r.trial_id == trial:
-                return r
-        known = ", ".join(r.trial_id for r in records) or "none"
-        raise SyncStudyError(f"--trial {trial}: no such trial in the study (trials: {known})")
-    ok = [r for r in records if r.status == "ok"]
-    ranked = rank(ok, metric, mode)
-    if not ranked:
-        raise SyncStudyError(f"no finished trial has a value for {metric!r}")
-    return ranked[0]
-
-
-FRONT_TOLERANCE = 0.01  # "within 1 point" of the best first objective (accuracies are in [0, 1])
-
-
-def choose_on_front(
-    records: list[TrialRecord], objectives: list[tuple[str, str]], tolerance: float = FRONT_TOLERANCE
-) -> tuple[TrialRecord, list[TrialRecord]]:
-    """A multi-objective study's default export: among the Pareto front's trials (finished,
-    every objective finite) whose first objective is within `tolerance` of the best, the one
-    best on the second objective (ties: the better first objective, then the earlier trial);
-    e.g. the most interpretable trial within 1 point of the best accuracy. Returns (chosen,
-    the front best first by the first objective)."""
-    from pipeline.record.summary import summarize
-
-    by_id = {r.trial_id: r for r in records}
-    front = [by_id[t] for t in summarize(records, objectives).front]
-    if not front:
-        names = ", ".join(m for m, _ in objectives)
-        raise SyncStudyError(f"no finished trial has a value for every objective ({names})")
-    (first, mode1), (second, mode2) = objectives[0], objectives[1]
-    sign1 = 1 if mode1 == "max" else -1
-    sign2 = 1 if mode2 == "max" else -1
-    best = max(sign1 * r.metrics[first] for r in front)
-    near = [r for r in front if sign1 * r.metrics[first] >= best - tolerance]
-    order = {r.trial_id: i for i, r in enumerate(records)}
-    chosen = max(near, key=lambda r: (sign2 * r.metrics[second], sign1 * r.metrics[first], -order[r.trial_id]))
-    return chosen, front
 
 
 def _inside(path: Path, folder: Path, what: str) -> Path:
@@ -90,8 +29,48 @@ def _inside(path: Path, folder: Path, what: str) -> Path:
     return resolved
 
 
+class TrialFolder:
+    """A trial's files read from its last checkpoint folder in the study folder, where the
+    recorder uploaded them to its MLflow run from (`TrialFiles.ARTIFACTS` maps one onto the
+    other): the part of `Tracker` that `export_trial` uses, without MLflow."""
+
+    def __init__(self, study: str, folder: Path):
+        self.study = study
+        self.folder = folder
+        self._names = {f"{dest}/{name}" if dest else name: name for name, dest in TrialFiles.ARTIFACTS}
+
+    @classmethod
+    def of(cls, study: str, checkpoint: str | None, storage: Path, launched_in: Path) -> TrialFolder | None:
+        """The folder of a trial's recorded `checkpoint` (written when the study ran in
+        `launched_in`; read where the study folder `storage` is now), if it lies inside the
+        study folder and holds every file `export_trial` needs from the run; else None."""
+        if not checkpoint:
+            return None
+        path = Path(checkpoint)
+        if path.is_relative_to(launched_in):
+            path = storage / path.relative_to(launched_in)
+        try:
+            path = _inside(path, storage, "checkpoint folder")
+        except SyncStudyError:
+            return None
+        needed = (TrialFiles.MODEL, *TrialFiles.CONFIGS)
+        return cls(study, path) if all((path / name).is_file() for name in needed) else None
+
+    def _file(self, artifact_path: str) -> Path:
+        return self.folder / self._names.get(artifact_path, artifact_path)
+
+    def download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        target = Path(dst) / artifact_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._file(artifact_path), target)
+        return target
+
+    def has_artifact(self, run_id: str, artifact_path: str) -> bool:
+        return artifact_path in self._names and self._file(artifact_path).is_file()
+
+
 def export_trial(
-    tracker: Tracker,
+    tracker: Tracker | TrialFolder,
     record: TrialRecord,
     out: str | Path,
     *,

@@ -99,3 +99,32 @@ def acquire(storage: Path, command: str = "launch") -> StudyLock:
     except OSError:  # a full disk: the lock holds all the same; only the message loses its details
         pass
     return StudyLock(storage, fd, previous)
+
+
+def held(storage: Path) -> bool:
+    """Whether a live driver holds `storage` now (read-only: creates no lock file, takes no
+    lock that outlives the call). A folder without a lock file has never had a driver."""
+    try:
+        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EACCES)
+    finally:
+        os.close(fd)  # closing the descriptor drops the shared lock taken above
+    return False
+
+
+def last_holder(storage: Path) -> dict[str, object] | None:
+    """What the last driver to take `storage` wrote into its lock file (host, pid, since), read
+    only; None when there is no lock file or nothing readable in it."""
+    try:
+        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return _holder(fd)
+    finally:
+        os.close(fd)

@@ -22,11 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _PLAIN = (type(None), bool, int, float, str)
 
 
-def searched(spec: StudySpec) -> dict[str, Param]:
-    """The dimensions Optuna samples (everything but `kind: fixed`)."""
-    return {name: p for name, p in spec.search.items() if p.kind != "fixed"}
-
-
 def fixed_params(spec: StudySpec) -> dict[str, Any]:
     """`kind: fixed` entries of the search block: applied to every trial's config."""
     return {name: p.value for name, p in spec.search.items() if p.kind == "fixed"}
@@ -61,7 +56,7 @@ def distributions(spec: StudySpec) -> dict[str, optuna.distributions.BaseDistrib
     )
 
     out: dict[str, Any] = {}
-    for name, p in searched(spec).items():
+    for name, p in spec.searched().items():
         field = f"search.{name}"
         if p.kind == "float":
             out[name] = FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
@@ -79,7 +74,7 @@ def grid_space(spec: StudySpec) -> dict[str, list[Any]]:
     """The grid sampler's search space: every searched dimension's points
     (`pipeline.spec.grid.grid_values`, the count `validate` checks), encoded as Tune carries
     them."""
-    return {name: [_encode(v) for v in grid_values(p)] for name, p in searched(spec).items()}
+    return {name: [_encode(v) for v in grid_values(p)] for name, p in spec.searched().items()}
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:

@@ -55,7 +55,7 @@ def shared_data(spec: StudySpec) -> Any:
     A task, not the driver: the driver then never imports torch, and the bundle loads in a
     worker that Ray started (with torch preloaded) while the driver prepares the study.
     """
-    if any(name in DATA_FIELDS for name in search.searched(spec)):
+    if any(name in DATA_FIELDS for name in spec.searched()):
         return None
     import ray
 
@@ -236,7 +236,7 @@ def _prepare(
         }  # fmt: skip
         tags = {
             "syncstudy.objectives": json.dumps([{"metric": o.metric, "mode": o.mode} for o in spec.objectives]),
-            "syncstudy.search": json.dumps(list(search.searched(spec))),
+            "syncstudy.search": json.dumps(list(spec.searched())),
             "mlflow.note.content": spec.description or "",
         }
         parent = tracker.parent_run(params, tags)
@@ -432,7 +432,7 @@ def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], N
         ok = isinstance(v, (int, float)) and math.isfinite(v)
         return (0 if ok else 1, sign * v if ok else 0.0)
 
-    names = list(search.searched(spec))
+    names = list(spec.searched())
     metrics = [o.metric for o in spec.objectives]
     header = ["trial", "status", *metrics, *names]
     lines = [header]

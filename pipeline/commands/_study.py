@@ -1,4 +1,5 @@
-"""Arguments and helpers shared by the commands that read a launched study from MLflow."""
+"""Arguments and helpers shared by the commands that read a launched study: from the study
+folder's tables when it holds the finished study (pipeline.record.finished), else from MLflow."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import search
 from pipeline.paths import SPEC_FILE, storage_of, target_of
+from pipeline.record.finished import finished_trials
 from pipeline.record.tracking import (
     Tracker,
     TrackingTarget,
+    TrialRecord,
     check_target,
     resolve_target,
     sqlite_path,
 )
-from pipeline.spec import load_spec
+from pipeline.spec import Param, load_spec
 from pipeline.spec.sections import NAME_RE
 from syncmodel.errors import SyncStudyError
 
@@ -31,9 +33,33 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (overrides the spec)")
 
 
+def add_source_argument(parser: argparse.ArgumentParser) -> None:
+    """`--mlflow`, for the commands that read the trials (`trials_from_args`)."""
+    parser.add_argument(
+        "--mlflow", action="store_true",
+        help="ask the tracking store even when the study folder's tables hold the finished study",
+    )  # fmt: skip
+
+
 def open_from_args(args: argparse.Namespace) -> tuple[StudyRef, Tracker]:
     ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=getattr(args, "smoke", False))
     return ref, open_study(ref)
+
+
+def trials_from_args(args: argparse.Namespace) -> tuple[StudyRef, list[TrialRecord], Tracker | None]:
+    """The study and its trials as MLflow lists them (`Tracker.trials()`), with the tracker
+    (None when they were read from the study folder's tables).
+
+    The tables answer when the study folder is here (its study.yaml, which names the
+    objectives and the search), no tracking URI was given and `--mlflow` was not, and they
+    hold the finished study (`finished_trials`); otherwise MLflow does."""
+    ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=getattr(args, "smoke", False))
+    if not args.mlflow and not args.tracking_uri and ref.objectives is not None and ref.search is not None:
+        records = finished_trials(ref.storage, [m for m, _ in ref.objectives], ref.search)
+        if records is not None:
+            return ref, records, None
+    tracker = open_study(ref)
+    return ref, tracker.trials(), tracker
 
 
 def clean(v: Any) -> Any:
@@ -72,6 +98,8 @@ class StudyRef:
     storage: Path
     objectives: list[tuple[str, str]] | None = None  # (metric, mode); None → ask MLflow
     searched: list[str] | None = None
+    search: dict[str, Param] | None = None  # the spec's search block (None: no spec here)
+    launched_in: Path | None = None  # the folder the study was launched in (its study.yaml says)
 
 
 def locate_study(
@@ -79,6 +107,7 @@ def locate_study(
 ) -> StudyRef:
     """A study from its spec file, or from `--study NAME`: ./runs/NAME (whose resolved spec
     names the tracking store), or the experiment NAME in `--tracking-uri`."""
+    launched_in: Path | None = None
     if spec_path:
         spec = load_spec(spec_path, smoke=smoke, overrides={"tracking.uri": tracking_uri}, writable=False)
     elif study:
@@ -88,6 +117,7 @@ def locate_study(
         saved = Path("runs") / study / SPEC_FILE
         if saved.is_file():
             spec = load_spec(saved, overrides={"tracking.uri": tracking_uri}, writable=False)
+            launched_in = storage_of(spec)
             spec = _where_it_is(spec, saved, tracking_uri)
         elif tracking_uri:
             storage = (Path("runs") / study).resolve()
@@ -102,7 +132,8 @@ def locate_study(
     storage = storage_of(spec)
     return StudyRef(
         spec.name, target_of(spec, storage), storage,
-        [(o.metric, o.mode) for o in spec.objectives], list(search.searched(spec)),
+        [(o.metric, o.mode) for o in spec.objectives], list(spec.searched()), dict(spec.search),
+        launched_in or storage,
     )  # fmt: skip
 
 

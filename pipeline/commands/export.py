@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline.commands._study import add_study_arguments
+from pipeline.commands._study import add_source_argument, add_study_arguments
 from syncmodel.errors import SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
+    add_source_argument(parser)
     parser.add_argument("--out", metavar="DIR", help="folder to create (must not exist, or be empty)")
     parser.add_argument("--metric", metavar="M", help="pick the best trial by M (default: the first objective)")
     parser.add_argument("--trial", metavar="ID", help="export this trial instead of the best")
@@ -35,15 +36,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise SyncStudyError("--out DIR is required (or --verify DIR to check an export)")
-    from pipeline.commands._study import open_from_args, table
-    from pipeline.export import FRONT_TOLERANCE, choose, choose_on_front, export_trial, metric_mode
-    from pipeline.record.tracking import finite
+    from pipeline.commands._study import open_study, table, trials_from_args
+    from pipeline.export import TrialFolder, export_trial
+    from pipeline.record.summary import FRONT_TOLERANCE, choose, choose_on_front, metric_mode
+    from pipeline.record.tracking import Tracker, finite
 
-    ref, tracker = open_from_args(args)
+    if args.register:
+        args.mlflow = True  # registering writes to the store: its runs, not the tables, decide
+    ref, records, tracker = trials_from_args(args)
     objectives = ref.objectives or []
     metric = args.metric or (objectives[0][0] if objectives else "test_acc")
     mode = metric_mode(metric, objectives)
-    records = tracker.trials()
     if args.trial is None and args.metric is None and len(objectives) >= 2:
         record, front = choose_on_front(records, objectives)
         (first, _), (second, _) = objectives[0], objectives[1]
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         record = choose(records, trial=args.trial, metric=metric, mode=mode)
         chosen_by = f"trial {record.trial_id} as asked" if args.trial else f"best {metric} ({mode})"
-    if args.register and tracker.moved_artifacts(record.run_id) is not None:
+    if args.register and tracker is not None and tracker.moved_artifacts(record.run_id) is not None:
         # MLflow puts a logged model's files under the experiment's recorded artifact folder:
         # the one the study was launched in, not this copy
         raise SyncStudyError(
@@ -65,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
             "its experiment's artifact folder is the old one, so registering would write there "
             "(export without --register works)"
         )
-    out = export_trial(tracker, record, args.out, objectives=objectives, chosen_by=chosen_by)
+    source: Tracker | TrialFolder | None = tracker
+    if source is None:  # read from the tables: the files from the trial's folder, if it has them all
+        source = TrialFolder.of(ref.name, record.checkpoint, ref.storage, ref.launched_in or ref.storage)
+    if source is None:  # a trial without its final checkpoint here (stopped, failed): its run has them
+        source = tracker = open_study(ref)
+    out = export_trial(source, record, args.out, objectives=objectives, chosen_by=chosen_by)
     verify(out)
     print(f"exported trial {record.trial_id} ({chosen_by}) of study {ref.name!r} to {out}")
     if args.register:
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         model_uri = log_pytorch_model(ref.target.uri, record.run_id, out / "model.pt")
         shown = ", ".join(f"{m} {record.metrics[m]:.4g}" for m, _ in objectives if finite(record.metrics.get(m)))
         description = f"study {ref.name!r}, trial {record.trial_id} ({chosen_by}){': ' + shown if shown else ''}"
+        assert tracker is not None  # --register reads MLflow (above)
         version = tracker.register(
             record.run_id, args.register, model_uri, description=description, alias=args.alias
         )

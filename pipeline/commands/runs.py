@@ -1,24 +1,31 @@
-"""`syncstudy runs SPEC|--study NAME`: a study's trials as MLflow holds them, sorted by a metric."""
+"""`syncstudy runs SPEC|--study NAME`: a study's trials as MLflow holds them, sorted by a metric
+(read from the study folder's tables when they hold the finished study: pipeline.record.finished)."""
 
 from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._study import add_study_arguments, clean, dumps, open_from_args, table
+from pipeline.commands._study import (
+    add_source_argument,
+    add_study_arguments,
+    clean,
+    dumps,
+    table,
+    trials_from_args,
+)
+from pipeline.record.summary import metric_mode, rank
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
+    add_source_argument(parser)
     parser.add_argument("--sort", metavar="M", help="metric to sort by (default: the first objective)")
     parser.add_argument("--top", metavar="N", type=int, help="show only the best N")
     parser.add_argument("--json", action="store_true", help="every param and final metric, as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.export import metric_mode, rank
-
-    ref, tracker = open_from_args(args)
-    records = tracker.trials()
+    ref, records, _ = trials_from_args(args)
     objectives = ref.objectives or []
     metric = args.sort or (objectives[0][0] if objectives else "test_acc")
     mode = metric_mode(metric, objectives)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import re
 import tempfile
 import time
@@ -21,8 +20,15 @@ from typing import Any
 
 from pipeline.record.identity import read_instance
 from pipeline.record.tables import StudyTables, TrialRow
-from pipeline.record.tracking import TAG_NOTE, Tracker, TrackingTarget, artifact_files
-from pipeline.spec.metrics import mlflow_name
+from pipeline.record.tracking import (
+    FINISHED,
+    TAG_NOTE,
+    Tracker,
+    TrackingTarget,
+    artifact_files,
+    log10_params,
+)
+from pipeline.spec.metrics import mlflow_metrics
 from pipeline.spec.types import Param
 from pipeline.trial import TUNE_KEYS, trial_config
 from pipeline.trial_files import TrialFiles
@@ -148,15 +154,8 @@ class StudyRecorder:
         return runs[trial_id]
 
     def log10_params(self, sampled: dict[str, Any]) -> dict[str, float]:
-        """`log10_<name>` of each param searched on a log scale: MLflow's plots (parallel
-        coordinates, scatter) have linear axes only."""
-        config = self.config_of(sampled)
-        out = {}
-        for name, param in self.search_params.items():
-            value = config.get(name)
-            if param.log and _number(value) and value > 0:
-                out[f"log10_{name}"] = round(math.log10(value), 6)
-        return out
+        """The trial's `log10_<name>` params (pipeline.record.tracking.log10_params)."""
+        return log10_params(self.search_params, self.config_of(sampled))
 
     def start(self, trial_id: str, sampled: dict[str, Any]) -> None:
         state = self._open()
@@ -217,7 +216,8 @@ class StudyRecorder:
 
                 self.tables.set_neurons(trial_id, pq.read_table(files.neurons))
             metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and _number(v)}
-            if status == "stopped" or error_text is not None:
+            # (status "stopped" or "error"/"oom": error_text given, or a result that is not final)
+            if status not in FINISHED:
                 metrics = {k: v for k, v in metrics.items() if k in self._epoch_keys(trial_id)}
             for key in ("start_time", "end_time", "epoch"):
                 metrics.pop(key, None)
@@ -228,7 +228,7 @@ class StudyRecorder:
                 if history:
                     self.tracker.log_epochs(run_id, history)
                 wrote = self.tracker.finish_trial(
-                    run_id, status=status, metrics=self.logged_metrics(metrics, config, final=status != "stopped" and error_text is None), step=0,
+                    run_id, status=status, metrics=self.logged_metrics(metrics, config, final=status in FINISHED), step=0,
                     error=error,
                     artifacts=_artifacts(local, config, error_text, bool(result.get("uploaded")), stack),
                     tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id,
@@ -250,7 +250,12 @@ class StudyRecorder:
         self.tables.upsert_trial(
             TrialRow(
                 trial_id=trial_id, status=status, params=config, metrics=metrics, error=error,
-                mlflow_run_id=run_id or (row.mlflow_run_id if row else None), checkpoint=ckpt_path,
+                mlflow_run_id=run_id or (row.mlflow_run_id if row else None),
+                # set once the trial's end is in its run: until then MLflow shows less than
+                # the row, and the read-only commands ask MLflow (pipeline.record.finished)
+                mlflow_start_time=(self._run_start(run_id) if failure is None else None)
+                or (row.mlflow_start_time if row else None),
+                checkpoint=ckpt_path,
                 node_id=node_id or None, start_time=start, end_time=result.get("end_time") or time.time(),
             )
         )  # fmt: skip
@@ -260,21 +265,14 @@ class StudyRecorder:
         return status
 
     def logged_metrics(self, metrics: dict[str, Any], config: dict[str, Any], final: bool = True) -> dict[str, Any]:
-        """Final metrics under their MLflow names (pipeline.spec.metrics.mlflow_name), logged at
-        step 0 (MLflow's UI draws a metric whose last step is 0 as a bar, not a one-point line);
-        the evaluation's epsilon only where it differs from the param. A trial without a final
-        result (stopped, failed) has only its last epoch's values: the bare ones (val_acc, the
-        objectives) are logged, the rest are its epoch/ series (not test/, eval/ values)."""
-        out: dict[str, Any] = {}
-        for key, value in metrics.items():
-            if not final and mlflow_name(key, self.objectives) != key:
-                continue
-            if key == "epsilon" and value == config.get("epsilon"):
-                continue
-            name = mlflow_name(key, self.objectives)
-            if name is not None:
-                out[name] = value
-        return out
+        """Final metrics under their MLflow names (pipeline.spec.metrics.mlflow_metrics), logged
+        at step 0 (MLflow's UI draws a metric whose last step is 0 as a bar, not a one-point
+        line)."""
+        return mlflow_metrics(metrics, config, self.objectives, final=final)
+
+    def _run_start(self, run_id: str | None) -> float | None:
+        ms = self.tracker.run_start.get(run_id) if run_id else None
+        return ms / 1000 if ms is not None else None
 
     def note(self, config: dict[str, Any], status: str, metrics: dict[str, Any], error: str | None) -> str:
         """The child run's one-line description: searched params → objectives (or the status)."""

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.spec.metrics import METRICS
+from syncmodel.errors import SyncStudyError
+
 
 def pareto_front(points: list[tuple[str, list[float]]], modes: list[str]) -> list[str]:
     """Ids of the non-dominated points (each objective turned to 'max' first)."""
@@ -127,3 +130,63 @@ def trials_table(records: list[Any], searched: list[str], summary: StudySummary)
             v = r.metrics.get(m)
             table[m].append(float(v) if _finite(v) else None)
     return table
+
+
+# How `runs`, `pareto` and `export` pick and order trials (`TrialRecord`s: trial_id,
+# status, metrics), in launch order where values tie.
+def metric_mode(metric: str, objectives: list[tuple[str, str]]) -> str:
+    """The better direction of `metric`: the study's objective mode, else the catalogue's."""
+    for name, mode in objectives:
+        if name == metric:
+            return mode
+    if metric in METRICS:
+        return METRICS[metric].mode
+    return "min" if metric.endswith(("loss", "_time", "instability")) else "max"
+
+
+def rank(records: list[Any], metric: str, mode: str) -> list[Any]:
+    """Trials with a finite `metric`, best first (ties: the earlier trial)."""
+    have = [r for r in records if _finite(r.metrics.get(metric))]
+    return sorted(have, key=lambda r: -r.metrics[metric] if mode == "max" else r.metrics[metric])
+
+
+def choose(
+    records: list[Any], *, trial: str | None, metric: str, mode: str
+) -> Any:
+    if trial is not None:
+        for r in records:
+            if r.trial_id == trial:
+                return r
+        known = ", ".join(r.trial_id for r in records) or "none"
+        raise SyncStudyError(f"--trial {trial}: no such trial in the study (trials: {known})")
+    ok = [r for r in records if r.status == "ok"]
+    ranked = rank(ok, metric, mode)
+    if not ranked:
+        raise SyncStudyError(f"no finished trial has a value for {metric!r}")
+    return ranked[0]
+
+
+FRONT_TOLERANCE = 0.01  # "within 1 point" of the best first objective (accuracies are in [0, 1])
+
+
+def choose_on_front(
+    records: list[Any], objectives: list[tuple[str, str]], tolerance: float = FRONT_TOLERANCE
+) -> tuple[Any, list[Any]]:
+    """A multi-objective study's default export: among the Pareto front's trials (finished,
+    every objective finite) whose first objective is within `tolerance` of the best, the one
+    best on the second objective (ties: the better first objective, then the earlier trial);
+    e.g. the most interpretable trial within 1 point of the best accuracy. Returns (chosen,
+    the front best first by the first objective)."""
+    by_id = {r.trial_id: r for r in records}
+    front = [by_id[t] for t in summarize(records, objectives).front]
+    if not front:
+        names = ", ".join(m for m, _ in objectives)
+        raise SyncStudyError(f"no finished trial has a value for every objective ({names})")
+    (first, mode1), (second, mode2) = objectives[0], objectives[1]
+    sign1 = 1 if mode1 == "max" else -1
+    sign2 = 1 if mode2 == "max" else -1
+    best = max(sign1 * r.metrics[first] for r in front)
+    near = [r for r in front if sign1 * r.metrics[first] >= best - tolerance]
+    order = {r.trial_id: i for i, r in enumerate(records)}
+    chosen = max(near, key=lambda r: (sign2 * r.metrics[second], sign1 * r.metrics[first], -order[r.trial_id]))
+    return chosen, front

@@ -57,6 +57,9 @@ DATA_FIELDS = ("dataset", "data_root", "n_train", "image_size", "val_fraction", 
 MAX_IMAGES = 8  # pictures per trial also logged as MLflow images (Tracker.log_images)
 
 TERMINAL = ("ok", "diverged", "stopped", "error", "oom")
+# A trial with one of these handed in its final result (test metrics, evaluation); the others
+# (stopped by the scheduler or itself, failed) only their last epoch's values.
+FINISHED = ("ok", "diverged")
 _MLFLOW_STATUS = {"ok": "FINISHED", "stopped": "KILLED"}  # the rest: FAILED
 _DB_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 CHECK_TIMEOUT_S = 8.0
@@ -112,6 +115,7 @@ class TrialRecord:
     start_time: int | None = None  # ms since the epoch
     end_time: int | None = None
     artifact_uri: str | None = None
+    checkpoint: str | None = None  # the trial's last checkpoint folder (Tune storage), as recorded
 
 
 def param_str(value: Any) -> str:
@@ -119,6 +123,18 @@ def param_str(value: Any) -> str:
     if isinstance(value, (list, tuple, dict)) or value is None:
         return json.dumps(value)
     return str(value)
+
+
+def log10_params(search: dict[str, Any], config: dict[str, Any]) -> dict[str, float]:
+    """`log10_<name>` of each param of `search` (name → `Param`) searched on a log scale, from
+    the trial's `config`: logged beside the params, as MLflow's plots (parallel coordinates,
+    scatter) have linear axes only."""
+    out = {}
+    for name, param in search.items():
+        value = config.get(name)
+        if param.log and _is_number(value) and value > 0:
+            out[f"log10_{name}"] = round(math.log10(value), 6)
+    return out
 
 
 def default_uri(storage: Path) -> str:
@@ -432,6 +448,7 @@ class Tracker:
         self.client = GuardedClient(_client(target.uri), target.uri)
         self._experiment_id: str | None = None
         self._last_epoch: dict[str, int] = {}
+        self.run_start: dict[str, int] = {}  # run id → its start_time (ms), as MLflow holds it
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -607,6 +624,7 @@ class Tracker:
             )
         self._log_params(run.info.run_id, params, existing=run.data.params)
         self._last_epoch[run.info.run_id] = int(run.data.tags.get(TAG_LAST_EPOCH, 0))
+        self.run_start[run.info.run_id] = run.info.start_time
         return run.info.run_id
 
     def _log_params(self, run_id: str, params: dict[str, Any], existing: dict[str, str]) -> None:
@@ -742,6 +760,7 @@ class Tracker:
                         start_time=run.info.start_time,
                         end_time=run.info.end_time,
                         artifact_uri=run.info.artifact_uri,
+                        checkpoint=run.data.tags.get(TAG_CHECKPOINT) or None,
                     )
                 )
             token = page.token

@@ -8,6 +8,7 @@ tests/pipeline/test_spec.py checks them against syncmodel.evaluate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,23 @@ def bare_name(logged: str) -> str:
         if logged.startswith(prefix):
             return logged[len(prefix):]
     return logged
+
+
+def mlflow_metrics(
+    metrics: dict[str, Any], config: dict[str, Any], objectives: tuple[str, ...] | list[str] = (), final: bool = True
+) -> dict[str, Any]:
+    """A trial's final `metrics` (bare names) under the names they are logged with in MLflow
+    (`mlflow_name`; those it gives None are not logged), the evaluation's epsilon only where it
+    differs from the param of `config`. A trial without a final result (stopped, failed:
+    `final` False) has only its last epoch's values: the bare ones (val_acc, the objectives)
+    are logged, the rest are its epoch/ series (not test/, eval/ values)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = mlflow_name(key, objectives)
+        if not final and name != key:
+            continue
+        if key == "epsilon" and value == config.get("epsilon"):
+            continue
+        if name is not None:
+            out[name] = value
+    return out

@@ -94,6 +94,10 @@ class StudySpec:
     def primary(self) -> Objective:
         return self.objectives[0]
 
+    def searched(self) -> dict[str, Param]:
+        """The dimensions the sampler samples (everything but `kind: fixed`), in spec order."""
+        return {name: p for name, p in self.search.items() if p.kind != "fixed"}
+
 
 def describe(p: Param) -> str:
     """One short line for a dimension: `float [0.001, 1] log`, `choice a | b`, `fixed 0.002`."""

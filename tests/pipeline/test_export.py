@@ -131,7 +131,7 @@ def test_dashboard_serves_the_store_on_loopback(smoke_study: Path) -> None:
 
 
 def test_front_default_is_the_best_second_objective_within_a_point_of_the_best_first() -> None:
-    from pipeline.export import choose_on_front
+    from pipeline.record.summary import choose_on_front
     from pipeline.record.tracking import TrialRecord
 
     def r(tid: str, acc: float, interp: float, status: str = "ok") -> TrialRecord:

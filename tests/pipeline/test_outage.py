@@ -54,6 +54,8 @@ def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write
     gap = next((ln for ln in lines if ln.startswith("NOT recorded in MLflow")), "")
     missed = [r["trial_id"] for r in rows if r["trial_id"] in gap]
     assert len(missed) == SAMPLES - 1 and "the parent run" in gap, out  # the trials after the outage
+    # not in MLflow yet: no run start time, so `runs`/`pareto` ask MLflow, not the tables
+    assert [r["trial_id"] for r in rows if r["mlflow_start_time"] is None] == sorted(missed), rows
     assert "tracking store down" in out, out
 
     server = start_mlflow_server(backend, artifacts, port=port, log_path=tmp_path / "server.log")
@@ -70,6 +72,8 @@ def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write
         for run in trials:
             assert run.data.tags[TAG_STATUS] == "ok" and run.info.status == "FINISHED"
             assert rows[run.data.tags[TAG_TRIAL]]["mlflow_run_id"] == run.info.run_id
+            started = rows[run.data.tags[TAG_TRIAL]]["mlflow_start_time"]
+            assert started is not None and round(started.timestamp() * 1000) == run.info.start_time
             assert [m.step for m in client.get_metric_history(run.info.run_id, EPOCH_PREFIX + "val_acc")] == [1]
             assert rows[run.data.tags[TAG_TRIAL]]["metrics.test_acc"] == run.data.metrics["test_acc"]
             assert {"checkpoint", "config"} <= {a.path for a in client.list_artifacts(run.info.run_id)}

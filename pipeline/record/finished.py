@@ -1,0 +1,93 @@
+"""A finished study's trials read from its own Parquet tables, as its MLflow child runs show
+them: what `runs`, `pareto` and `export` answer from when the study folder is at hand, without
+MLflow's import (seconds) or a query to its store.
+
+The recorder writes each trial's row and its run from the same values (pipeline.record.recorder),
+so the run is rebuilt here by the same rules: params as `param_str` writes them plus the
+`log10_` ones, final metrics under their MLflow names and back (`mlflow_metrics`,
+`final_metrics`), runs in MLflow's order (start time, then run id). Tables that may not hold
+what MLflow holds give None, and the caller asks MLflow (see `finished_trials`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.lock import LOCK_FILE, held, last_holder
+from pipeline.record.tables import TRIALS, TrialRow, has_parts, read_trials
+from pipeline.record.tracking import (
+    EPOCH_PREFIX,
+    FINISHED,
+    TERMINAL,
+    TrialRecord,
+    final_metrics,
+    log10_params,
+    param_str,
+)
+from pipeline.spec.metrics import FINAL_FROM_LAST_EPOCH, mlflow_metrics
+
+# MLflow's SQL stores keep +-inf as the largest finite double (SQL has no infinity), and give
+# that back; NaN is kept.
+_SQL_INF = sys.float_info.max
+
+
+def finished_trials(
+    storage: Path, objectives: list[str], search: dict[str, Any]
+) -> list[TrialRecord] | None:
+    """The study's trials, oldest run first, as `Tracker.trials()` lists them; None when the
+    folder's tables may hold less than MLflow: no trials.parquet, per-trial parts not yet
+    compacted (the study runs, or its driver died), a live driver holding the folder or one
+    started after the tables were written (it may have died before its first trial ended), a
+    row whose end is not in its run (the store was down when the trial ended: no run start
+    time, perhaps no run id; also tables written before the start time was kept). `objectives`: metric names; `search`: name → `Param`."""
+    if held(storage) or has_parts(storage):
+        return None
+    rows = read_trials(storage)
+    if rows is None or _driver_since(storage):
+        return None
+    if any(
+        not r.mlflow_run_id or r.mlflow_start_time is None or r.status not in TERMINAL for r in rows
+    ):
+        return None
+    rows.sort(key=lambda r: (round(r.mlflow_start_time * 1000), r.mlflow_run_id))
+    return [as_run(r, objectives, search) for r in rows]
+
+
+def _driver_since(storage: Path) -> bool:
+    """Whether a driver took the folder after trials.parquet was last written (its lock file
+    says when: pipeline.lock); unknown (a lock file without a time) counts as yes."""
+    if not (storage / LOCK_FILE).exists():
+        return False  # no driver ever held it (tables written by hand, or by a tool)
+    since = (last_holder(storage) or {}).get("since")
+    if not isinstance(since, (int, float)):
+        return True
+    return since > (storage / TRIALS).stat().st_mtime
+
+
+def as_run(row: TrialRow, objectives: list[str], search: dict[str, Any]) -> TrialRecord:
+    """A trial's row as its MLflow run shows it (`Tracker.trials()`): params as text with the
+    `log10_` ones after them, final metrics as MLflow gives them back (`final_metrics` of what
+    the recorder logged; the ones left out of MLflow read from the last epoch, which the row's
+    final values are)."""
+    params = {k: param_str(v) for k, v in row.params.items()}
+    params.update({k: param_str(v) for k, v in log10_params(search, row.params).items()})
+    logged = mlflow_metrics(row.metrics, row.params, objectives, final=row.status in FINISHED)
+    logged.update({EPOCH_PREFIX + k: row.metrics[k] for k in FINAL_FROM_LAST_EPOCH if k in row.metrics})
+    metrics = {k: _as_stored(v) for k, v in final_metrics(logged).items()}
+    return TrialRecord(
+        trial_id=row.trial_id,
+        run_id=str(row.mlflow_run_id),
+        status=row.status,
+        params=params,
+        metrics=metrics,
+        start_time=round(row.mlflow_start_time * 1000) if row.mlflow_start_time is not None else None,
+        checkpoint=row.checkpoint,
+    )
+
+
+def _as_stored(v: float) -> float:
+    v = float(v)
+    return math.copysign(_SQL_INF, v) if math.isinf(v) else v
