@@ -40,6 +40,7 @@ from pipeline.record.recorder import RECORDED, StudyRecorder
 from pipeline.record.state import disk_full, quiet_disk_full_logs, restore_good_state
 from pipeline.record.tables import TrialRow
 from pipeline.record.tracking import Tracker, TrackingTarget, check_target, is_remote, outage_of
+from pipeline.spec.grid import grid_size
 from pipeline.spec.load import check_fits_local, dump_resolved, spec_to_dict
 from pipeline.spec.types import StudySpec
 from pipeline.trial import DATA_FIELDS, TrialContext, load_bundle, trainable
@@ -256,7 +257,7 @@ def _prepare(
 def planned_trials(spec: StudySpec) -> int:
     """How many trials the study runs: `samples`, capped at the grid's size for grid search."""
     if spec.sampler.name == "grid":
-        return min(spec.samples, search.grid_size(spec))
+        return min(spec.samples, grid_size(spec))
     return spec.samples
 
 

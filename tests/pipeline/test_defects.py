@@ -39,6 +39,15 @@ def test_validate_and_launch_count_one_grid() -> None:
     assert search.make_sampler(spec) is not None
 
 
+def test_launch_plans_a_grid_study_by_its_size() -> None:
+    """The launch path counts a grid's trials with the same function as validate (a refactor
+    once left `study.planned_trials` calling a name that had moved: every grid launch failed)."""
+    from pipeline.study import planned_trials
+
+    spec = _spec({"warmup_epochs": Param("warmup_epochs", "int", 1, 6, log=True)}, SamplerSpec("grid"), 10)
+    assert planned_trials(spec) == grid_size(spec) == 6
+
+
 def test_evaluate_command_uses_the_annealed_epsilon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """(3) `syncstudy evaluate` evaluates at the epsilon training ended with, as a trial does."""
     import syncmodel.evaluation
