@@ -3,8 +3,12 @@
 The reference (losses, gradients, descriptors, neighbour masks; see `regularizer_reference.py`
 for the cases and how to regenerate it) was produced by the code before the speed work on
 focus / sync / regularizer; these tests hold the current code to it. float64 cases must agree
-to rounding (1e-9 relative), float32 ones (the training dtype) to 1e-6 relative in the loss
-and in the gradient's norm: reordered float32 sums differ by a few ulps, nothing more.
+to rounding (1e-9 relative): that is the check that the same function is computed. float32
+cases (the training dtype) must agree to 1e-6 relative in losses and in the norm of the
+focus / sync gradients; the parameter gradients of a whole float32 step get 2e-5, because
+the net's own float32 backward (three BatchNorm layers) is not reproducible to better than
+that: the unchanged code differed by 4.7e-6 in block1's weight gradient between 1 and 2
+CPU threads.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ def now() -> dict[str, dict[str, dict[str, torch.Tensor]]]:
     return compute(_REF["inputs"])
 
 
-def _close(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+def _close(got: torch.Tensor, ref: torch.Tensor, what: str, rtol32: float = 1e-6) -> None:
     assert got.shape == ref.shape and got.dtype == ref.dtype, what
     if not ref.is_floating_point():
         assert torch.equal(got, ref), what
@@ -36,14 +40,14 @@ def _close(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12 * scale, msg=what)
         return
     err = (got - ref).norm().item()
-    assert err <= 1e-6 * ref.norm().item() + 1e-30, f"{what}: relative error {err / ref.norm().item():.2e}"
+    assert err <= rtol32 * ref.norm().item() + 1e-30, f"{what}: relative error {err / ref.norm().item():.2e}"
 
 
 def _check(section: str, key: str, now: dict[str, dict[str, dict[str, torch.Tensor]]]) -> None:
     ref, got = _REF[section][key], now[section][key]
     assert set(got) == set(ref)
     for name in ref:
-        _close(got[name], ref[name], f"{section} {key} {name}")
+        _close(got[name], ref[name], f"{section} {key} {name}", 2e-5 if name.startswith("grad/") else 1e-6)
 
 
 @pytest.mark.parametrize("key", sorted(_REF["focus"]))
@@ -67,3 +71,19 @@ def test_reference_covers_coupled_and_uncoupled_steps() -> None:
     assert syncs["default/float64"] > 0 and syncs["default/float32"] > 0
     assert syncs["warmup_off/float64"] == 0
     assert all(res["loss"].item() > 0 for res in _REF["sync"].values())
+
+
+@pytest.mark.parametrize("position", ["argmax", "centroid"])
+def test_marginals_by_reductions_match_the_matmul_path(position: str) -> None:
+    """`map_marginals` takes the matmul on contiguous CPU maps and two reductions otherwise
+    (channels_last here, bf16 or GPU maps in training); both give the same loss and gradient."""
+    from syncmodel.focus import focus_loss
+
+    acts = _REF["inputs"]["focus_maps"]
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = acts.to(memory_format=layout).requires_grad_()
+        loss = focus_loss(x, "spread", position)
+        (grad,) = torch.autograd.grad(loss, x)
+        results.append((loss, grad.contiguous()))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
