@@ -144,7 +144,7 @@ def _argmax_sq_offsets(h: int, w: int, device: torch.device, dtype: torch.dtype)
         return torch.cat([dy2, dx2], -1)
 
 
-def map_marginals(acts: Tensor) -> Tensor:
+def _map_marginals(acts: Tensor) -> Tensor:
     """Each map's row sums, column sums and total mass, (B, C, H+W+1), in float32 (float64 kept).
 
     One matmul with a 0/1 matrix where that is exact (full-precision float32 or float64 maps
@@ -191,7 +191,7 @@ def _sq_offsets(acts: Tensor, marg: Tensor, focus: str) -> Tensor:
 
 def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
     """Per-map spread numerator sum_p A[p] |p - mu|^2 (B, C) and mass sum_p A[p] (B, C)."""
-    marg = map_marginals(acts)
+    marg = _map_marginals(acts)
     k = marg.shape[-1] - 1
     return (marg[..., :k] * _sq_offsets(acts, marg, focus)).sum(-1), marg[..., k]
 
@@ -251,7 +251,7 @@ def spread_loss(
     L_c = sum_b sum_p A[b, c, p] |p - mu_b|^2 / sum_b sum_p A[b, c, p] over the live maps.
     """
     with torch.autocast(acts.device.type, enabled=False):
-        marg = map_marginals(acts)
+        marg = _map_marginals(acts)
         return _MassWeightedSpread.apply(marg, _sq_offsets(acts, marg, focus), min_mass)
 
 

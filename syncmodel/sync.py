@@ -170,22 +170,21 @@ def _potential(
         has = (count.squeeze(1) > 0).to(v.dtype)  # (C,)
     # 1/C, not 1/(neurons with a neighbour): a neuron's pull must not depend on how many
     # others are coupled (module docstring).
-    scale = 1.0 if reduction == "sum" else 1.0 / max(v.shape[0], 1)
-    return _Kuramoto.apply(v, w, has, scale, detach_neighbours)
+    return _Kuramoto.apply(v, w, has, 1 if reduction == "sum" else max(v.shape[0], 1), detach_neighbours)
 
 
 class _Kuramoto(torch.autograd.Function):
-    """scale * sum_c (has_c D - <phase_c, (W phase)_c>), phase = [cos V, sin V], and its gradient.
+    """sum_c (has_c D - <phase_c, (W phase)_c>) / divisor, phase = [cos V, sin V], and its gradient.
 
     The same arithmetic as composing the steps under autograd (the loss is bit-identical), in
     one graph node instead of about ten small ones. Gradient, with M = W phase:
-    d/d phase = -scale (M + W^T phase) (-scale M with fixed neighbours), and through
+    d/d phase = -(M + W^T phase) / divisor (-M / divisor with fixed neighbours), and through
     phase = [cos v, sin v]: d/dv = -sin v * d/d cos v + cos v * d/d sin v.
     """
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, v: Tensor, w: Tensor, has: Tensor, scale: float, fixed: bool
+        ctx: torch.autograd.function.FunctionCtx, v: Tensor, w: Tensor, has: Tensor, divisor: int, fixed: bool
     ) -> Tensor:
         cos, sin = v.cos(), v.sin()
         phase = torch.cat([cos, sin], 1)  # (C, 2D)
@@ -193,16 +192,15 @@ class _Kuramoto(torch.autograd.Function):
         field = w @ phase  # (C, 2D)
         per_neuron = has * v.shape[1] - (phase * field).sum(1)  # (C,)
         ctx.save_for_backward(cos, sin, phase, field, w)
-        ctx.scale, ctx.fixed = scale, fixed
-        total = per_neuron.sum()
-        return total if scale == 1.0 else total * scale
+        ctx.divisor, ctx.fixed = divisor, fixed
+        return per_neuron.sum() / divisor
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
         cos, sin, phase, field, w = ctx.saved_tensors
         pull = field if ctx.fixed else field + w.t() @ phase  # (C, 2D)
         d = cos.shape[1]
-        g = grad * -ctx.scale
+        g = -grad / ctx.divisor
         return g * (cos * pull[:, d:] - sin * pull[:, :d]), None, None, None, None
 
 
