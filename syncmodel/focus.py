@@ -120,17 +120,80 @@ def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
     return torch.stack([mu_y, mu_x], -1)
 
 
+@functools.lru_cache(maxsize=64)
+def _marginal_matrix(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(H*W, H+W+1) 0/1: flat maps (.., H*W) @ it = their row sums, column sums, total mass."""
+    with torch.inference_mode(False):
+        p = torch.arange(h * w, device=device)
+        m = torch.zeros(h * w, h + w + 1, device=device, dtype=dtype)
+        m[p, p // w] = 1.0
+        m[p, h + p % w] = 1.0
+        m[:, h + w] = 1.0
+        return m
+
+
+@functools.lru_cache(maxsize=64)
+def _argmax_sq_offsets(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(H*W, H+W): row p holds (ys - ys[p // w])^2 then (xs - xs[p % w])^2, the squared offsets
+    of every row and column from a focus at flat pixel p (the same float ops as from mu)."""
+    with torch.inference_mode(False):
+        ys, xs = coordinate_grid(h, w, device, dtype)
+        p = torch.arange(h * w, device=device)
+        dy2 = (ys - ys[p // w].unsqueeze(-1)) ** 2  # (H*W, H)
+        dx2 = (xs - xs[p % w].unsqueeze(-1)) ** 2  # (H*W, W)
+        return torch.cat([dy2, dx2], -1)
+
+
+def _map_marginals(acts: Tensor) -> Tensor:
+    """Each map's row sums, column sums and total mass, (B, C, H+W+1), in float32 (float64 kept).
+
+    One matmul with a 0/1 matrix where that is exact (full-precision float32 or float64 maps
+    on the CPU): one pass over the maps forward and one contiguous gradient backward, where
+    separate reductions cost a pass each and autograd adds up their broadcast gradients.
+    Elsewhere (bf16 maps under autocast, channels_last, GPUs, where TF32 may round matmul
+    inputs) the reductions, with dtype= so that bf16 maps are read once without a copy.
+    """
+    b, c, h, w = acts.shape
+    dtype = _compute_dtype(acts)
+    if (
+        acts.device.type == "cpu"
+        and acts.dtype == dtype
+        and acts.is_contiguous()
+        and (dtype == torch.float64 or torch.get_float32_matmul_precision() == "highest")
+    ):
+        return (acts.view(b * c, h * w) @ _marginal_matrix(h, w, acts.device, dtype)).view(b, c, h + w + 1)
+    rows = acts.sum(3, dtype=dtype)  # (B, C, H)
+    return torch.cat([rows, acts.sum(2, dtype=dtype), rows.sum(-1, keepdim=True)], -1)
+
+
+def _sq_offsets(acts: Tensor, marg: Tensor, focus: str) -> Tensor:
+    """Detached squared row and column offsets from each map's focus, (B, C, H+W).
+
+    |p - mu|^2 separates into a row and a column term, so sum_p A[p] |p - mu|^2 is
+    <marginals, offsets>: no (B, C, H, W) distance tensor, and exactly 0 on a one-point map.
+    """
+    _, _, h, w = acts.shape
+    with torch.no_grad():
+        if focus == "argmax":
+            idx = acts.flatten(2).argmax(-1)  # (B, C); ties → first position
+            table = _argmax_sq_offsets(h, w, marg.device, marg.dtype)
+            return table.index_select(0, idx.view(-1)).view(*idx.shape, h + w)
+        if focus == "centroid":
+            ys, xs = coordinate_grid(h, w, marg.device, marg.dtype)
+            mass = marg[..., h + w]
+            safe = torch.where(mass > 0, mass, torch.ones_like(mass)).unsqueeze(-1)
+            # Normalise before the weighted sum: a one-point map then gives its pixel exactly.
+            mu_y = (marg[..., :h] / safe) @ ys  # (B, C)
+            mu_x = (marg[..., h : h + w] / safe) @ xs
+            return torch.cat([(ys - mu_y.unsqueeze(-1)) ** 2, (xs - mu_x.unsqueeze(-1)) ** 2], -1)
+    raise ConfigError("focus_position", f"must be one of {', '.join(FOCUS_POSITIONS)}, got {focus!r}")
+
+
 def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
     """Per-map spread numerator sum_p A[p] |p - mu|^2 (B, C) and mass sum_p A[p] (B, C)."""
-    _, _, h, w = acts.shape
-    rows, cols, mass = _marginals(acts)
-    ys, xs = coordinate_grid(h, w, rows.device, rows.dtype)
-    mu_y, mu_x = _positions(acts, rows, cols, mass, focus)
-    # |p - mu|^2 separates into a row and a column term, so sum_p A[p]|p - mu|^2 needs only the
-    # marginals: no (B, C, H, W) distance tensor, and exactly 0 on a one-point map.
-    dy2 = (ys - mu_y.unsqueeze(-1)) ** 2  # (B, C, H)
-    dx2 = (xs - mu_x.unsqueeze(-1)) ** 2  # (B, C, W)
-    return (rows * dy2).sum(-1) + (cols * dx2).sum(-1), mass
+    marg = _map_marginals(acts)
+    k = marg.shape[-1] - 1
+    return (marg[..., :k] * _sq_offsets(acts, marg, focus)).sum(-1), marg[..., k]
 
 
 def spatial_spread(
@@ -188,8 +251,44 @@ def spread_loss(
     L_c = sum_b sum_p A[b, c, p] |p - mu_b|^2 / sum_b sum_p A[b, c, p] over the live maps.
     """
     with torch.autocast(acts.device.type, enabled=False):
-        num, mass = _spread_num(acts, focus)
-        return mass_weighted(num, mass, *live_maps(mass, min_mass))
+        marg = _map_marginals(acts)
+        return _MassWeightedSpread.apply(marg, _sq_offsets(acts, marg, focus), min_mass)
+
+
+class _MassWeightedSpread(torch.autograd.Function):
+    """`mass_weighted(num, mass, *live_maps(mass, min_mass))` of `spread_loss` from the maps'
+    marginals `marg` (B, C, H+W+1) and detached squared offsets `sq` (B, C, H+W), with
+    num = <marg[..., :H+W], sq> and mass = marg[..., -1], and its gradient in closed form.
+
+    The same function as composing those steps under autograd, but one graph node instead of
+    about fifteen small ones (their bookkeeping, not their arithmetic, was most of the focus
+    term's cost on the CPU). The gradient is the chain rule written out (module docstring):
+    d loss / d num[b, c] = s[b, c] and d loss / d mass[b, c] = -s[b, c] L_c, with
+    s[b, c] = live_map[b, c] live_filter[c] / (n_live T_c), T_c the filter's live mass and L_c
+    its loss; dead maps and filters get exactly 0.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, marg: Tensor, sq: Tensor, min_mass: float) -> Tensor:
+        k = sq.shape[-1]
+        mass = marg[..., k]  # (B, C)
+        num = (marg[..., :k] * sq).sum(-1)  # (B, C)
+        maps, filters = live_maps(mass, min_mass)
+        live = maps.to(mass.dtype)
+        total = (mass * live).sum(0)  # (C,)
+        filters = filters & (total > 0)
+        den = torch.where(filters, total, torch.ones_like(total))
+        per_filter = (num * live).sum(0) / den  # (C,)
+        counted = filters.to(mass.dtype)
+        n = counted.sum().clamp_min(1)
+        ctx.save_for_backward(sq, live * (counted / (n * den)), per_filter)
+        return (per_filter * counted).sum() / n
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
+        sq, scale, per_filter = ctx.saved_tensors  # (B, C, H+W), (B, C), (C,)
+        coef = (grad * scale).unsqueeze(-1)  # (B, C, 1)
+        return torch.cat([coef * sq, coef * -per_filter.unsqueeze(-1)], -1), None, None
 
 
 @FOCUS_KINDS.register("template")

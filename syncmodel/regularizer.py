@@ -46,6 +46,12 @@ def sync_normaliser(epsilon: float) -> float:
     return epsilon**2
 
 
+def _layer_mean(terms: list[Tensor]) -> Tensor:
+    """Mean of per-layer scalars; one layer's is itself (exactly what stack().mean() gives,
+    without its two graph nodes)."""
+    return terms[0] if len(terms) == 1 else torch.stack(terms).mean()
+
+
 class Regularizer:
     """Hooks `layers` of `model` and builds the loss of docs/design.md §1.1-1.2 from a `TrainConfig`.
 
@@ -129,7 +135,7 @@ class Regularizer:
         zero = torch.zeros((), device=ce.device)
         parts = {"ce": ce.detach().float(), "focus": zero, "sync": zero}
         if cfg.lambda_focus > 0:
-            focus = torch.stack(
+            focus = _layer_mean(
                 [
                     focus_loss(
                         self._acts(n), cfg.focus_kind, cfg.focus_position,
@@ -137,7 +143,7 @@ class Regularizer:
                     )  # fmt: skip
                     for n in self.layers
                 ]
-            ).mean()
+            )
             total = total + cfg.lambda_focus * focus
             parts["focus"] = focus.detach()
         if self.coupling_active(epoch):
@@ -147,7 +153,7 @@ class Regularizer:
                 acts = None if cfg.descriptor == "weight" else self._acts(name)
                 weight = self.convs[name].weight if cfg.descriptor == "weight" else None
                 terms.append(sync_loss(acts, eps, cfg.descriptor, cfg.k, weight))
-            sync = torch.stack(terms).mean() / sync_normaliser(cfg.epsilon)
+            sync = _layer_mean(terms) / sync_normaliser(cfg.epsilon)
             total = total + cfg.coupling_K * sync
             parts["sync"] = sync.detach()
         return total, parts
