@@ -10,7 +10,7 @@ from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split, load_data
 from syncmodel.data.compact import BitMasks, CodedImages, pack, unpack
 from syncmodel.training import train
-from tests.syncmodel.test_data import _write_idx
+from tests.syncmodel.test_data import write_mnist
 
 SPLITS = ("train", "val", "test")
 
@@ -104,12 +104,7 @@ def test_digits_at_native_size_packs_as_uint8():
 
 
 def test_mnist_packs_losslessly_as_uint8(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 40), ("t10k", 10)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+    write_mnist(tmp_path)
     bundle = load_data(TrainConfig(dataset="mnist", data_root=str(tmp_path), val_fraction=0.25))
     packed = pack(bundle)
     assert packed.coded_splits() == list(SPLITS)

@@ -164,13 +164,18 @@ def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
         f.write(path.read_bytes())
 
 
-def test_mnist_loads_from_local_idx_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+def write_mnist(root: Path) -> None:
+    """A 50-image MNIST (40 train, 10 test; random pixels, labels 0-9) in torchvision's layout."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 40), ("t10k", 10)):
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), 2051)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, 2049)
+
+
+def test_mnist_loads_from_local_idx_files(tmp_path):
+    write_mnist(tmp_path)
     b = load_data(TrainConfig(dataset="mnist", data_root=str(tmp_path), val_fraction=0.25))
     assert (len(b.train), len(b.val), len(b.test)) == (30, 10, 10)
     assert b.train.images.shape[1:] == (1, 28, 28) and b.num_classes == 10
