@@ -174,19 +174,14 @@ def _sq_offsets(acts: Tensor, marg: Tensor, focus: str) -> Tensor:
     """
     _, _, h, w = acts.shape
     with torch.no_grad():
-        if focus == "argmax":
+        if focus == "argmax":  # a table row per focus pixel instead of a focus position
             idx = acts.flatten(2).argmax(-1)  # (B, C); ties → first position
             table = _argmax_sq_offsets(h, w, marg.device, marg.dtype)
             return table.index_select(0, idx.view(-1)).view(*idx.shape, h + w)
-        if focus == "centroid":
-            ys, xs = coordinate_grid(h, w, marg.device, marg.dtype)
-            mass = marg[..., h + w]
-            safe = torch.where(mass > 0, mass, torch.ones_like(mass)).unsqueeze(-1)
-            # Normalise before the weighted sum: a one-point map then gives its pixel exactly.
-            mu_y = (marg[..., :h] / safe) @ ys  # (B, C)
-            mu_x = (marg[..., h : h + w] / safe) @ xs
-            return torch.cat([(ys - mu_y.unsqueeze(-1)) ** 2, (xs - mu_x.unsqueeze(-1)) ** 2], -1)
-    raise ConfigError("focus_position", f"must be one of {', '.join(FOCUS_POSITIONS)}, got {focus!r}")
+        rows, cols, mass = marg[..., :h], marg[..., h : h + w], marg[..., h + w]
+        mu_y, mu_x = _positions(acts, rows, cols, mass, focus)  # (B, C) each; refuses unknown kinds
+        ys, xs = coordinate_grid(h, w, marg.device, marg.dtype)
+        return torch.cat([(ys - mu_y.unsqueeze(-1)) ** 2, (xs - mu_x.unsqueeze(-1)) ** 2], -1)
 
 
 def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
@@ -236,10 +231,17 @@ def mass_weighted(num: Tensor, mass: Tensor, maps: Tensor, filters: Tensor) -> T
     `num`, `mass`, `maps` (B, C); `filters` (C,). A filter without a live map counts as dead.
     Dividing dead filters by 1 (not by ~0) keeps their gradient exactly 0 rather than 0 * inf.
     """
+    per_filter, filters, _ = _per_filter(num, mass, maps, filters)
+    return _masked_mean(per_filter, filters)
+
+
+def _per_filter(num: Tensor, mass: Tensor, maps: Tensor, filters: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`mass_weighted`'s per-filter ratios (C,), the filters that count (C,) bool and the
+    denominators (C,): each filter's live mass, 1 for dead filters."""
     total = (mass * maps).sum(0)  # (C,)
     filters = filters & (total > 0)
-    per_filter = (num * maps).sum(0) / torch.where(filters, total, torch.ones_like(total))
-    return _masked_mean(per_filter, filters)
+    den = torch.where(filters, total, torch.ones_like(total))
+    return (num * maps).sum(0) / den, filters, den
 
 
 @FOCUS_KINDS.register("spread")
@@ -274,15 +276,11 @@ class _MassWeightedSpread(torch.autograd.Function):
         mass = marg[..., k]  # (B, C)
         num = (marg[..., :k] * sq).sum(-1)  # (B, C)
         maps, filters = live_maps(mass, min_mass)
-        live = maps.to(mass.dtype)
-        total = (mass * live).sum(0)  # (C,)
-        filters = filters & (total > 0)
-        den = torch.where(filters, total, torch.ones_like(total))
-        per_filter = (num * live).sum(0) / den  # (C,)
+        per_filter, filters, den = _per_filter(num, mass, maps, filters)  # (C,) each
         counted = filters.to(mass.dtype)
         n = counted.sum().clamp_min(1)
-        ctx.save_for_backward(sq, live * (counted / (n * den)), per_filter)
-        return (per_filter * counted).sum() / n
+        ctx.save_for_backward(sq, maps.to(mass.dtype) * (counted / (n * den)), per_filter)
+        return _masked_mean(per_filter, filters)
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
