@@ -8,8 +8,10 @@
 #                                            # starting no run after SECONDS (resumable)
 #   bench/gpu_session.sh moasha SECONDS      # bench/mo_asha.py on shapes, trials packed on the GPU
 #
-# Where Ray, Optuna and MLflow are not installed, `.whl/` (../shared/tools/gpu-wheels.sh's
-# output, or any folder of wheels for them) is installed into ~/site first.
+# Where Ray, Optuna and MLflow are not installed, the wheels in `.whl/` are installed into
+# ~/site first: fill it beforehand on a machine with network, for the GPU machine's Python,
+# e.g. `pip download --only-binary=:all: --python-version 3.12 -d .whl "ray[tune]" optuna mlflow-skinny`
+# in the versions pyproject.toml allows.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
