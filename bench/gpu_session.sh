@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 17, as one prepared script for a machine with one CUDA GPU (run from
-# the repository root; figures go to $OUT, default /tmp/gpu-out). Two stages, so that a short
+# the repository root; figures go to $OUT, default /tmp/gpu-out). Three stages, so that a short
 # lease can run them as two calls:
 #
 #   bench/gpu_session.sh bench               # the card, packing + regulariser benchmarks, smoke study
