@@ -8,7 +8,8 @@ trial fail, or stop the driver at a chosen point, so the reliability tests
   trials) fails with KIND, before training (no ``@E``) or right after reporting epoch E.
   KIND: ``raise`` (RuntimeError), ``oom`` (torch.OutOfMemoryError, as CUDA raises it),
   ``memory`` (MemoryError), ``exit`` (the trial's process kills itself: SIGKILL), ``nan``
-  (the trial's training images become NaN: a genuinely non-finite loss, status diverged).
+  (the trial's training images become NaN: a genuinely non-finite loss, status diverged),
+  ``pause`` (the trial sleeps PAUSE_S: the study cannot finish before the test kills it).
   ``once``: only in a trial that did not start from a checkpoint, so a retry (spec
   ``retries``) restored from epoch E's checkpoint gets through.
 - ``SYNCSTUDY_CRASH_AT=POINT``: ``before_first_result`` (the driver, when the first trial
@@ -35,8 +36,8 @@ from pipeline.hooks import Hooks, TrialHooks
 FAULT_ENV = "SYNCSTUDY_FAULT"
 CRASH_ENV = "SYNCSTUDY_CRASH_AT"
 DIR_ENV = "SYNCSTUDY_TEST_DIR"
-KINDS = ("raise", "oom", "memory", "exit", "nan")
-PAUSE_S = 120.0  # a paused trial waits this long for the test to kill the driver
+KINDS = ("raise", "oom", "memory", "exit", "nan", "pause")
+PAUSE_S = 120.0  # a paused trial (crash point or `pause` fault) waits this long for the test to kill the driver
 
 
 class InjectedError(RuntimeError):
@@ -111,6 +112,8 @@ def _raise(kind: str, where: str) -> None:
         raise MemoryError(message)
     if kind == "exit":
         _die()
+    if kind == "pause":
+        time.sleep(PAUSE_S)
 
 
 class TrialFaults(TrialHooks):

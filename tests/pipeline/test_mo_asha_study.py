@@ -85,7 +85,9 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
             tmp_path / "digits.yaml", samples=SAMPLES, storage=str(storage), scheduler=SCHEDULER,
             train={"epochs": EPOCHS, "n_train": 300},
         )  # fmt: skip
-        proc = launch_driver(spec)
+        # Trial 2 pauses before training: the study cannot end before the kill below, however
+        # fast the first trials run (on a quiet machine all four once ended within 8 s).
+        proc = launch_driver(spec, env={"SYNCSTUDY_FAULT": "2:pause"})
         seen: list[str] = []
         try:
             deadline = time.monotonic() + 300
