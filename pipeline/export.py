@@ -14,9 +14,9 @@ from typing import Any
 
 from pipeline.record.tracking import Tracker, TrialRecord, finite, is_outage
 from pipeline.trial_files import TrialFiles
-from syncmodel.checkpoint import file_sha256, read_checkpoint
+from syncmodel.checkpoint_archive import read_checkpoint_archive
 from syncmodel.errors import SyncStudyError
-from syncmodel.files import ensure_folder, temp_folder
+from syncmodel.files import ensure_folder, file_sha256, temp_folder
 
 MANIFEST = "SHA256SUMS"
 
@@ -111,7 +111,8 @@ def export_trial(
             # fetched is an error (it would otherwise pass for "not evaluated").
             if tracker.has_artifact(record.run_id, f"evaluation/{TrialFiles.REPORT}"):
                 shutil.copyfile(fetch(f"evaluation/{TrialFiles.REPORT}"), tmp / TrialFiles.REPORT)
-        payload = read_checkpoint(tmp / "model.pt")  # weights-only load: refuse anything else
+        # weights-only (read without torch, by an allow-list narrower than torch's): refuse anything else
+        payload = read_checkpoint_archive(tmp / "model.pt")
         metrics = {
             "study": tracker.study, "trial_id": record.trial_id, "mlflow_run_id": record.run_id,
             "status": record.status, "chosen_by": chosen_by,
@@ -172,7 +173,7 @@ def verify(folder: str | Path) -> int:
         raise SyncStudyError(f"{folder}: files not in {MANIFEST}: {', '.join(extra)}")
     if "model.pt" not in listed:
         raise SyncStudyError(f"{manifest}: lists no model.pt")
-    read_checkpoint(folder / "model.pt")  # weights-only, and its own sha256 over the contents
+    read_checkpoint_archive(folder / "model.pt")  # weights-only, and its own sha256 over the contents
     return len(listed)
 
 

@@ -16,9 +16,10 @@ import yaml
 
 from pipeline import cli
 from pipeline.export import MANIFEST, export_trial, verify
-from syncmodel.checkpoint import file_sha256, save_checkpoint
+from syncmodel.checkpoint import save_checkpoint
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
+from syncmodel.files import file_sha256
 from syncmodel.nets import build_model
 
 ROOT = Path(__file__).parents[2]

@@ -11,9 +11,10 @@ import torch
 
 from pipeline import cli
 from pipeline.export import MANIFEST, verify
-from syncmodel.checkpoint import file_sha256, save_checkpoint
+from syncmodel.checkpoint import save_checkpoint
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
+from syncmodel.files import file_sha256
 from syncmodel.nets import build_model
 
 
