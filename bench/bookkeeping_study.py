@@ -1,0 +1,107 @@
+"""A trial's bookkeeping in a real study against the study's size (issue 12): a Ray study of
+N tiny trials (1 epoch, 64 training images, evaluation on), launched in this process, with
+the driver's recorder timed at every call Tune's callback makes (`start`, `epoch`, `finish`:
+the trial's MLflow run, its Parquet parts, its files). Reports the recorder's time per trial
+in the first and the last 10% of the trials, in the order they ended, and the gap between
+trial ends. `bench/bookkeeping.py` times the Parquet part alone, without Ray.
+
+    python bench/bookkeeping_study.py --trials 1000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def spec_doc(trials: int, storage: Path, concurrency: int) -> dict:
+    doc = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
+    doc.pop("smoke", None)
+    doc["name"] = "bookkeeping"
+    doc["train"] = {**doc["train"], "epochs": 1, "n_train": 64}
+    doc["search"] = {**doc["search"], "warmup_epochs": 0}
+    doc["sampler"] = {"name": "random", "seed": 0}
+    doc["samples"] = trials
+    doc["concurrency"] = concurrency
+    doc["evaluation"] = {"enabled": True, "max_images": 64, "pictures": False}
+    doc["storage"] = str(storage)
+    doc["retries"] = 0
+    return doc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from pipeline import cli
+    from pipeline.record.recorder import StudyRecorder as Recorder
+
+    spent: dict[str, float] = defaultdict(float)
+    ended: list[tuple[float, str]] = []
+
+    def timed(name: str):  # noqa: ANN202
+        real = getattr(Recorder, name)
+
+        def wrapper(self, trial_id, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            t0 = time.perf_counter()
+            try:
+                return real(self, trial_id, *a, **kw)
+            finally:
+                t1 = time.perf_counter()
+                spent[trial_id] += t1 - t0
+                if name == "finish":
+                    ended.append((t1, trial_id))
+
+        setattr(Recorder, name, wrapper)
+
+    for name in ("start", "epoch", "finish"):
+        timed(name)
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-study-") as tmp:
+        storage = Path(tmp) / "study"
+        spec = Path(tmp) / "spec.yaml"
+        spec.write_text(yaml.safe_dump(spec_doc(args.trials, storage, args.concurrency), sort_keys=False))
+        t0 = time.perf_counter()
+        code = cli.main(["launch", str(spec), "--quiet"])
+        wall = time.perf_counter() - t0
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(storage / "trials.parquet").to_pylist()
+    per_trial = [spent[tid] for _, tid in ended]
+    tenth = max(1, len(per_trial) // 10)
+    gaps = [b[0] - a[0] for a, b in zip(ended, ended[1:])]
+    out = {
+        "trials": args.trials, "exit": code, "recorded": len(rows),
+        "ok": sum(r["status"] == "ok" for r in rows), "wall_s": round(wall, 1),
+        "bookkeeping_first_10pct_ms": round(statistics.mean(per_trial[:tenth]) * 1e3, 1),
+        "bookkeeping_last_10pct_ms": round(statistics.mean(per_trial[-tenth:]) * 1e3, 1),
+        "ratio": round(statistics.mean(per_trial[-tenth:]) / statistics.mean(per_trial[:tenth]), 3),
+        "median_first_10pct_ms": round(statistics.median(per_trial[:tenth]) * 1e3, 1),
+        "median_last_10pct_ms": round(statistics.median(per_trial[-tenth:]) * 1e3, 1),
+        "gap_first_10pct_s": round(statistics.mean(gaps[:tenth]), 3) if gaps else None,
+        "gap_last_10pct_s": round(statistics.mean(gaps[-tenth:]), 3) if gaps else None,
+        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    }  # fmt: skip
+    print(json.dumps(out))
+    if args.json:
+        args.json.write_text(json.dumps({**out, "per_trial_s": per_trial}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
