@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -185,13 +184,12 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-def test_c512_d256_is_fast_and_never_builds_c_c_d() -> None:
+def test_c512_d256_never_builds_c_c_d() -> None:
+    # its time is bench/sync_loss_scale.py's (a timed test fails on a loaded machine)
     c, d = 512, 256
     acts = torch.rand(d, c, 2, 2, generator=_gen()).requires_grad_()  # B = D = 256
-    start = time.perf_counter()
     with _LargestTensor() as probe:
         sync_loss(acts, 0.9).backward()
-    assert time.perf_counter() - start < 2.0
     assert probe.largest <= acts.numel()  # nothing beyond the input: C*C and C*D are smaller
 
 
