@@ -68,6 +68,29 @@ def describe(info: dict[str, object] | None) -> str:
     return f"host {info.get('host', '?')}, pid {info.get('pid', '?')}, since {when}"
 
 
+READER_WAIT_S = 5.0  # how long a driver waits for readers' shared locks (each held for microseconds)
+
+
+def _lock_exclusive(fd: int) -> None:
+    """flock(LOCK_EX | LOCK_NB), waiting out readers: `held` takes a shared lock for an instant,
+    and a driver starting in that instant must not be told the study is in use. Raises the
+    OSError (EWOULDBLOCK) at once when a driver (an exclusive holder) has it."""
+    deadline = time.monotonic() + READER_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() > deadline:
+                raise
+            try:  # a shared lock is granted only when no one holds it exclusively
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raise exc from None  # a driver holds it
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            time.sleep(0.005)
+
+
 def acquire(storage: Path, command: str = "launch") -> StudyLock:
     """Lock `storage` (created if missing) for this process, or raise `StudyLocked` naming the
     holder. The descriptor is not inherited by child processes (Ray's raylet, workers), so the
@@ -76,7 +99,7 @@ def acquire(storage: Path, command: str = "launch") -> StudyLock:
     path = storage / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock_exclusive(fd)
     except OSError as exc:
         holder = _holder(fd)
         os.close(fd)

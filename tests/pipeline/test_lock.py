@@ -55,6 +55,44 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
         assert info["pid"] == os.getpid()
 
 
+def test_a_reader_in_the_instant_of_launch_does_not_lock_the_driver_out(tmp_path: Path) -> None:
+    # `held` (what `runs` and `pareto` ask) takes a shared lock for an instant; a driver that
+    # starts in that instant waits it out instead of reporting the study as in use.
+    import fcntl
+    import threading
+
+    acquire(tmp_path / "s").release()
+    reader = os.open(tmp_path / "s" / LOCK_FILE, os.O_RDONLY)
+    fcntl.flock(reader, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(0.3, os.close, (reader,)).start()  # the reader lets go, as held() does
+    start = time.monotonic()
+    with acquire(tmp_path / "s"):
+        assert time.monotonic() - start >= 0.25  # it waited for the reader, then took it
+
+
+def test_a_reader_and_a_driver_never_collide(tmp_path: Path) -> None:
+    from pipeline.lock import held
+
+    storage = tmp_path / "s"
+    acquire(storage).release()
+    stop = False
+
+    def read() -> None:
+        while not stop:
+            held(storage)
+
+    import threading
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for _ in range(300):
+            acquire(storage).release()
+    finally:
+        stop = True
+        thread.join()
+
+
 def test_lock_is_released_at_the_end(tmp_path: Path) -> None:
     acquire(tmp_path / "s").release()
     acquire(tmp_path / "s").release()  # no StudyLocked: the first was let go
