@@ -35,7 +35,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     acts = torch.rand(args.batch, args.channels, 2, 2, generator=gen).requires_grad_()
     times = []
-    for i in range(args.repeat + 1):
+    for _ in range(args.repeat + 1):
         acts.grad = None
         t0 = time.perf_counter()
         sync_loss(acts, 0.9).backward()

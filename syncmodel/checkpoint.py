@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from syncmodel import checkpoint_archive as archive
-from syncmodel.checkpoint_archive import DIGEST, FORMAT, TensorBytes, check_meta, check_payload
+from syncmodel.checkpoint_archive import (
+    DIGEST,
+    FORMAT,
+    TensorBytes,
+    check_checkpoint,
+    checkpoint_file,
+    unreadable,
+)
 from syncmodel.config import TrainConfig
 from syncmodel.errors import CheckpointError, SyncStudyError
 from syncmodel.files import atomic_write
@@ -58,19 +65,12 @@ def check_digest(payload: dict[str, Any], path: Path) -> None:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check the payload (weights_only); `CheckpointError` names the file on any fault."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    path = checkpoint_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, altered bytes, pickled code, ...
-        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})") from None
-    check_payload(payload, path)
-    check_digest(payload, path)
-    check_meta(payload["meta"], path)
-    return payload
+        raise unreadable(path, exc) from None
+    return check_checkpoint(payload, path, _tensor_bytes)
 
 
 def load_checkpoint(

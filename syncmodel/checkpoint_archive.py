@@ -250,23 +250,43 @@ def _unpickle(archive: zipfile.ZipFile) -> Any:
     return _Unpickler(data, storage).load()
 
 
-def read_checkpoint_archive(path: str | Path) -> dict[str, Any]:
-    """The payload of the checkpoint at `path` (a model.pt, or a folder holding one) with its
-    tensors as `TensorBytes`, checked as `read_checkpoint` checks it: format, sections, sha256
-    over the contents, meta fields. `CheckpointError` names the file on any fault."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The model.pt that `path` names (the file, or a folder holding one); `CheckpointError`
+    when there is none."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt"
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    return path
+
+
+def unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    """The one-line refusal of a file that does not load: truncated, altered, pickled code..."""
+    return CheckpointError(
+        f"{path}: not a readable weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})"
+    )
+
+
+def check_checkpoint(
+    payload: Any, path: Path, as_tensor: Callable[[Any], TensorBytes | None] | None = None
+) -> dict[str, Any]:
+    """A loaded payload, refused (`CheckpointError` naming the file) unless it is a syncstudy
+    checkpoint with its sections, its sha256 over the contents and its meta fields intact."""
+    check_payload(payload, path)
+    check_digest(payload, path, as_tensor)
+    check_meta(payload["meta"], path)
+    return payload
+
+
+def read_checkpoint_archive(path: str | Path) -> dict[str, Any]:
+    """The payload of the checkpoint at `path` (a model.pt, or a folder holding one) with its
+    tensors as `TensorBytes`, checked as `read_checkpoint` checks it: format, sections, sha256
+    over the contents, meta fields. `CheckpointError` names the file on any fault."""
+    path = checkpoint_file(path)
     try:
         with zipfile.ZipFile(path) as archive:
             payload = _unpickle(archive)
     except Exception as exc:  # not a zip, truncated, a refused global or opcode, ...
-        raise CheckpointError(
-            f"{path}: not a readable weights-only checkpoint ({exc.__class__.__name__}: {str(exc)[:200]})"
-        ) from None
-    check_payload(payload, path)
-    check_digest(payload, path)
-    check_meta(payload["meta"], path)
-    return payload
+        raise unreadable(path, exc) from None
+    return check_checkpoint(payload, path)
