@@ -11,8 +11,10 @@ trial ends. `bench/bookkeeping.py` times the Parquet part alone, without Ray.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -46,20 +48,42 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None, help="cProfile the recorder of the first and last 10%% of trials: PREFIX-first.txt, PREFIX-last.txt")
+    ap.add_argument(
+        "--snapshot-s", type=float, default=None,
+        help="diagnostic: Tune's experiment snapshot period and the state keeper's (default: the pipeline's, 2 s and 1 s)",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.snapshot_s is not None:
+        os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = str(args.snapshot_s)
+        from pipeline.record.callback import StateKeeper
+
+        StateKeeper.PERIOD_S = args.snapshot_s
 
     from pipeline import cli
     from pipeline.record.recorder import StudyRecorder as Recorder
 
     spent: dict[str, float] = defaultdict(float)
     ended: list[tuple[float, str]] = []
+    tenth_n = max(1, args.trials // 10)
+    profiles = {"first": cProfile.Profile(), "last": cProfile.Profile()} if args.profile else {}
+
+    def which() -> cProfile.Profile | None:
+        if not profiles:
+            return None
+        if len(ended) < tenth_n:
+            return profiles["first"]
+        return profiles["last"] if len(ended) >= args.trials - tenth_n else None
 
     def timed(name: str):  # noqa: ANN202
         real = getattr(Recorder, name)
 
         def wrapper(self, trial_id, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+            prof = which()
             t0 = time.perf_counter()
             try:
+                if prof is not None:
+                    return prof.runcall(real, self, trial_id, *a, **kw)
                 return real(self, trial_id, *a, **kw)
             finally:
                 t1 = time.perf_counter()
@@ -99,6 +123,9 @@ def main() -> None:
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }  # fmt: skip
     print(json.dumps(out))
+    for part, prof in profiles.items():
+        with open(f"{args.profile}-{part}.txt", "w") as fh:
+            pstats.Stats(prof, stream=fh).sort_stats("cumulative").print_stats(60)
     if args.json:
         args.json.write_text(json.dumps({**out, "per_trial_s": per_trial}) + "\n")
 
