@@ -2,7 +2,8 @@
 
 Everything saved is tensors and primitives, so `torch.load(..., weights_only=True)` reads it:
 a checkpoint can never run code. Writes go to a temporary name and are renamed into place.
-Each payload carries the sha256 of its contents (`payload_digest`): torch checks neither
+Each payload carries the sha256 of its contents (`checkpoint_archive.payload_digest`, with
+torch tensors seen through `_tensor_bytes`): torch checks neither
 tensor bytes nor strings on load, so an altered file would otherwise load with wrong weights.
 The format, the digest and the meta checks live in `syncmodel.checkpoint_archive`, which also
 reads a checkpoint without torch.
@@ -44,13 +45,6 @@ def _tensor_bytes(x: Any) -> TensorBytes | None:
         return None
     t = x.detach().to("cpu").contiguous().reshape(-1)
     return TensorBytes(str(x.dtype), tuple(x.shape), t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-
-
-def payload_digest(obj: Any) -> str:
-    """sha256 of a nested payload (dicts, lists, tensors, plain values), independent of the
-    file's zip layout: tensors by dtype, shape and bytes; dict keys in sorted order
-    (`syncmodel.checkpoint_archive.payload_digest`, which reads it back without torch)."""
-    return archive.payload_digest(obj, _tensor_bytes)
 
 
 def with_digest(payload: dict[str, Any]) -> dict[str, Any]:
