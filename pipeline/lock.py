@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import random
 import socket
 import time
 from pathlib import Path
@@ -88,7 +89,8 @@ def _lock_exclusive(fd: int) -> None:
             except OSError:
                 raise exc from None  # a driver holds it
             fcntl.flock(fd, fcntl.LOCK_UN)
-            time.sleep(0.005)
+            # jittered: two drivers probing at once must not keep meeting each other's probe
+            time.sleep(0.002 + 0.008 * random.random())
 
 
 def acquire(storage: Path, command: str = "launch") -> StudyLock:
