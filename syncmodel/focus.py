@@ -57,7 +57,23 @@ DEFAULT_MIN_MASS = 1e-6  # absolute per-map floor of the metric `spatial_spread`
 DEFAULT_MIN_MASS_REL = 0.01  # the losses' relative liveness threshold (module docstring)
 
 
-@functools.lru_cache(maxsize=64)
+def _tensor_cache(build: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`functools.lru_cache(maxsize=64)` for the constant tables below, except while torch
+    traces (torch.compile, torch.export): a table built then is a fake tensor of that trace,
+    and cached it would turn every later eager use symbolic (MLflow's pt2 export of a `gate`
+    net traces its forward mask, which reads the coordinate grid)."""
+    cached = functools.lru_cache(maxsize=64)(build)
+
+    @functools.wraps(build)
+    def table(*args: object) -> Tensor:
+        return build(*args) if torch.compiler.is_compiling() else cached(*args)
+
+    table.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    table.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return table
+
+
+@_tensor_cache
 def _axis(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     # A grid first built under inference_mode must still be usable in training graphs later.
     with torch.inference_mode(False):
@@ -120,7 +136,7 @@ def focus_positions(acts: Tensor, focus: str = "argmax") -> Tensor:
     return torch.stack([mu_y, mu_x], -1)
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache
 def _marginal_matrix(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(H*W, H+W+1) 0/1: flat maps (.., H*W) @ it = their row sums, column sums, total mass."""
     with torch.inference_mode(False):
@@ -132,7 +148,7 @@ def _marginal_matrix(h: int, w: int, device: torch.device, dtype: torch.dtype) -
         return m
 
 
-@functools.lru_cache(maxsize=64)
+@_tensor_cache
 def _argmax_sq_offsets(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """(H*W, H+W): row p holds (ys - ys[p // w])^2 then (xs - xs[p % w])^2, the squared offsets
     of every row and column from a focus at flat pixel p (the same float ops as from mu)."""

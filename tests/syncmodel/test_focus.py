@@ -180,3 +180,29 @@ def test_registered_kind_receives_focus_and_extra_opts(monkeypatch: pytest.Monke
     targets = torch.tensor([1, 0])
     focus_loss(torch.rand(2, 1, 2, 2), "probe", "centroid", targets=targets)
     assert seen["focus"] == "centroid" and seen["targets"] is targets
+
+
+def test_tables_built_while_torch_exports_are_not_cached() -> None:
+    # MLflow's pt2 export of a `gate` net traces its forward mask, which reads the coordinate
+    # grid; a grid cached from that trace is a fake tensor, and every later eager spread
+    # (evaluation, training) became symbolic and failed.
+    from syncmodel import focus
+    from syncmodel.config import TrainConfig
+    from syncmodel.nets import build_model, default_layers
+
+    for table in (focus._axis, focus._marginal_matrix, focus._argmax_sq_offsets):
+        table.cache_clear()
+    config = TrainConfig(dataset="digits", width=8, focus_kind="gate", lambda_focus=0.1)
+    net = build_model(config, 1, 10, 16).eval()
+    with torch.no_grad():
+        torch.export.export(net, (torch.zeros(2, 1, 16, 16),), dynamic_shapes=({0: torch.export.Dim("b")},))
+    captured: list[torch.Tensor] = []
+    layer = net.get_submodule(default_layers(config.backbone)[0])
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    with torch.no_grad():
+        net(torch.rand(3, 1, 16, 16))
+    handle.remove()
+    acts = captured[0]  # the maps the gate's mask ran on: the grid size the export traced
+    assert isinstance(float(spatial_spread(acts).nansum()), float)  # eager, not symbolic
+    h, w = acts.shape[-2:]
+    assert all(type(t) is torch.Tensor for t in focus.coordinate_grid(h, w))
