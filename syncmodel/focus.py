@@ -160,7 +160,7 @@ def _argmax_sq_offsets(h: int, w: int, device: torch.device, dtype: torch.dtype)
         return torch.cat([dy2, dx2], -1)
 
 
-def _map_marginals(acts: Tensor) -> Tensor:
+def map_marginals(acts: Tensor) -> Tensor:
     """Each map's row sums, column sums and total mass, (B, C, H+W+1), in float32 (float64 kept).
 
     One matmul with a 0/1 matrix where that is exact (full-precision float32 or float64 maps
@@ -168,6 +168,9 @@ def _map_marginals(acts: Tensor) -> Tensor:
     separate reductions cost a pass each and autograd adds up their broadcast gradients.
     Elsewhere (bf16 maps under autocast, channels_last, GPUs, where TF32 may round matmul
     inputs) the reductions, with dtype= so that bf16 maps are read once without a copy.
+    The last column (each map's mass) is also what the coupling's response descriptors are
+    made of (their spatial mean is mass / (H*W)): `syncmodel.regularizer` computes these
+    marginals once per layer and hands them to both terms.
     """
     b, c, h, w = acts.shape
     dtype = _compute_dtype(acts)
@@ -202,7 +205,7 @@ def _sq_offsets(acts: Tensor, marg: Tensor, focus: str) -> Tensor:
 
 def _spread_num(acts: Tensor, focus: str) -> tuple[Tensor, Tensor]:
     """Per-map spread numerator sum_p A[p] |p - mu|^2 (B, C) and mass sum_p A[p] (B, C)."""
-    marg = _map_marginals(acts)
+    marg = map_marginals(acts)
     k = marg.shape[-1] - 1
     return (marg[..., :k] * _sq_offsets(acts, marg, focus)).sum(-1), marg[..., k]
 
@@ -262,14 +265,21 @@ def _per_filter(num: Tensor, mass: Tensor, maps: Tensor, filters: Tensor) -> tup
 
 @FOCUS_KINDS.register("spread")
 def spread_loss(
-    acts: Tensor, *, focus: str = "argmax", min_mass: float = DEFAULT_MIN_MASS_REL, **_: object
+    acts: Tensor,
+    *,
+    focus: str = "argmax",
+    min_mass: float = DEFAULT_MIN_MASS_REL,
+    marginals: Tensor | None = None,
+    **_: object,
 ) -> Tensor:
     """Mass-weighted `spatial_spread` (module docstring), mean over live filters; float32 scalar.
 
     L_c = sum_b sum_p A[b, c, p] |p - mu_b|^2 / sum_b sum_p A[b, c, p] over the live maps.
+    `marginals`: `map_marginals(acts)` when the caller has them already (the Regularizer
+    shares them with the coupling term); computed here otherwise.
     """
     with torch.autocast(acts.device.type, enabled=False):
-        marg = _map_marginals(acts)
+        marg = map_marginals(acts) if marginals is None else marginals
         return _MassWeightedSpread.apply(marg, _sq_offsets(acts, marg, focus), min_mass)
 
 

@@ -28,6 +28,7 @@ from syncmodel.focus import (
     FOCUS_KINDS,
     batch_class_means,
     focus_loss,
+    map_marginals,
     mask_key,
 )
 from syncmodel.sync import descriptors, mean_neighbours, sync_loss
@@ -134,29 +135,52 @@ class Regularizer:
         total = ce
         zero = torch.zeros((), device=ce.device)
         parts = {"ce": ce.detach().float(), "focus": zero, "sync": zero}
+        coupled = self.coupling_active(epoch)
+        marginals = self._shared_marginals(coupled)
         if cfg.lambda_focus > 0:
             focus = _layer_mean(
                 [
                     focus_loss(
                         self._acts(n), cfg.focus_kind, cfg.focus_position,
                         **self._focus_opts(n, logits, targets, epoch),
+                        **({"marginals": marginals[n]} if n in marginals else {}),
                     )  # fmt: skip
                     for n in self.layers
                 ]
             )
             total = total + cfg.lambda_focus * focus
             parts["focus"] = focus.detach()
-        if self.coupling_active(epoch):
+        if coupled:
             eps = self.epsilon_at(epoch)
             terms = []
             for name in self.layers:
                 acts = None if cfg.descriptor == "weight" else self._acts(name)
                 weight = self.convs[name].weight if cfg.descriptor == "weight" else None
-                terms.append(sync_loss(acts, eps, cfg.descriptor, cfg.k, weight))
+                means = None
+                if name in marginals:  # the maps' mass / (H*W): their spatial means
+                    h, w = acts.shape[-2:]
+                    means = marginals[name][..., -1] / (h * w)
+                terms.append(sync_loss(acts, eps, cfg.descriptor, cfg.k, weight, means=means))
             sync = _layer_mean(terms) / sync_normaliser(cfg.epsilon)
             total = total + cfg.coupling_K * sync
             parts["sync"] = sync.detach()
         return total, parts
+
+    def _shared_marginals(self, coupled: bool) -> dict[str, Tensor]:
+        """Per layer, the maps' marginals (`focus.map_marginals`) when both terms read them:
+        the `spread` focus kind and the coupling's response descriptors (spatial means =
+        mass / (H*W)). Computed once, they cost one pass over the maps forward and one
+        gradient backward instead of two; the same function to float rounding (the
+        reference test holds it to 1e-9 in float64)."""
+        cfg = self.config
+        if not (coupled and cfg.lambda_focus > 0 and cfg.focus_kind == "spread" and cfg.descriptor == "response"):
+            return {}
+        out = {}
+        for name in self.layers:
+            acts = self._acts(name)
+            with torch.autocast(acts.device.type, enabled=False):
+                out[name] = map_marginals(acts)
+        return out
 
     def _focus_opts(self, name: str, logits: Tensor, targets: Tensor, epoch: float) -> dict[str, object]:
         """Extra inputs of the kinds: min_mass; targets and each filter's class for

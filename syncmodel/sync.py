@@ -67,12 +67,20 @@ def descriptors(acts: Tensor | None, kind: str = "response", weight: Tensor | No
     return unit.masked_fill(~valid.unsqueeze(1), float("nan"))
 
 
-def _descriptors(acts: Tensor | None, kind: str, weight: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Descriptors (C, D) with zero rows where there is none, and the validity mask (C,)."""
+def _descriptors(
+    acts: Tensor | None, kind: str, weight: Tensor | None, means: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Descriptors (C, D) with zero rows where there is none, and the validity mask (C,).
+
+    `means`: the maps' spatial means (B, C) when the caller has them (response descriptors
+    are built from them alone); otherwise computed from `acts`.
+    """
     if kind == "response":
-        if acts is None or acts.dim() != 4:
-            raise ValueError("response descriptors need activations (B, C, H, W)")
-        v = acts.mean((2, 3), dtype=_dtype(acts)).t()  # (C, B)
+        if means is None:
+            if acts is None or acts.dim() != 4:
+                raise ValueError("response descriptors need activations (B, C, H, W)")
+            means = acts.mean((2, 3), dtype=_dtype(acts))
+        v = means.t()  # (C, B)
         centred = v - v.mean(1, keepdim=True)  # (C, B)
         with torch.no_grad():  # a threshold: no gradient flows through it
             floor = v.abs().amax(1) * (_REL_VARIANCE_FLOOR * v.shape[1] ** 0.5)  # (C,)
@@ -212,12 +220,16 @@ def sync_loss(
     weight: Tensor | None = None,
     reduction: str = "mean",
     detach_neighbours: bool = False,
+    means: Tensor | None = None,
 ) -> Tensor:
     """Synchronisation coupling loss of one layer (docs/design.md §1.2) → float32 scalar.
 
     `acts` (B, C, H, W) post-ReLU maps for descriptor "response"; `weight` (C, ...) the
     layer's conv weight for descriptor "weight" (acts may then be None). Neighbourhoods are
-    the epsilon ball, or the `k` nearest neurons when `k` is given.
+    the epsilon ball, or the `k` nearest neurons when `k` is given. `means` (B, C): the
+    maps' spatial means, float32 (float64 kept), when the caller has them already (the
+    Regularizer takes them from the focus term's marginals); "response" then reads nothing
+    else of `acts`.
     """
-    unit, valid = _descriptors(acts, descriptor, weight)
+    unit, valid = _descriptors(acts, descriptor, weight, means)
     return _potential(unit, valid, epsilon, k, reduction, detach_neighbours)

@@ -135,3 +135,41 @@ def test_mean_neighbours_diagnostic_per_layer() -> None:
         model(x)
         counts = reg.mean_neighbours()
     assert counts == {"block1": pytest.approx(7.0), "block2": pytest.approx(15.0)}
+
+
+def test_focus_and_coupling_share_the_maps_marginals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spread + response descriptors: the coupling's spatial means come from the focus term's
+    marginals (one pass over the maps, not two), and the loss and every gradient are those of
+    the two terms computed apart (float64: to rounding)."""
+    import syncmodel.regularizer as regularizer_module
+    from syncmodel.focus import focus_loss
+
+    model, x, y = _setup()
+    model, x = model.double(), x.double()
+    apart = copy.deepcopy(model)
+    cfg = TrainConfig(lambda_focus=0.2, coupling_K=0.3, epsilon=1.2)
+    handed: list[bool] = []
+    real = regularizer_module.sync_loss
+
+    def spy(*args, means=None, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        handed.append(means is not None)
+        return real(*args, means=means, **kwargs)
+
+    monkeypatch.setattr(regularizer_module, "sync_loss", spy)
+    with Regularizer(model, cfg, ["block1", "block2"]) as reg:
+        total, parts = reg.loss(model(x), y, epoch=0)
+    total.backward()
+    assert handed == [True, True] and parts["sync"] > 0
+
+    acts = {}
+    hooks = [getattr(apart, n).register_forward_hook(lambda m, i, o, n=n: acts.__setitem__(n, o)) for n in ("block1", "block2")]
+    logits = apart(x)
+    for h in hooks:
+        h.remove()
+    focus = torch.stack([focus_loss(acts[n]) for n in acts]).mean()
+    sync = torch.stack([real(acts[n], 1.2) for n in acts]).mean() / sync_normaliser(1.2)
+    expected = nn.functional.cross_entropy(logits, y) + 0.2 * focus + 0.3 * sync
+    expected.backward()
+    torch.testing.assert_close(total, expected, rtol=1e-12, atol=0)
+    for a, b in zip(_grads(model), _grads(apart)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-14)

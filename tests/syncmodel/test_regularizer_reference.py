@@ -75,7 +75,7 @@ def test_reference_covers_coupled_and_uncoupled_steps() -> None:
 
 @pytest.mark.parametrize("position", ["argmax", "centroid"])
 def test_marginals_by_reductions_match_the_matmul_path(position: str) -> None:
-    """`focus._map_marginals` takes the matmul on contiguous CPU maps and two reductions otherwise
+    """`focus.map_marginals` takes the matmul on contiguous CPU maps and two reductions otherwise
     (channels_last here, bf16 or GPU maps in training); both give the same loss and gradient."""
     from syncmodel.focus import focus_loss
 
