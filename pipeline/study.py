@@ -265,13 +265,23 @@ def base_config(spec: StudySpec) -> TrainConfig:
     """Every trial's config before its sampled params: spec.train + the fixed search entries,
     with `epoch_estimate` on when the scheduler or an objective compares `interp_estimate`."""
     config = {**spec.train.to_dict(), **search.fixed_params(spec)}
-    wanted = {m for m, _ in spec.scheduler.objectives} | {o.metric for o in spec.objectives}
-    if ESTIMATE in wanted:
+    if ESTIMATE in tune_metrics(spec):
         config["epoch_estimate"] = True
     return TrainConfig.from_dict(config)
 
 
+def tune_metrics(spec: StudySpec) -> tuple[str, ...]:
+    """The result keys Tune's searcher and scheduler read: the objectives, MO-ASHA's metrics,
+    ASHA's metric (pipeline.trial.tune_result keeps these in a trial's final result)."""
+    s = spec.scheduler
+    names = [o.metric for o in spec.objectives] + [m for m, _ in s.objectives]
+    if s.name == "asha":
+        names.append(s.metric or ASHA_METRIC)
+    return tuple(dict.fromkeys(names))
+
+
 ESTIMATE = "interp_estimate"  # the per-epoch metric that needs TrainConfig.epoch_estimate
+ASHA_METRIC = "val_acc"  # ASHA's metric when the spec names none
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -320,6 +330,7 @@ def _tuner(
         base=base, search=dict(spec.search), evaluation=spec.evaluation,
         threads=max(1, int(spec.resources.cpu)), data_ref=data_ref, study=spec.name,
         upload_to=target if is_remote(target.uri) else None,
+        tune_metrics=tune_metrics(spec),
     )  # fmt: skip
     fn = tune.with_resources(
         tune.with_parameters(trainable, ctx=ctx),
@@ -374,7 +385,7 @@ def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler or None
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="epoch", metric=s.metric or "val_acc", mode=s.mode, max_t=spec.train.epochs,
+        time_attr="epoch", metric=s.metric or ASHA_METRIC, mode=s.mode, max_t=spec.train.epochs,
         grace_period=s.grace_period, reduction_factor=s.reduction_factor,
     )  # fmt: skip
 

@@ -55,6 +55,27 @@ class TrialContext:
     data_ref: Any = None  # ray.ObjectRef of the shared PackedBundle, or None
     study: str = ""
     upload_to: TrackingTarget | None = None  # a remote tracking server: trials upload their files
+    tune_metrics: tuple[str, ...] = ()  # the metrics the searcher and the scheduler read (tune_result)
+
+
+# What Tune is told at a trial's end besides the metrics its searcher and scheduler read.
+RESULT_KEYS = ("epoch", "final", "status", "error", "node_id", "start_time", "end_time", "uploaded")
+
+
+def tune_result(final: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
+    """The part of a trial's final result that Tune is given: `metrics` (the searcher's
+    objectives and the scheduler's metrics) and the bookkeeping keys. Everything else (the
+    evaluation's metrics, the last epoch's record) travels in the checkpoint's final.json
+    and history.json, which the driver's recorder reads.
+
+    Tune keeps every result key of every trial in its experiment state (the last result, the
+    checkpoint's result, and per key the last values and running statistics) and writes that
+    whole state at every snapshot, one per ended trial. An evaluated trial reports a few
+    hundred keys: the state grew by about 50 kB a trial, and each snapshot cost more as the
+    study grew (docs/benchmarks.md, bookkeeping in a real study).
+    """
+    keep = {*metrics, *RESULT_KEYS}
+    return {k: v for k, v in final.items() if k in keep}
 
 
 def trial_config(base: TrainConfig, space: dict[str, Param], sampled: dict[str, Any]) -> TrainConfig:
@@ -125,7 +146,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
         restore = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
         if restore is not None and TrialFiles(restore).final.is_file():
             # The driver died after the trial ended: hand back the same final result.
-            tune.report(json.loads(TrialFiles(restore).final.read_text()))
+            tune.report(tune_result(json.loads(TrialFiles(restore).final.read_text()), ctx.tune_metrics))
             return
         resume = restore if restore is not None and TrialFiles(restore).train_state.is_file() else None
         context = tune.get_context()
@@ -136,9 +157,10 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
 
         def on_epoch(record: dict[str, float], written: Path | None) -> None:
             if int(record["epoch"]) >= cfg.epochs:
-                # The last epoch is reported with the final result, in one report: a scheduler
-                # that stops trials at max_t (ASHA) would otherwise stop every trial here,
-                # before its test metrics and evaluation.
+                # The last epoch is reported with the final result, in one report (its
+                # scheduler metrics; the rest in history.json): a scheduler that stops trials
+                # at max_t (ASHA) would otherwise stop every trial here, before its test
+                # metrics and evaluation.
                 return
             ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
             tune.report({**record, "final": 0}, checkpoint=ckpt)
@@ -179,4 +201,5 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
             trial_id = tune.get_context().get_trial_id()
             final["uploaded"] = int(upload_from_trial(ctx.upload_to, ctx.study, trial_id, files.folder))
         files.final.write_text(json.dumps(final, allow_nan=True))
-        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(files.folder)))
+        final_ckpt = tune.Checkpoint.from_directory(str(files.folder))
+        tune.report(tune_result(final, ctx.tune_metrics), checkpoint=final_ckpt)

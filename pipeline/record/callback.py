@@ -83,10 +83,14 @@ class StudyCallback(tune.Callback):
 
 class StateKeeper(tune.Callback):
     """Keeps a copy of Tune's experiment state whenever it changed and is whole
-    (pipeline.record.state), at most once a second, in the driver's control loop."""
+    (pipeline.record.state), in the driver's control loop: at most once a second, and no
+    more often than keeps its share of the loop's time under about 5% (Tune's own rule for
+    its snapshots): the state grows with the study, and so does the cost of a copy."""
 
     PERIOD_S = 1.0
-    _last = 0.0  # a class default: set per instance once it runs
+    SHARE = 0.05
+    _last = 0.0  # class defaults: set per instance once it runs
+    _period = 1.0
 
     def __init__(self, storage: str):
         self.storage = storage
@@ -103,9 +107,10 @@ class StateKeeper(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):  # noqa: ANN001, ANN201
         now = time.monotonic()
-        if now - self._last >= self.PERIOD_S:
-            self._last = now
+        if now - self._last >= max(self.PERIOD_S, self._period):
             self._keep()
+            self._last = time.monotonic()
+            self._period = (self._last - now) / self.SHARE
 
     def on_experiment_end(self, trials, **info):  # noqa: ANN001, ANN201
         self._keep()

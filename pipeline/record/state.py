@@ -68,7 +68,7 @@ def keep_good_state(storage: Path, seen: dict[str, tuple[int, int]] | None = Non
         return False
     if seen is not None and seen == stamp:
         return False
-    if not _complete(files) or not all(_whole(p) for p in files):
+    if not _complete(files):
         return False
     good, tmp, old = (
         storage / GOOD_STATE_DIR,
@@ -80,8 +80,11 @@ def keep_good_state(storage: Path, seen: dict[str, tuple[int, int]] | None = Non
         tmp.mkdir()
         for p in files:
             shutil.copy2(p, tmp / p.name)
-        if not all(_whole(tmp / p.name) for p in files):  # changed while copied: next time
-            raise OSError("state changed while copied")
+        # The copies are checked, not the originals: what is kept is what was read whole (a
+        # file Tune was writing, or one cut short, fails here and waits for the next call).
+        # One parse of each file per change: the experiment state grows with the study.
+        if not all(_whole(tmp / p.name) for p in files):
+            raise OSError("state not whole")
         shutil.rmtree(old, ignore_errors=True)
         if good.exists():
             os.rename(good, old)

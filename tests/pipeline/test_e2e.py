@@ -24,6 +24,7 @@ from pipeline.record.tracking import (
     param_str,
 )
 from pipeline.spec.metrics import mlflow_name
+from pipeline.trial import RESULT_KEYS, TUNE_KEYS
 
 DIGITS = Path(__file__).resolve().parents[2] / "studies" / "digits.yaml"
 
@@ -239,3 +240,23 @@ def test_library_logs_go_to_the_study_folder_not_the_terminal(
     out, err = capfd.readouterr()
     assert "library line" not in out + err
     assert log.read_text().count("library line from") == 3
+
+
+def test_tune_keeps_only_what_it_reads_and_the_tables_keep_everything(smoke_study: Path) -> None:
+    """A trial's final result in Tune's experiment state holds the objectives and the
+    bookkeeping keys (pipeline.trial.tune_result: Tune writes that state whole at every
+    snapshot); the evaluation's metrics and the last epoch reach the tables and MLflow from
+    the checkpoint's final.json and history.json."""
+    state = json.loads(sorted((smoke_study / "tune").glob("experiment_state-*.json"))[-1].read_text())
+    rows = {r["trial_id"]: r for r in pq.read_table(smoke_study / "trials.parquet").to_pylist()}
+    history = pq.read_table(smoke_study / "history.parquet").to_pylist()
+    assert len(state["trial_data"]) == len(rows) == 2
+    for _, run_json in state["trial_data"]:
+        last = json.loads(run_json)["last_result"]
+        assert set(last) - TUNE_KEYS <= {"val_acc", "interpretability", *RESULT_KEYS}
+        assert {"val_acc", "interpretability", "status", "final", "epoch"} <= set(last)
+        row = rows[last["trial_id"]]
+        recorded = {k[len("metrics."):] for k, v in row.items() if k.startswith("metrics.") and v is not None}
+        assert {"test_acc", "modules", "train_loss", "spread"} <= recorded - set(last), sorted(recorded)
+        epochs = [r["epoch"] for r in history if r["trial_id"] == last["trial_id"]]
+        assert sorted(epochs) == list(range(1, last["epoch"] + 1))

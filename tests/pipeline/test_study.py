@@ -278,3 +278,24 @@ def test_the_driver_does_not_import_torch(tmp_path: Path, digits_spec: Path) -> 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == ""
+
+
+def test_tune_is_given_the_metrics_its_searcher_and_scheduler_read() -> None:
+    """pipeline.trial.tune_result: the objectives, the scheduler's metrics and the bookkeeping
+    keys reach Tune; the rest stays in final.json and history.json."""
+    from pipeline.spec.types import SchedulerSpec
+
+    assert study.tune_metrics(_spec()) == ("test_acc", "interpretability")
+    asha = _spec(scheduler=SchedulerSpec(name="asha", metric="train_acc"))
+    assert study.tune_metrics(asha) == ("test_acc", "interpretability", "train_acc")
+    mo = _spec(scheduler=SchedulerSpec(name="mo_asha", objectives=(("val_acc", "max"), ("interp_estimate", "max"))))
+    assert study.tune_metrics(mo) == ("test_acc", "interpretability", "val_acc", "interp_estimate")
+
+    final = {
+        "epoch": 3, "val_acc": 0.9, "train_loss": 0.2, "test_acc": 0.88, "interpretability": 0.4,
+        "modules": 7.0, "location_instability": 0.05, "final": 1, "status": "ok", "error": "",
+        "node_id": "n", "start_time": 1.0, "end_time": 2.0,
+    }  # fmt: skip
+    told = trial.tune_result(final, study.tune_metrics(_spec()))
+    assert set(told) == set(final) - {"modules", "location_instability", "val_acc", "train_loss"}
+    assert all(told[k] == final[k] for k in told)

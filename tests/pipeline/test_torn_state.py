@@ -33,6 +33,39 @@ def _state(storage: Path, n: int) -> Path:
     return exp
 
 
+
+def test_the_keeper_spends_at_most_a_twentieth_of_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """StateKeeper copies at most once a second, and waits 19 times as long as its last copy
+    took (its share of the driver's loop stays under 5% as Tune's state grows)."""
+    from pipeline.record import callback
+
+    clock = [100.0]
+    calls: list[float] = []
+    cost = {"s": 0.01}
+
+    def keep(self: object) -> None:
+        calls.append(clock[0])
+        clock[0] += cost["s"]
+
+    monkeypatch.setattr(callback.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(callback.StateKeeper, "_keep", keep)
+    keeper = callback.StateKeeper("unused")
+
+    def run(seconds: float) -> None:
+        end = clock[0] + seconds
+        while clock[0] < end:
+            keeper.on_step_end(0, [])
+            clock[0] += 0.05
+
+    run(3.0)
+    assert 3 <= len(calls) <= 4  # cheap copies: the one-second floor
+    calls.clear()
+    cost["s"] = 0.5  # a large state: a copy takes half a second
+    run(30.0)
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert len(calls) >= 2 and min(gaps) >= 0.5 / 0.05
+    assert sum(cost["s"] for _ in calls) / 30.0 <= 0.06
+
 def _cut(path: Path) -> None:
     # What ENOSPC leaves: the first pages of the file, the rest never written.
     data = path.read_bytes()
