@@ -3,7 +3,9 @@ N tiny trials (1 epoch, 64 training images, evaluation on), launched in this pro
 the driver's recorder timed at every call Tune's callback makes (`start`, `epoch`, `finish`:
 the trial's MLflow run, its Parquet parts, its files). Reports the recorder's time per trial
 in the first and the last 10% of the trials, in the order they ended, and the gap between
-trial ends. `bench/bookkeeping.py` times the Parquet part alone, without Ray.
+trial ends; and, to tell where the recorder's time goes, its own thread's CPU time, the
+time it sat runnable waiting for a core (Linux schedstat) and Python's garbage collections
+inside it. `bench/bookkeeping.py` times the Parquet part alone, without Ray.
 
     python bench/bookkeeping_study.py --trials 1000 --json out.json
 """
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import pstats
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -64,6 +68,26 @@ def main() -> None:
     from pipeline.record.recorder import StudyRecorder as Recorder
 
     spent: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)  # the recorder's own thread CPU time
+    gc_spent: dict[str, float] = defaultdict(float)  # Python's garbage collections inside it
+    gc_clock: list[float] = [0.0, 0.0]  # [total so far, start of the running collection]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_clock[1] = time.perf_counter()
+        else:
+            gc_clock[0] += time.perf_counter() - gc_clock[1]
+
+    gc.callbacks.append(on_gc)
+    waited: dict[str, float] = defaultdict(float)  # runnable but not running (Linux schedstat)
+
+    def run_delay() -> float:
+        try:
+            with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as fh:
+                return int(fh.read().split()[1]) / 1e9
+        except OSError:
+            return 0.0
+
     ended: list[tuple[float, str]] = []
     tenth_n = max(1, args.trials // 10)
     profiles = {"first": cProfile.Profile(), "last": cProfile.Profile()} if args.profile else {}
@@ -80,7 +104,7 @@ def main() -> None:
 
         def wrapper(self, trial_id, *a, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
             prof = which()
-            t0 = time.perf_counter()
+            t0, c0, g0, w0 = time.perf_counter(), time.thread_time(), gc_clock[0], run_delay()
             try:
                 if prof is not None:
                     return prof.runcall(real, self, trial_id, *a, **kw)
@@ -88,6 +112,9 @@ def main() -> None:
             finally:
                 t1 = time.perf_counter()
                 spent[trial_id] += t1 - t0
+                cpu[trial_id] += time.thread_time() - c0
+                gc_spent[trial_id] += gc_clock[0] - g0
+                waited[trial_id] += run_delay() - w0
                 if name == "finish":
                     ended.append((t1, trial_id))
 
@@ -108,6 +135,9 @@ def main() -> None:
 
         rows = pq.read_table(storage / "trials.parquet").to_pylist()
     per_trial = [spent[tid] for _, tid in ended]
+    per_cpu = [cpu[tid] for _, tid in ended]
+    per_gc = [gc_spent[tid] for _, tid in ended]
+    per_wait = [waited[tid] for _, tid in ended]
     tenth = max(1, len(per_trial) // 10)
     gaps = [b[0] - a[0] for a, b in zip(ended, ended[1:])]
     out = {
@@ -118,6 +148,12 @@ def main() -> None:
         "ratio": round(statistics.mean(per_trial[-tenth:]) / statistics.mean(per_trial[:tenth]), 3),
         "median_first_10pct_ms": round(statistics.median(per_trial[:tenth]) * 1e3, 1),
         "median_last_10pct_ms": round(statistics.median(per_trial[-tenth:]) * 1e3, 1),
+        "cpu_first_10pct_ms": round(statistics.mean(per_cpu[:tenth]) * 1e3, 1),
+        "cpu_last_10pct_ms": round(statistics.mean(per_cpu[-tenth:]) * 1e3, 1),
+        "gc_first_10pct_ms": round(statistics.mean(per_gc[:tenth]) * 1e3, 1),
+        "gc_last_10pct_ms": round(statistics.mean(per_gc[-tenth:]) * 1e3, 1),
+        "cpu_wait_first_10pct_ms": round(statistics.mean(per_wait[:tenth]) * 1e3, 1),
+        "cpu_wait_last_10pct_ms": round(statistics.mean(per_wait[-tenth:]) * 1e3, 1),
         "gap_first_10pct_s": round(statistics.mean(gaps[:tenth]), 3) if gaps else None,
         "gap_last_10pct_s": round(statistics.mean(gaps[-tenth:]), 3) if gaps else None,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -127,7 +163,8 @@ def main() -> None:
         with open(f"{args.profile}-{part}.txt", "w") as fh:
             pstats.Stats(prof, stream=fh).sort_stats("cumulative").print_stats(60)
     if args.json:
-        args.json.write_text(json.dumps({**out, "per_trial_s": per_trial}) + "\n")
+        ends = [round(t - t0, 3) for t, _ in ended]  # seconds since launch, in the order trials ended
+        args.json.write_text(json.dumps({**out, "per_trial_s": per_trial, "end_s": ends}) + "\n")
 
 
 if __name__ == "__main__":
