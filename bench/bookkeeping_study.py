@@ -128,7 +128,7 @@ def main() -> None:
         storage = Path(tmp) / "study"
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(spec_doc(args.trials, storage, args.concurrency), sort_keys=False))
-        t0 = time.perf_counter()
+        t0, launched = time.perf_counter(), time.time()
         code = cli.main(["launch", str(spec), "--quiet"])
         wall = time.perf_counter() - t0
         import pyarrow.parquet as pq
@@ -164,7 +164,7 @@ def main() -> None:
             pstats.Stats(prof, stream=fh).sort_stats("cumulative").print_stats(60)
     if args.json:
         ends = [round(t - t0, 3) for t, _ in ended]  # seconds since launch, in the order trials ended
-        args.json.write_text(json.dumps({**out, "per_trial_s": per_trial, "end_s": ends}) + "\n")
+        args.json.write_text(json.dumps({**out, "launched_unix": launched, "per_trial_s": per_trial, "end_s": ends}) + "\n")
 
 
 if __name__ == "__main__":
