@@ -90,7 +90,7 @@ class StateKeeper(tune.Callback):
     PERIOD_S = 1.0
     SHARE = 0.05
     _last = 0.0  # class defaults: set per instance once it runs
-    _period = 1.0
+    _period = 0.0  # the last copy's time / SHARE (PERIOD_S is the floor)
 
     def __init__(self, storage: str):
         self.storage = storage
