@@ -39,7 +39,14 @@ from pipeline.record.identity import ensure_instance
 from pipeline.record.recorder import RECORDED, StudyRecorder
 from pipeline.record.state import disk_full, quiet_disk_full_logs, restore_good_state
 from pipeline.record.tables import TrialRow
-from pipeline.record.tracking import Tracker, TrackingTarget, check_target, is_remote, outage_of
+from pipeline.record.tracking import (
+    TERMINAL,
+    Tracker,
+    TrackingTarget,
+    check_target,
+    is_remote,
+    outage_of,
+)
 from pipeline.spec.grid import grid_size
 from pipeline.spec.load import check_fits_local, dump_resolved, spec_to_dict
 from pipeline.spec.types import StudySpec
@@ -310,11 +317,15 @@ def _tuner(
     # The trial reports epochs before its objectives exist (final only); the spec validator
     # already checked every metric name, so Tune's per-result key check is switched off.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    # Snapshot the experiment often: a driver killed between snapshots loses the trials it
-    # started since (they are re-suggested on resume and their MLflow runs deleted). Tune
-    # also snapshots whenever a trial replaced its kept checkpoint (num_to_keep below), which
-    # keeps the snapshot's checkpoint paths valid; that is wanted, so its warning is muted.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
+    # Tune's experiment snapshots, paced as Tune's own default ("auto": every 10 s, or 19
+    # times as long as the last one took if longer). The snapshot holds every trial and is
+    # rewritten whole, so snapshots at a fixed period (or one per trial end) make each trial's
+    # bookkeeping cost grow with the study (docs/benchmarks.md, bookkeeping in a real study).
+    # A driver killed between two snapshots loses what happened since: trials it started are
+    # proposed anew on resume (their MLflow runs deleted), epochs since are trained again.
+    # Tune also snapshots once a trial has checkpointed KEEP_CHECKPOINTS times since the last
+    # one, so that a snapshot never names a checkpoint it deleted; its warning is muted.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # The recorder prints one line per trial; Tune's console output (its new engine ignores
     # verbose=0) would bury them.
@@ -367,10 +378,36 @@ def _tuner(
                 JsonLoggerCallback(), CSVLoggerCallback(), *carry,
             ],  # fmt: skip
             failure_config=tune.FailureConfig(max_failures=spec.retries),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             verbose=0,
         ),
     )
+
+
+# Checkpoints Tune keeps per trial while it runs. With 1, every checkpoint forces a snapshot
+# of the whole experiment (a one-epoch trial: one per trial end); with 2, a trial forces one
+# every second checkpoint at most. Ended trials' superseded checkpoints are removed when the
+# study ends (prune_checkpoints), so a finished study keeps one per trial.
+KEEP_CHECKPOINTS = 2
+
+
+def prune_checkpoints(grid: Any, rows: dict[str, TrialRow]) -> int:
+    """Remove the checkpoints of ended trials other than the one their row names (Tune's
+    latest, which the trial's MLflow run and `export` use). Only trials whose row holds a
+    terminal status and whose Tune result names that same checkpoint: Tune never restores an
+    ended trial, and what a resumed one would restore from is kept. Returns how many went."""
+    removed = 0
+    for result in grid:
+        trial_dir = Path(result.path)
+        row = rows.get(trial_dir.name)
+        kept = getattr(result.checkpoint, "path", None)
+        if row is None or row.status not in TERMINAL or not kept or row.checkpoint != kept:
+            continue
+        for old in trial_dir.glob("checkpoint_*"):
+            if old.is_dir() and old.name != Path(kept).name:
+                shutil.rmtree(old, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler or None
@@ -427,6 +464,7 @@ def _reconcile(
     if orphans:
         recorder.tables.drop(orphans)
     recorder.tables.compact()  # the per-trial files → the three tables (pipeline.record.tables)
+    prune_checkpoints(grid, recorder.tables.trials)
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
     # Ctrl-C: Tune stops early and saves the study; trials it ran and those it never created
     # are both missing from the ended ones.

@@ -42,7 +42,13 @@ def test_sigkill_then_resume(
         tmp_path / "crash.yaml", samples=SAMPLES, storage=str(storage),
         train={"epochs": EPOCHS, "n_train": 200, "width": 8}, evaluation={"max_images": 60, "pictures": False},
     )  # fmt: skip
-    proc = launch_driver(spec, env={"SYNCSTUDY_CRASH_AT": point, "SYNCSTUDY_TEST_DIR": str(marks)})
+    env = {"SYNCSTUDY_CRASH_AT": point, "SYNCSTUDY_TEST_DIR": str(marks)}
+    if point == "checkpoint_write":
+        # Tune snapshots every 2 s here instead of its paced default (10 s at least), so that
+        # its snapshot holds epoch 1's checkpoint before the kill below: this test is about
+        # the half-written epoch-2 file, not about how often Tune snapshots.
+        env["TUNE_GLOBAL_CHECKPOINT_S"] = "2"
+    proc = launch_driver(spec, env=env)
     marker = marks / point.replace(":", "_")
     try:
         if point == "checkpoint_write":
@@ -50,7 +56,7 @@ def test_sigkill_then_resume(
             while not marker.exists():  # trial 1 paused between its model.pt's temp file and rename
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
                 time.sleep(0.2)
-            time.sleep(3)  # Tune's snapshot (every 2 s) holds epoch 1's checkpoint by now
+            time.sleep(3)  # Tune's snapshot (every 2 s, above) holds epoch 1's checkpoint by now
             os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)  # the driver points SIGKILL the driver themselves
     finally:

@@ -87,7 +87,8 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
         )  # fmt: skip
         # Trial 2 pauses before training: the study cannot end before the kill below, however
         # fast the first trials run (on a quiet machine all four once ended within 8 s).
-        proc = launch_driver(spec, env={"SYNCSTUDY_FAULT": "2:pause"})
+        # Tune snapshots every 2 s here (its paced default waits 10 s at least): see the kill below.
+        proc = launch_driver(spec, env={"SYNCSTUDY_FAULT": "2:pause", "TUNE_GLOBAL_CHECKPOINT_S": "2"})
         seen: list[str] = []
         try:
             deadline = time.monotonic() + 300
@@ -98,7 +99,7 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
                 assert time.monotonic() < deadline, "no trial finished in time:\n" + "".join(seen)
             if not any(map(PROGRESS.match, seen)) and "timed out during startup" in "".join(seen):
                 continue
-            # Past Tune's next snapshot (TUNE_GLOBAL_CHECKPOINT_S = 2): a driver killed in the
+            # Past Tune's next snapshot (every 2 s, above): a driver killed in the
             # moment after a trial's final result, before that snapshot, leaves the snapshot
             # naming the checkpoint the final one replaced (and deleted), and the resumed
             # trial fails to restore. That window is not MO-ASHA's (seen here under load,

@@ -67,6 +67,11 @@ def test_sigkill_mid_study_then_resume_records_each_trial_once(
     assert all(r["status"] == "ok" for r in rows)
     history = pq.read_table(storage / "history.parquet").to_pylist()
     assert sorted((h["trial_id"], h["epoch"]) for h in history) == sorted((t, e) for t in ids for e in (1, 2))
+    # Tune kept two checkpoints per running trial (pipeline.study.KEEP_CHECKPOINTS); the
+    # finished study keeps the final one, which the row names.
+    for row in rows:
+        kept = sorted((storage / "tune" / row["trial_id"]).glob("checkpoint_*"))
+        assert [str(p) for p in kept] == [row["checkpoint"]], (row["trial_id"], kept)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
     exp = client.get_experiment_by_name("digits")

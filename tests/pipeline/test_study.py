@@ -299,3 +299,35 @@ def test_tune_is_given_the_metrics_its_searcher_and_scheduler_read() -> None:
     told = trial.tune_result(final, study.tune_metrics(_spec()))
     assert set(told) == set(final) - {"modules", "location_instability", "val_acc", "train_loss"}
     assert all(told[k] == final[k] for k in told)
+
+
+def test_ended_trials_keep_only_the_checkpoint_their_row_names(tmp_path: Path) -> None:
+    """Tune keeps two checkpoints per running trial (study.KEEP_CHECKPOINTS); once the study
+    ends, an ended trial keeps the one its row (and MLflow run) names, which is Tune's latest.
+    A trial still running, one whose row names another checkpoint, or one without a row
+    keeps all of its own."""
+    from types import SimpleNamespace
+
+    from pipeline.record.tables import TrialRow
+
+    names = ("checkpoint_000000", "checkpoint_000001", "checkpoint_000002")
+    for tid in ("ended", "running", "other", "norow"):
+        for name in names:
+            (tmp_path / tid / name).mkdir(parents=True)
+            (tmp_path / tid / name / "model.pt").write_bytes(b"w")
+
+    def result(tid: str) -> SimpleNamespace:  # a Tune Result: the trial's folder, its latest checkpoint
+        return SimpleNamespace(path=str(tmp_path / tid), checkpoint=SimpleNamespace(path=str(tmp_path / tid / names[2])))
+
+    rows = {
+        "ended": TrialRow("ended", "ok", {}, {}, checkpoint=str(tmp_path / "ended" / names[2])),
+        "running": TrialRow("running", "running", {}, {}, checkpoint=str(tmp_path / "running" / names[2])),
+        "other": TrialRow("other", "stopped", {}, {}, checkpoint=str(tmp_path / "other" / names[1])),
+    }
+    grid = [result(tid) for tid in ("ended", "running", "other", "norow")]
+    assert study.prune_checkpoints(grid, rows) == 2
+    assert sorted(p.name for p in (tmp_path / "ended").iterdir()) == [names[2]]
+    assert (tmp_path / "ended" / names[2] / "model.pt").is_file()
+    for tid in ("running", "other", "norow"):
+        assert sorted(p.name for p in (tmp_path / tid).iterdir()) == list(names), tid
+    assert study.prune_checkpoints(grid, rows) == 0  # nothing left to remove
