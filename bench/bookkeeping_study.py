@@ -30,6 +30,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def spec_doc(trials: int, storage: Path, concurrency: int) -> dict:
@@ -55,7 +56,11 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="cProfile the recorder of the first and last 10%% of trials: PREFIX-first.txt, PREFIX-last.txt")
     ap.add_argument(
         "--snapshot-s", type=float, default=None,
-        help="diagnostic: Tune's experiment snapshot period and the state keeper's (default: the pipeline's, 2 s and 1 s)",
+        help="diagnostic: Tune's experiment snapshot period and the state keeper's (default: the pipeline's, Tune's paced 'auto' and 1 s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--procs", action="store_true",
+        help="sample /proc once a second: CPU per process and per driver thread, I/O wait, bytes written, per trial (bench/proc_sampler.py)",
     )  # fmt: skip
     args = ap.parse_args()
     if args.snapshot_s is not None:
@@ -128,9 +133,17 @@ def main() -> None:
         storage = Path(tmp) / "study"
         spec = Path(tmp) / "spec.yaml"
         spec.write_text(yaml.safe_dump(spec_doc(args.trials, storage, args.concurrency), sort_keys=False))
+        sampler = None
+        if args.procs:
+            from proc_sampler import ProcSampler
+
+            sampler = ProcSampler()
+            sampler.start()
         t0, launched = time.perf_counter(), time.time()
         code = cli.main(["launch", str(spec), "--quiet"])
         wall = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.stop()
         import pyarrow.parquet as pq
 
         rows = pq.read_table(storage / "trials.parquet").to_pylist()
@@ -158,6 +171,10 @@ def main() -> None:
         "gap_last_10pct_s": round(statistics.mean(gaps[-tenth:]), 3) if gaps else None,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }  # fmt: skip
+    if sampler is not None and len(ended) > 2 * tenth:
+        # From the first trial's end, so that Ray's start is left out of the first window.
+        out["procs_first_10pct"] = sampler.window(ended[0][0], ended[tenth][0], tenth)
+        out["procs_last_10pct"] = sampler.window(ended[-tenth - 1][0], ended[-1][0], tenth)
     print(json.dumps(out))
     for part, prof in profiles.items():
         with open(f"{args.profile}-{part}.txt", "w") as fh:
