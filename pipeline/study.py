@@ -323,8 +323,9 @@ def _tuner(
     # bookkeeping cost grow with the study (docs/benchmarks.md, bookkeeping in a real study).
     # A driver killed between two snapshots loses what happened since: trials it started are
     # proposed anew on resume (their MLflow runs deleted), epochs since are trained again.
-    # Tune also snapshots once a trial has checkpointed KEEP_CHECKPOINTS times since the last
-    # one, so that a snapshot never names a checkpoint it deleted; its warning is muted.
+    # Tune also snapshots as soon as a trial has checkpointed KEEP_CHECKPOINTS times since the
+    # last snapshot (it has then deleted the checkpoint that snapshot names as the trial's
+    # latest); its warning about those snapshots is muted.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "auto")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # The recorder prints one line per trial; Tune's console output (its new engine ignores
