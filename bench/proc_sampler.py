@@ -27,8 +27,9 @@ def _stat(path: str) -> tuple[str, float] | None:
 
 
 def _cpu_by_task(folder: str) -> dict[str, float]:
-    """CPU seconds so far per "<id>:<name>" of the processes (or threads) in `folder`, keyed
-    by id so that one that ended between two samples is not mistaken for a new one."""
+    """CPU seconds so far per "<id>:<name>" of the processes (or threads) in `folder`. Keyed
+    by id, so that two processes of one name are told apart across samples; a process that
+    has exited by a window's end is missing from that window (its CPU is not counted)."""
     out: dict[str, float] = {}
     for task in os.listdir(folder):
         if task.isdigit():
