@@ -17,8 +17,6 @@ MLflow exactly once. Trials ask for 1 CPU and each node has 1, so two run at onc
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -56,6 +54,7 @@ smoke:
   train: {{epochs: 2, n_train: 200}}
 """
 STEP_S = 900  # one CLI step on a loaded 2-core machine
+FAULTS = Path(__file__).resolve().parents[1] / "pipeline" / "faults.py"  # the test seam
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = STEP_S) -> str:
@@ -74,18 +73,14 @@ def job_status(env: dict[str, str], root: Path, at: list[str], job: str) -> str:
     return text.split(f"Status for job '{job}': ", 1)[-1].split()[0] if "Status for job" in text else text
 
 
-def driver_pids(spec: Path) -> list[int]:
-    """The job's driver: the process running `syncstudy launch SPEC` (and its shell)."""
-    mark = b"launch\x00" + str(spec).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if mark in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+def wait_for_job_end(env: dict[str, str], root: Path, at: list[str], job: str) -> str:
+    """`ray job status` until the job is no longer PENDING or RUNNING (asked once a second,
+    the CLI being seconds itself); STEP_S is a hang guard only."""
+    deadline = time.monotonic() + STEP_S
+    while (status := job_status(env, root, at, job)) in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, f"job {job} still {status} after {STEP_S} s"
+        time.sleep(1)
+    return status
 
 
 def ok_trials(storage: Path) -> list[str]:
@@ -117,28 +112,19 @@ def test_submit_kill_resume_runs_export(tracking_services) -> None:
         node_ids = {n["node_id"] for n in nodes if n["state"] == "ALIVE"}
         assert len(node_ids) == 2, nodes
 
-        # 1. Submit; SIGKILL the job's driver once two trials are recorded, four to go (a
-        # crash of the driver: what --resume is for; `ray job stop` ends it the same way).
-        run([*ray_job, "submit", *at, "--no-wait", "--submission-id", "journey-1", "--", *launch], env, root)
+        # 1. Submit; the job's driver dies by SIGKILL once two trials are recorded, four to
+        # go (a crash of the driver: what --resume is for; `ray job stop` ends it the same
+        # way). The driver kills itself at that point (the `after_trial:2` crash point of
+        # tests/pipeline/faults.py, set for this driver alone): a kill from the test after it
+        # *saw* two trials raced the study, which on a quick machine had ended by then.
+        marks = root / "marks"
+        crash = ["env", f"SYNCSTUDY_HOOKS={FAULTS}", "SYNCSTUDY_CRASH_AT=after_trial:2", f"SYNCSTUDY_TEST_DIR={marks}"]
+        run([*ray_job, "submit", *at, "--no-wait", "--submission-id", "journey-1", "--", *crash, *launch], env, root)
         table = storage / "trials.parquet"
-        deadline = time.monotonic() + STEP_S
-        next_status = time.monotonic() + 20
-        while len(ok_trials(storage)) < 2:
-            assert time.monotonic() < deadline, "no two trials recorded in time"
-            if time.monotonic() > next_status:  # the CLI takes seconds: now and then only
-                status = job_status(env, root, at, "journey-1")
-                assert status in ("PENDING", "RUNNING"), status + run([*ray_job, "logs", *at, "journey-1"], env, root)
-                next_status = time.monotonic() + 20
-            time.sleep(0.2)
-        drivers = driver_pids(spec)
-        assert drivers, "no driver process found"
-        for pid in drivers:
-            os.kill(pid, signal.SIGKILL)
-        done_before = len(ok_trials(storage))
-        assert done_before < SAMPLES, "the study ended before its driver was killed"
-        while (status := job_status(env, root, at, "journey-1")) in ("PENDING", "RUNNING"):
-            time.sleep(1)
-        assert status == "FAILED", status
+        status = wait_for_job_end(env, root, at, "journey-1")
+        assert status == "FAILED", status + run([*ray_job, "logs", *at, "journey-1"], env, root)
+        assert (marks / "after_trial_2").exists(), "the driver ended, but not at its crash point"
+        assert len(ok_trials(storage)) == 2, ok_trials(storage)
 
         # 2. Resubmit with --resume and follow it to its end.
         run([*ray_job, "submit", *at, "--no-wait", "--submission-id", "journey-2", "--", *launch, "--resume"], env, root)
