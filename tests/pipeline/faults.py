@@ -9,13 +9,15 @@ trial fail, or stop the driver at a chosen point, so the reliability tests
   KIND: ``raise`` (RuntimeError), ``oom`` (torch.OutOfMemoryError, as CUDA raises it),
   ``memory`` (MemoryError), ``exit`` (the trial's process kills itself: SIGKILL), ``nan``
   (the trial's training images become NaN: a genuinely non-finite loss, status diverged),
-  ``pause`` (the trial sleeps PAUSE_S: the study cannot finish before the test kills it).
+  ``pause`` (the trial blocks until the test kills its driver or writes ``release`` into
+  SYNCSTUDY_TEST_DIR: the study cannot finish before the test acts).
   ``once``: only in a trial that did not start from a checkpoint, so a retry (spec
   ``retries``) restored from epoch E's checkpoint gets through.
 - ``SYNCSTUDY_CRASH_AT=POINT``: ``before_first_result`` (the driver, when the first trial
   starts), ``after_trial:N`` (the driver, once N trials are recorded) or ``checkpoint_write``
   (a trial, with its epoch-1 model.pt written to a temporary name but not yet renamed).
-  The driver SIGKILLs itself; a trial leaves a marker and pauses (the test kills the driver).
+  The driver SIGKILLs itself; a trial leaves a marker and pauses (as ``pause``: the test kills
+  the driver).
 - ``SYNCSTUDY_TEST_DIR=DIR``: where crash points leave their marker file (named like the
   point) and trials append their start events (``events.jsonl``: trial number, trial id,
   the epoch it was restored from).
@@ -37,7 +39,8 @@ FAULT_ENV = "SYNCSTUDY_FAULT"
 CRASH_ENV = "SYNCSTUDY_CRASH_AT"
 DIR_ENV = "SYNCSTUDY_TEST_DIR"
 KINDS = ("raise", "oom", "memory", "exit", "nan", "pause")
-PAUSE_S = 120.0  # a paused trial (crash point or `pause` fault) waits this long for the test to kill the driver
+PAUSE_GUARD_S = 1800.0  # a hang guard: a paused trial waits for its driver's kill or a release, not for a time
+RELEASE = "release"  # a file in SYNCSTUDY_TEST_DIR that lets paused trials go on
 
 
 class InjectedError(RuntimeError):
@@ -100,6 +103,18 @@ def _die() -> None:
     time.sleep(60)  # pragma: no cover - the signal arrives first
 
 
+def _pause() -> None:
+    """Block until the test kills this trial's driver (and with it the trial) or writes
+    RELEASE into SYNCSTUDY_TEST_DIR: the study cannot go on, however fast the machine, and
+    no verdict depends on how long the pause lasts."""
+    folder = _dir()
+    deadline = time.monotonic() + PAUSE_GUARD_S
+    while time.monotonic() < deadline:
+        if folder is not None and (folder / RELEASE).exists():
+            return
+        time.sleep(0.2)
+
+
 def _raise(kind: str, where: str) -> None:
     message = f"injected by {FAULT_ENV} {where}"
     if kind == "raise":
@@ -113,7 +128,7 @@ def _raise(kind: str, where: str) -> None:
     if kind == "exit":
         _die()
     if kind == "pause":
-        time.sleep(PAUSE_S)
+        _pause()
 
 
 class TrialFaults(TrialHooks):
@@ -192,7 +207,7 @@ def _pause_in_checkpoint_write(number: int) -> None:
         def write_then_pause(tmp: str) -> None:
             write(tmp)
             _mark("checkpoint_write", path=str(path), tmp=str(tmp))
-            time.sleep(PAUSE_S)
+            _pause()
 
         return real(path, write_then_pause)
 

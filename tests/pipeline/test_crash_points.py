@@ -16,10 +16,15 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
+from tune_snapshot import SnapshotTrial, wait_for_snapshot
 
 from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
 SAMPLES, EPOCHS = 3, 2
+
+
+def _epoch_1_checkpoint_of_trial_1(trials: dict[str, SnapshotTrial]) -> bool:
+    return any(t.name.startswith("1_") and "checkpoint_000000" in t.checkpoints for t in trials.values())
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -30,9 +35,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-# The third point, mid-study after a recorded trial, is tests/pipeline/test_resume.py (the
-# same study killed after its first progress line); `SYNCSTUDY_CRASH_AT=after_trial:1` gives
-# the same point from inside the driver.
+# The third point, mid-study after a recorded trial (`SYNCSTUDY_CRASH_AT=after_trial:1`), is
+# tests/pipeline/test_resume.py.
 @pytest.mark.parametrize("point", ["before_first_result", "checkpoint_write"])
 def test_sigkill_then_resume(
     point: str, tmp_path: Path, write_spec, syncstudy, searcher_trials, launch_driver, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
@@ -44,9 +48,8 @@ def test_sigkill_then_resume(
     )  # fmt: skip
     env = {"SYNCSTUDY_CRASH_AT": point, "SYNCSTUDY_TEST_DIR": str(marks)}
     if point == "checkpoint_write":
-        # Tune snapshots every 2 s here instead of its paced default (10 s at least), so that
-        # its snapshot holds epoch 1's checkpoint before the kill below: this test is about
-        # the half-written epoch-2 file, not about how often Tune snapshots.
+        # Tune snapshots every 2 s here instead of its paced default (10 s at least): the kill
+        # below waits for a snapshot that holds epoch 1's checkpoint, and sooner is cheaper.
         env["TUNE_GLOBAL_CHECKPOINT_S"] = "2"
     proc = launch_driver(spec, env=env)
     marker = marks / point.replace(":", "_")
@@ -56,7 +59,9 @@ def test_sigkill_then_resume(
             while not marker.exists():  # trial 1 paused between its model.pt's temp file and rename
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
                 time.sleep(0.2)
-            time.sleep(3)  # Tune's snapshot (every 2 s, above) holds epoch 1's checkpoint by now
+            # Kill once Tune's snapshot (what --resume restores) names trial 1's epoch-1
+            # checkpoint: the moment this test is about, observed rather than waited for.
+            wait_for_snapshot(storage, _epoch_1_checkpoint_of_trial_1, proc)
             os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=300)  # the driver points SIGKILL the driver themselves
     finally:

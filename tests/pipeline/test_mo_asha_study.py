@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tune_snapshot import wait_for_snapshot
 
 from pipeline.spec.load import dump_resolved, load_spec
 
@@ -87,7 +88,8 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
         )  # fmt: skip
         # Trial 2 pauses before training: the study cannot end before the kill below, however
         # fast the first trials run (on a quiet machine all four once ended within 8 s).
-        # Tune snapshots every 2 s here (its paced default waits 10 s at least): see the kill below.
+        # Tune snapshots every 2 s here (its paced default waits 10 s at least): the kill below
+        # waits for a snapshot, and sooner is cheaper.
         proc = launch_driver(spec, env={"SYNCSTUDY_FAULT": "2:pause", "TUNE_GLOBAL_CHECKPOINT_S": "2"})
         seen: list[str] = []
         try:
@@ -99,15 +101,15 @@ def test_sigkill_then_resume_keeps_each_trial_once_and_the_rungs(
                 assert time.monotonic() < deadline, "no trial finished in time:\n" + "".join(seen)
             if not any(map(PROGRESS.match, seen)) and "timed out during startup" in "".join(seen):
                 continue
-            # Past Tune's next snapshot (every 2 s, above): a driver killed in the
-            # moment after a trial's final result, before that snapshot, leaves the snapshot
-            # naming the checkpoint the final one replaced (and deleted), and the resumed
-            # trial fails to restore. That window is not MO-ASHA's (seen here under load,
-            # reported to the lead); this test is about the rungs.
-            time.sleep(8)  # two snapshot periods and more: room for a loaded machine
+            # Kill once Tune's snapshot holds that trial as ended: a driver killed in the
+            # moment after a trial's final result, before the next snapshot, leaves the
+            # snapshot naming the checkpoint the final one replaced (and deleted), and the
+            # resumed trial fails to restore. That window is not MO-ASHA's; this test is about
+            # the rungs, so it waits for the snapshot it needs (observed, not slept for).
+            done = next(m.group(2) for m in map(PROGRESS.match, seen) if m)
+            wait_for_snapshot(storage, lambda trials, done=done: done in trials and trials[done].status == "TERMINATED", proc)
             os.kill(proc.pid, signal.SIGKILL)  # the driver only, after its first trial ended
             proc.wait(timeout=30)
-            time.sleep(2)
             break
         finally:
             _kill_group(proc)
