@@ -1,7 +1,10 @@
 """Joining a cluster that cannot be joined: `syncstudy launch --address` against a real `ray
-start --head` (token authentication on) fails within 10 s with one line that names the
-address, the cause and the fix, exit 2, and writes nothing: no study folder, no tracking
-store, nothing in the working folder (pipeline.ray_join; docs/cluster.md, "When joining fails").
+start --head` (token authentication on) fails in its pre-flight check, before Ray's own
+connect (which retried for 20-40 s), with one line that names the address, the cause and the
+fix, exit 2, and writes nothing: no study folder, no tracking store, nothing in the working
+folder, no Ray session (pipeline.ray_join; docs/cluster.md, "When joining fails"). How long the
+refusal takes is the pre-flight's budget (`pipeline.ray_join.BUDGET_S`), not asserted here: a
+test that timed it would fail on a machine slow enough to import Ray slowly.
 
 One head serves the tests that need one; each test has its own folder and HOME (the token
 file it may find is its own), so none reads the user's ~/.ray.
@@ -13,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +27,6 @@ from deploy.services import free_port
 pytestmark = pytest.mark.cluster
 
 SPEC = REPO / "studies" / "digits.yaml"
-LIMIT_S = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +35,17 @@ def head() -> Iterator[Cluster]:
         yield cluster
 
 
-def launch(address: str, work: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+def launch(address: str, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     """`syncstudy launch studies/digits.yaml --smoke --address ADDRESS` as a user runs it, from
     `work`, with the study folder and tracking store under `work` (which must stay empty)."""
     cmd = [
         exe("syncstudy"), "launch", str(SPEC), "--smoke", "--address", address,
         "--storage", str(work / "study"), "--tracking-uri", f"sqlite:///{work / 'tracking' / 'mlflow.db'}",
     ]  # fmt: skip
-    t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=60)
-    return proc, time.monotonic() - t0
+    # Where a Ray started by this driver would put its session: outside `work`, which must
+    # stay empty, and checked by check_refused.
+    env = {**env, "RAY_TMPDIR": str(work.parent / f"{work.name}-ray-tmp")}
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
 
 
 def user_env(home: Path, **extra: str) -> dict[str, str]:
@@ -53,7 +55,7 @@ def user_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def check_refused(proc: subprocess.CompletedProcess, seconds: float, work: Path, address: str, *words: str) -> str:
+def check_refused(proc: subprocess.CompletedProcess, work: Path, address: str, *words: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-3000:])
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -62,7 +64,7 @@ def check_refused(proc: subprocess.CompletedProcess, seconds: float, work: Path,
     assert address in line, line
     for word in words:
         assert word in line, (word, line)
-    assert seconds <= LIMIT_S, f"{seconds:.1f} s: {line}"
+    assert not (work.parent / f"{work.name}-ray-tmp").exists(), "a Ray session was started"
     assert sorted(p.name for p in work.iterdir()) == ["home"], list(work.rglob("*"))
     return line
 
@@ -74,23 +76,23 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_no_token(head: Cluster, tmp_path: Path) -> None:
     work = workdir(tmp_path)
-    proc, seconds = launch(head.address, work, user_env(work / "home"))
-    check_refused(proc, seconds, work, head.address, "none was found", "~/.ray/auth_token")
+    proc = launch(head.address, work, user_env(work / "home"))
+    check_refused(proc, work, head.address, "none was found", "~/.ray/auth_token")
 
 
 def test_wrong_token(head: Cluster, tmp_path: Path) -> None:
     work = workdir(tmp_path)
     wrong = work / "home" / "other_token"
     wrong.write_text("0" * 64)
-    proc, seconds = launch(head.address, work, user_env(work / "home", RAY_AUTH_TOKEN_PATH=str(wrong)))
-    check_refused(proc, seconds, work, head.address, "refused the token", str(wrong))
+    proc = launch(head.address, work, user_env(work / "home", RAY_AUTH_TOKEN_PATH=str(wrong)))
+    check_refused(proc, work, head.address, "refused the token", str(wrong))
 
 
 def test_nothing_listening(tmp_path: Path) -> None:
     work = workdir(tmp_path)
     address = f"127.0.0.1:{free_port()}"
-    proc, seconds = launch(address, work, user_env(work / "home"))
-    check_refused(proc, seconds, work, address, "nothing listens", "ray start --head")
+    proc = launch(address, work, user_env(work / "home"))
+    check_refused(proc, work, address, "nothing listens", "ray start --head")
 
 
 def test_another_ray_version(head: Cluster, tmp_path: Path) -> None:
@@ -122,7 +124,7 @@ def test_another_ray_version(head: Cluster, tmp_path: Path) -> None:
     try:
         assert json.loads(original)["ray_version"] != "2.59.0"
         env = user_env(work / "home", RAY_AUTH_TOKEN_PATH=str(head.token_file))
-        proc, seconds = launch(head.address, work, env)
-        check_refused(proc, seconds, work, head.address, "runs Ray 2.59.0", "ray job submit")
+        proc = launch(head.address, work, env)
+        check_refused(proc, work, head.address, "runs Ray 2.59.0", "ray job submit")
     finally:
         kv(original)

@@ -112,7 +112,7 @@ def test_dashboard_serves_the_store_on_loopback(smoke_study: Path) -> None:
     try:
         first = proc.stdout.readline()  # type: ignore[union-attr]
         assert f"http://127.0.0.1:{port}" in first
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a hang guard: the wait is on /health answering
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:

@@ -5,11 +5,13 @@ summary names what MLflow missed, and `launch --resume` with the server back rec
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
+import re
 import signal
+import socket
 import threading
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -38,17 +40,17 @@ def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write
             lines.append(line)
             if line.startswith("[1/"):
                 server.stop()
-                stopped = time.monotonic()
         proc.wait(timeout=60)
-        after_stop = time.monotonic() - stopped
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         server.stop()
     out = "".join(lines)
     assert proc.returncode == 0, out
-    # Two trials ran without the store: each refusal is immediate (no minutes of HTTP retries).
-    assert after_stop < 90, f"{after_stop:.0f} s from the outage to the end:\n{out}"
+    # Two trials ran without the store, and the calls after the first failure were refused at
+    # once, without a request (no minutes of HTTP retries each): the driver counts them.
+    refused = re.search(r"\((\d+) calls refused while down\)", out)
+    assert refused is not None and int(refused.group(1)) > 0, out
     rows = pq.read_table(storage / "trials.parquet").to_pylist()
     assert len(rows) == SAMPLES and all(r["status"] == "ok" for r in rows), rows
     gap = next((ln for ln in lines if ln.startswith("NOT recorded in MLflow")), "")
@@ -91,9 +93,9 @@ class _NotMlflow(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize(
-    "kind", ["closed port", "not mlflow", "unroutable", "bad scheme", "sqlite under a file", "unwritable sqlite"]
+    "kind", ["closed port", "not mlflow", "silent server", "bad scheme", "sqlite under a file", "unwritable sqlite"]
 )
-def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
+def test_an_unusable_tracking_uri_fails_before_ray_after_one_attempt(
     kind: str, tmp_path: Path, digits_spec: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipeline import cli, study
@@ -103,14 +105,20 @@ def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
 
     monkeypatch.setattr(study, "ray_session", refuse)
     server = None
+    silent: socket.socket | None = None
     if kind == "closed port":
         uri = f"http://127.0.0.1:{free_port()}"
     elif kind == "not mlflow":
         server = http.server.HTTPServer(("127.0.0.1", 0), _NotMlflow)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         uri = f"http://127.0.0.1:{server.server_address[1]}"
-    elif kind == "unroutable":
-        uri = "http://203.0.113.1:5000"  # TEST-NET-3: nothing answers
+    elif kind == "silent server":
+        # Connects and never answers (the kernel completes the handshake; nothing accepts):
+        # what a hung server or a black-holed route looks like, on loopback.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
     elif kind == "bad scheme":
         uri = "ftp://127.0.0.1/mlflow"
     elif kind == "sqlite under a file":
@@ -118,13 +126,23 @@ def test_an_unusable_tracking_uri_fails_before_ray_within_10_s(
         uri = f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}"
     else:
         uri = "sqlite:////proc/syncstudy/mlflow.db"  # not writable, even for root
-    t0 = time.monotonic()
     try:
         code = cli.main(["launch", str(digits_spec), "--smoke", "--storage", str(tmp_path / "s"), "--tracking-uri", uri])
+        if silent is not None:
+            # One connection, given up after the check's own timeout: no retry loop (MLflow's
+            # client retries for minutes by default). Counted in the accept queue.
+            silent.setblocking(False)
+            attempts = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    silent.accept()[0].close()
+                    attempts += 1
+            assert attempts == 1, attempts
     finally:
         if server is not None:
             server.shutdown()
-    took = time.monotonic() - t0
+        if silent is not None:
+            silent.close()
     err = capsys.readouterr().err
-    assert code == 2 and took < 10, (took, err)
+    assert code == 2, err
     assert uri in err and "tracking" in err and len(err.strip().splitlines()) == 1, err

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 _PROBE = r"""
-import json, os, sys, time
+import json, os, re, sys, time
 import ray
 from ray.tune.execution.class_cache import _ActorClassCache
 from pipeline.ray_local import actors_in_prestarted_workers, ray_session
@@ -34,11 +34,20 @@ def idle_workers():
 with ray_session(None, 2, preload=("wave",)) as local:
     assert local
     actors_in_prestarted_workers()  # as run_study does, once Ray is up
-    deadline = time.time() + 120
-    while len(idle_workers()) < 2 and time.time() < deadline:
+    # Wait for the raylet's own count of idle workers (its state dump, every 200 ms here: see
+    # the test's environment), not a margin after the processes' titles: an actor asked for
+    # before the prestarted workers are in the raylet's idle pool gets a new worker.
+    state = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs", "debug_state.txt")
+    deadline = time.time() + 600  # a hang guard
+    while time.time() < deadline:
+        try:
+            counts = re.findall(r"^- num idle workers: (\d+)$", open(state).read(), re.M)
+        except OSError:
+            counts = []
+        if counts and int(counts[-1]) >= 2 and len(idle_workers()) >= 2:
+            break
         time.sleep(0.2)
     idle = idle_workers()
-    time.sleep(1.0)  # the preload is imported before a worker registers; margin
     actor = _ActorClassCache().get(Probe).options(num_cpus=1).remote()  # as Tune builds it
     info = ray.get(actor.info.remote(), timeout=120)
 print(json.dumps({"idle": idle, **info}))
@@ -52,6 +61,7 @@ def test_trial_actors_start_in_prestarted_preloaded_workers(tmp_path: Path) -> N
     drops Tune's copy."""
     drop = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_ADDRESS", "PL_DISABLE_FORK")
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("AWS_")}
+    env["RAY_debug_dump_period_milliseconds"] = "200"  # the raylet's state dump the probe reads
     p = subprocess.run(
         [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=300,
         cwd=Path(__file__).resolve().parents[2],

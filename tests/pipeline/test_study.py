@@ -4,7 +4,6 @@ trial's evaluation outputs, and a study whose every trial fails."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -105,9 +104,8 @@ def test_launch_guards_exit_2_before_ray(
     assert "no study to resume" in capsys.readouterr().err
 
     uri = "http://127.0.0.1:9"  # discard port: nothing answers
-    t0 = time.monotonic()
     assert cli.main([*base, "--tracking-uri", uri]) == 2
-    assert uri in capsys.readouterr().err and time.monotonic() - t0 < 10
+    assert uri in capsys.readouterr().err
 
     (storage / paths.EXPERIMENT_DIR).mkdir(parents=True)
     (storage / paths.EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")  # an experiment was saved

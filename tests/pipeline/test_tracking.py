@@ -4,7 +4,6 @@ written once, and a bad tracking URI fails in seconds with the URI in the messag
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -99,12 +98,12 @@ def test_relative_sqlite_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Mo
     assert target.artifact_location == (tmp_path / "study").resolve().joinpath("mlartifacts").as_uri()
 
 
-def test_unreachable_server_fails_fast(tmp_path: Path) -> None:
+def test_unreachable_server_is_refused_naming_it(tmp_path: Path) -> None:
+    # How fast: one attempt, no retry loop (test_outage.py counts a silent server's connections).
     uri = f"http://127.0.0.1:{_closed_port()}"
-    t0 = time.monotonic()
     with pytest.raises(TrackingError, match="unreachable") as err:
         check_target(resolve_target(uri, "x", tmp_path))
-    assert uri in str(err.value) and time.monotonic() - t0 < 10
+    assert uri in str(err.value)
 
 
 def test_sqlite_that_cannot_be_a_database(tmp_path: Path) -> None:
