@@ -1,9 +1,21 @@
-"""One driver per study folder: an exclusive `flock` on `<storage>/.lock`, taken by `launch`
-and `launch --resume` before anything else is written and held until the driver exits.
+"""One driver per study folder, taken by `launch` and `launch --resume` before anything else
+is written and held until the driver exits: an exclusive `flock` on the study folder itself
+and on `<storage>/.lock`.
 
 `flock` is released by the kernel when its holder dies (SIGKILL, OOM kill, a power cut of the
-client on most NFS servers), so a lock left by a dead driver is simply taken over; the file's
-content (host, pid, start time of the holder) is only for the message a second driver prints.
+client on most NFS servers), so a lock left by a dead driver is simply taken over; the lock
+file's content (host, pid, start time of the holder) is only for the message a second driver
+prints.
+
+Why two locks: anyone who can write in a (shared) study folder can remove `.lock`; the live
+driver's lock then sits on a file no longer in the folder, and a second driver would create a
+new `.lock` and take it. The folder itself cannot be swapped under a driver that way (a folder
+removed or renamed away is no longer the study's folder), so its lock is what tells a second
+driver that the first is alive. It is taken first, before the lock file is opened or created.
+NFS cannot lock a folder (its `flock` is a write lock, which needs a file opened for writing):
+there the folder's lock is skipped and only `.lock` counts (docs/reliability.md says so). The
+lock file is also checked to be the one in the folder (same inode) once locked: one removed
+and created anew between the open and the lock is opened again.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ import socket
 import time
 from pathlib import Path
 
+from pipeline.safe_files import open_file
 from syncmodel.errors import SyncStudyError
 
 LOCK_FILE = ".lock"
@@ -29,17 +42,20 @@ class StudyLocked(SyncStudyError):
 class StudyLock:
     """The held lock of one study folder (`acquire`); `release` (or the process's end) frees it."""
 
-    def __init__(self, storage: Path, fd: int, previous: dict[str, object] | None):
+    def __init__(self, storage: Path, fd: int, previous: dict[str, object] | None, folder_fd: int | None = None):
         self.storage = storage
         self.path = storage / LOCK_FILE
         self._fd: int | None = fd
+        self._folder_fd = folder_fd  # None where the file system cannot lock a folder (NFS)
         # The holder info a dead driver left (None if none): the lock was taken over.
         self.previous = previous
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the only descriptor releases the flock
-            self._fd = None
+        for name in ("_fd", "_folder_fd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)  # closing the only descriptor releases its flock
+                setattr(self, name, None)
 
     def __enter__(self) -> StudyLock:
         return self
@@ -93,24 +109,92 @@ def _lock_exclusive(fd: int) -> None:
             time.sleep(0.002 + 0.008 * random.random())
 
 
+_BUSY = (errno.EWOULDBLOCK, errno.EACCES)
+# What a file system that cannot flock a folder answers (NFS: a write lock on a read-only
+# descriptor is EBADF; some FUSE file systems say ENOLCK or EOPNOTSUPP).
+_NO_FOLDER_LOCK = (errno.EBADF, errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def _locked(storage: Path, holder: dict[str, object] | None) -> StudyLocked:
+    # Stop the process, never remove a file: the lock file is not what keeps the driver in.
+    return StudyLocked(
+        f"the study in {storage} is in use by another driver ({describe(holder)}); "
+        "wait for it to end, or stop that driver"
+    )
+
+
+def _folder_holder(folder_fd: int) -> dict[str, object] | None:
+    """The process holding a flock on the folder, from /proc/locks (Linux): what the message
+    names when the lock file that held the holder's details was removed."""
+    st = os.fstat(folder_fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == key:
+            return {"host": socket.gethostname(), "pid": int(fields[4]) if fields[4].isdigit() else "?"}
+    return None
+
+
+def _lock_folder(storage: Path) -> int | None:
+    """The study folder's own exclusive flock (a descriptor to keep), None where the file
+    system cannot lock a folder; `StudyLocked` when a driver holds it."""
+    folder = os.open(storage, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _lock_exclusive(folder)
+    except OSError as exc:
+        try:
+            if exc.errno in _BUSY:
+                raise _locked(storage, last_holder(storage) or _folder_holder(folder)) from None
+            if exc.errno in _NO_FOLDER_LOCK:
+                return None
+            raise SyncStudyError(f"cannot lock the study folder {storage} ({exc.strerror})") from None
+        finally:
+            os.close(folder)
+    return folder
+
+
+def _open_lock_file(storage: Path) -> int:
+    """The lock file, created if missing, locked exclusively, and the one the folder holds
+    now (its inode checked after the lock: a file removed or replaced meanwhile is retried)."""
+    path = storage / LOCK_FILE
+    for _ in range(20):
+        # no-follow: a planted `.lock -> ../victim` is refused, never truncated (safe_files)
+        fd = open_file(path, os.O_RDWR | os.O_CREAT, within=storage, mode=0o644)
+        try:
+            _lock_exclusive(fd)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            if exc.errno in _BUSY:
+                raise _locked(storage, holder) from None
+            raise SyncStudyError(f"cannot lock the study folder {storage} ({exc.strerror})") from None
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        mine = os.fstat(fd)
+        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)  # removed or replaced between the open and the lock: open the new one
+    raise SyncStudyError(f"cannot lock the study folder {storage}: {path} keeps being replaced")
+
+
 def acquire(storage: Path, command: str = "launch") -> StudyLock:
     """Lock `storage` (created if missing) for this process, or raise `StudyLocked` naming the
-    holder. The descriptor is not inherited by child processes (Ray's raylet, workers), so the
-    lock ends with this process."""
+    holder. The descriptors are not inherited by child processes (Ray's raylet, workers), so
+    the lock ends with this process."""
     storage.mkdir(parents=True, exist_ok=True)
-    path = storage / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    folder = _lock_folder(storage)  # first: a live driver is seen even without its lock file
     try:
-        _lock_exclusive(fd)
-    except OSError as exc:
-        holder = _holder(fd)
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise StudyLocked(
-                f"the study in {storage} is in use by another driver ({describe(holder)}); "
-                f"wait for it to end, or stop it (its lock: {path})"
-            ) from None
-        raise SyncStudyError(f"cannot lock the study folder {storage} ({exc.strerror})") from None
+        fd = _open_lock_file(storage)
+    except BaseException:
+        if folder is not None:
+            os.close(folder)
+        raise
     previous = _holder(fd)
     info = {
         "host": socket.gethostname(),
@@ -123,30 +207,50 @@ def acquire(storage: Path, command: str = "launch") -> StudyLock:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     except OSError:  # a full disk: the lock holds all the same; only the message loses its details
         pass
-    return StudyLock(storage, fd, previous)
+    return StudyLock(storage, fd, previous, folder)
+
+
+def _shared_busy(fd: int) -> bool | None:
+    """Whether an exclusive flock is held on `fd`'s file (tried with a shared lock, dropped at
+    once); None when the file system cannot tell (a folder on NFS)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in _BUSY:
+            return True
+        return None if exc.errno in _NO_FOLDER_LOCK else False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def held(storage: Path) -> bool:
     """Whether a live driver holds `storage` now (read-only: creates no lock file, takes no
-    lock that outlives the call). A folder without a lock file has never had a driver."""
+    lock that outlives the call): the folder's lock, then the lock file's (a driver whose lock
+    file was removed still holds its folder). Links are not followed."""
     try:
-        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        folder = os.open(storage, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EACCES)
+        if _shared_busy(folder):
+            return True
     finally:
-        os.close(fd)  # closing the descriptor drops the shared lock taken above
-    return False
+        os.close(folder)  # closing the descriptor drops the shared lock taken above
+    try:
+        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return bool(_shared_busy(fd))
+    finally:
+        os.close(fd)
 
 
 def last_holder(storage: Path) -> dict[str, object] | None:
     """What the last driver to take `storage` wrote into its lock file (host, pid, since), read
     only; None when there is no lock file or nothing readable in it."""
     try:
-        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     try:

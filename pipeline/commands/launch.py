@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from syncmodel.errors import SyncStudyError
+
 # Other libraries' loggers: to the study folder's log file, on the terminal only with --verbose.
 LIBRARIES = ("ray", "mlflow", "optuna", "alembic", "urllib3", "filelock")
 LOG_FILE = "launch.log"
@@ -38,11 +40,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class _FolderFileHandler(logging.FileHandler):
     """A log file whose folder is made on the first record: a launch refused before it starts
-    leaves nothing behind."""
+    leaves nothing behind. Opened without following a link (pipeline.safe_files): a shared
+    study folder's `launch.log -> ../victim` must not make the driver append to `victim`."""
 
     def _open(self):  # noqa: ANN202 - logging.FileHandler's
-        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
-        return super()._open()
+        from pipeline.safe_files import open_file
+
+        path = Path(self.baseFilename)
+        fd = open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, within=path.parent)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The open happens inside emit, outside logging's own error handling: a link planted
+        # after launch's check would raise into whatever library logged. Said once; the
+        # libraries' lines are then dropped (the study's own output is on the terminal).
+        if getattr(self, "refused", False):
+            return
+        try:
+            super().emit(record)
+        except SyncStudyError as exc:
+            self.refused = True
+            print(f"syncstudy: not logging to {self.baseFilename}: {exc}", file=sys.stderr, flush=True)
 
 
 def route_library_logs(log_path: Path, verbose: bool) -> list[logging.Handler]:
@@ -90,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
         overrides={"storage": args.storage, "tracking.uri": args.tracking_uri, "name": args.name},
     )
     from pipeline.paths import storage_of
+    from pipeline.safe_files import refuse_link
 
+    # The log is opened at its first record, perhaps mid-study; a planted link is refused
+    # now, in one line, before anything is written (the handler would not follow it either).
+    refuse_link(storage_of(spec) / LOG_FILE)
     route_library_logs(storage_of(spec) / LOG_FILE, args.verbose)
     verb = "resuming" if args.resume else "launching"
     print(

@@ -7,11 +7,12 @@ folders of one name in one tracking store never touch each other's runs (docs/re
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 import uuid
 from pathlib import Path
+
+from pipeline.safe_files import write_text
 
 INSTANCE_FILE = "instance.json"
 
@@ -39,11 +40,6 @@ def ensure_instance(storage: Path) -> tuple[str, bool]:
         "host": socket.gethostname(),
         "storage": str(storage),
     }
-    tmp = storage / f".{INSTANCE_FILE}.{os.getpid()}.tmp"  # the umask's permissions, like the rest
-    try:
-        tmp.write_text(json.dumps(info) + "\n")
-        os.replace(tmp, storage / INSTANCE_FILE)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # the umask's permissions, like the rest; never through a planted link (pipeline.safe_files)
+    write_text(storage / INSTANCE_FILE, json.dumps(info) + "\n", within=storage)
     return info["id"], True

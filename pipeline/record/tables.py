@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from syncmodel.files import atomic_write
+from pipeline.safe_files import remove, write_atomic
 
 TRIALS = "trials.parquet"
 HISTORY = "history.parquet"
@@ -142,8 +142,11 @@ def _ordered_keys(dicts: Iterable[dict[str, Any]]) -> list[str]:
     return list(seen)
 
 
-def write_table(table: pa.Table, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+def write_table(table: pa.Table, path: Path, within: Path | None = None) -> Path:
+    """`path` replaced atomically by `table`; no folder below `within` (default: the file's
+    own) and not the file itself is reached through a link (pipeline.safe_files): pyarrow
+    writes to the descriptor made with O_EXCL, never to a name it would reopen."""
+    return write_atomic(path, lambda fh: pq.write_table(table, fh), within=within)
 
 
 class StudyTables:
@@ -221,7 +224,7 @@ class StudyTables:
             self.neurons.pop(tid, None)
             self._dirty.discard(tid)
             for table in ("trials", "history", "neurons"):
-                self._part(table, tid).unlink(missing_ok=True)
+                remove(self._part(table, tid), within=self.storage)
 
     def write(self) -> None:
         """The changed trials' part files (the cost of one trial, whatever the study's size)."""
@@ -235,26 +238,23 @@ class StudyTables:
         self._dirty.clear()
 
     def _write_part(self, table: str, trial_id: str, data: pa.Table) -> None:
-        path = self._part(table, trial_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_table(data, path)
+        write_table(data, self._part(table, trial_id), within=self.storage)
 
     def compact(self) -> None:
         """The three whole tables from memory (each atomically), then the parts removed."""
-        self.storage.mkdir(parents=True, exist_ok=True)
-        write_table(trials_table(self.trials.values()), self.storage / TRIALS)
-        write_table(history_table(self.history), self.storage / HISTORY)
+        write_table(trials_table(self.trials.values()), self.storage / TRIALS, self.storage)
+        write_table(history_table(self.history), self.storage / HISTORY, self.storage)
         if self.neurons:
             parts = []
             for tid in sorted(self.neurons):
                 t = self.neurons[tid]
                 parts.append(t.add_column(0, "trial_id", pa.array([tid] * t.num_rows, pa.string())))
             table = pa.concat_tables(parts, promote_options="permissive")
-            write_table(table, self.storage / NEURONS)
+            write_table(table, self.storage / NEURONS, self.storage)
         else:
-            (self.storage / NEURONS).unlink(missing_ok=True)
+            remove(self.storage / NEURONS, within=self.storage)
         self._dirty.clear()
-        shutil.rmtree(self.storage / PARTS, ignore_errors=True)
+        shutil.rmtree(self.storage / PARTS, ignore_errors=True)  # removes a link, never follows one
 
 
 def read_trials(storage: str | Path) -> list[TrialRow] | None:

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from pipeline.safe_files import write_text
 from pipeline.spec.reading import SpecError, error_message, read_yaml
-from pipeline.spec.sections import SMOKE_KEYS, build, mapping
+from pipeline.spec.sections import SMOKE_KEYS, TOP_KEYS, build, mapping
 from pipeline.spec.types import Param, SchedulerSpec, StudySpec
 from syncmodel.errors import ConfigError
 
@@ -45,6 +46,12 @@ def load_spec(
     try:
         if not isinstance(doc, dict):
             raise ConfigError("spec", f"the top level must be a mapping of keys, got {type(doc).__name__}")
+        if doc and not any(key in TOP_KEYS for key in doc):
+            # Another kind of file (a config, /etc/shadow): name the file, never its content.
+            raise ConfigError(
+                "spec", "none of its top-level keys is a spec key: not a study spec "
+                "(a spec has name, search and objectives: docs/spec.md)",
+            )
         smoke_raw = doc.get("smoke")
         if "smoke" in doc:
             mapping(smoke_raw, "smoke", SMOKE_KEYS)
@@ -205,7 +212,5 @@ def dump_resolved(spec: StudySpec, path: str | Path) -> Path:
     form = "smoke form of " if spec.smoke else ""
     header = f"# resolved study spec: the {form}{spec.source or 'a spec'}; `syncstudy validate` reads it\n"
     text = header + yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    # never through a link planted in a shared study folder (pipeline.safe_files)
+    return write_text(path, text)

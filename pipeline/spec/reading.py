@@ -6,7 +6,9 @@ duplicate keys refused, and a size/depth budget so that alias bombs and cycles f
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,13 @@ def read_yaml(path: str | Path) -> Any:
             raise SpecError(path, "", "is a directory, not a spec file")
         if not p.exists():
             raise SpecError(path, "", "file not found")
+        # A FIFO or a device would block the read (or never end): only a regular file is
+        # opened (stat first, which never blocks), and the open file is checked again.
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise SpecError(path, "", "not a regular file (a FIFO, a device or a socket): not a spec file")
         with p.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise SpecError(path, "", "not a regular file (a FIFO, a device or a socket): not a spec file")
             data = fh.read(MAX_BYTES + 1)
     except PermissionError:
         raise SpecError(path, "", "cannot read the file: permission denied") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import errno
+import importlib.util
 import math
 import os
 import re
@@ -82,8 +83,18 @@ _HINTS = typing.get_type_hints(TrainConfig)
 _SECRET_QUERY = re.compile(r"pass|secret|token|key|credential", re.I)
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+# Exactly the schemes `launch` can record into (pipeline.record.tracking.check_target): a file
+# store, databricks and SQLAlchemy's `dialect+driver://` forms validated before but could not
+# be launched. A database scheme also needs the driver SQLAlchemy loads for it by default.
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql")
+DB_DRIVERS = {"postgresql": ("psycopg2", "psycopg2-binary"), "mysql": ("MySQLdb", "mysqlclient"), "mssql": ("pyodbc", "pyodbc")}
+# Trials running at once: Tune's searcher and the driver's bookkeeping are sized for hundreds
+# (bench/bookkeeping_study.py ran 1,000 trials 2 at a time); 10,000 at once would stall the
+# driver while Tune asks the searcher for them all. More than `samples` is allowed: at most
+# `samples` trials then run at once.
+MAX_CONCURRENCY = 1024
 
 
 # --------------------------------------------------------------------------- one form of a spec
@@ -98,7 +109,7 @@ def build(
         if key not in raw:
             raise ConfigError(key, "required (see docs/spec.md)")
     name = _string(raw["name"], "name")
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # not match: `$` also matches before a final "\n"
         raise ConfigError("name", f"must be 1-64 of a-z 0-9 _ - (first a letter or digit), got {short(name)}")
     description = _string(raw.get("description", ""), "description", empty=True)
     train_raw = mapping(raw.get("train", {}), "train", tuple(TrainConfig.field_names()))
@@ -109,6 +120,10 @@ def build(
     scheduler = _parse_scheduler(raw.get("scheduler", {}), objectives, train.epochs)
     samples = _int(raw.get("samples", 8), "samples", 1)
     concurrency = _int(raw.get("concurrency", 1), "concurrency", 1)
+    if concurrency > MAX_CONCURRENCY:
+        raise ConfigError(
+            "concurrency", f"must be <= {MAX_CONCURRENCY} trials at once, got {concurrency}"
+        )
     retries = _int(raw.get("retries", 0), "retries", 0)
     resources = _parse_resources(raw.get("resources", {}))
     evaluation = _parse_evaluation(raw.get("evaluation", {}))
@@ -117,7 +132,7 @@ def build(
     if storage is None:
         storage = _abs(Path("runs") / name)
     else:
-        storage = _location(_string(storage, "storage"), "storage")
+        storage = _folder(_string(storage, "storage"), "storage")
     _check_storage(storage, writable)
 
     _check_corners(train, search)
@@ -148,6 +163,9 @@ def mapping(value: Any, path: str, allowed: tuple[str, ...] | None) -> dict[str,
     if allowed is not None:
         for key in value:
             if key not in allowed:
+                if path == "spec" and not _PLAIN_KEY.fullmatch(key):
+                    # not a word: perhaps a line of a file that is no spec (a password hash)
+                    raise ConfigError("spec", f"a top-level key that is not a spec key; known: {', '.join(allowed)}")
                 where = key_text(key) if path == "spec" else f"{path}.{key_text(key)}"
                 raise ConfigError(where, f"unknown key;{_did_you_mean(key, allowed)} known: {', '.join(allowed)}")
     return value
@@ -187,6 +205,19 @@ def _named_section(raw: Any, path: str, allowed: tuple[str, ...]) -> dict[str, A
 
 def _abs(path: Path) -> str:
     return os.path.abspath(os.path.expanduser(str(path)))
+
+
+def _folder(value: str, path: str) -> str:
+    """A local (or mounted) folder path, made absolute. A URI is refused: `s3://bucket/x` was
+    taken for the relative folder `./s3:/bucket/x` (remote storage is not supported)."""
+    if not value.strip():
+        raise ConfigError(path, "must not be empty")
+    if _SCHEME.match(value):
+        scheme = value.split(":", 1)[0]
+        raise ConfigError(
+            path, f"a {scheme}:// URI is not supported: give a folder path (local or a mounted share)"
+        )
+    return _abs(Path(value))
 
 
 def _location(value: str, path: str) -> str:
@@ -554,23 +585,32 @@ def _refuse_secrets(template: str) -> None:
 
 def _tracking_uri(uri: str) -> str:
     """Known schemes only; local sqlite/file paths and bare folders made absolute."""
-    if uri == "databricks":
-        return uri
+    known = ", ".join(TRACKING_SCHEMES)
     if not _SCHEME.match(uri):
-        if ":" in uri.split("/")[0]:
-            raise ConfigError(
-                "tracking.uri",
-                f"unknown scheme in {redact(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}",
-            )
-        return _abs(Path(uri))
+        # a folder (MLflow's file store) or `databricks`: launch cannot record into either
+        raise ConfigError(
+            "tracking.uri",
+            f"{redact(uri)!r} is not a URI launch can record into; MLflow 3 needs a database or "
+            f"a server: sqlite:///PATH/mlflow.db or http://HOST:PORT (schemes: {known})",
+        )
     try:
         scheme = urlsplit(uri).scheme.lower()
     except ValueError as exc:
         raise ConfigError("tracking.uri", f"not a valid URI: {exc}") from None
-    if scheme.split("+")[0] not in TRACKING_SCHEMES:
+    if "+" in scheme and scheme.split("+")[0] in TRACKING_SCHEMES:
         raise ConfigError(
-            "tracking.uri", f"unknown scheme {scheme!r} in {redact(uri)!r}; known: {', '.join(TRACKING_SCHEMES)}"
+            "tracking.uri",
+            f"the driver form {scheme}:// is not supported: write {scheme.split('+')[0]}:// "
+            "(SQLAlchemy's default driver is used)",
         )
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError("tracking.uri", f"unknown scheme {scheme!r} in {redact(uri)!r}; known: {known}")
+    if scheme in DB_DRIVERS:
+        module, package = DB_DRIVERS[scheme]
+        if importlib.util.find_spec(module) is None:  # found, not imported: validate stays fast
+            raise ConfigError(
+                "tracking.uri", f"{scheme}:// needs the Python module {module} (pip install {package})"
+            )
     if scheme == "sqlite":
         db = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not db:
@@ -578,7 +618,10 @@ def _tracking_uri(uri: str) -> str:
                 "tracking.uri",
                 "a sqlite URI is sqlite:///relative/path.db or sqlite:////absolute/path.db",
             )
-        return uri if db.startswith("/") or db == ":memory:" else "sqlite:///" + _abs(Path(db))
+        if db == ":memory:" or db.startswith(":memory:?") or db.startswith("file:"):
+            # launch takes the path literally: ./:memory: would be created in the current folder
+            raise ConfigError("tracking.uri", "an in-memory sqlite store keeps nothing; give a file: sqlite:///PATH/mlflow.db")
+        return uri if db.startswith("/") else "sqlite:///" + _abs(Path(db))
     return uri
 
 
