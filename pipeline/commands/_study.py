@@ -178,3 +178,30 @@ def open_study(ref: StudyRef) -> Tracker:
         if ref.searched is None:
             ref.searched = json.loads(tags.get("syncstudy.search", "[]"))
     return tracker
+
+
+def typed_param(value: Any, param: Param | None = None) -> Any:
+    """A param as MLflow holds it (text: `param_str`) back as a value of its type: by the
+    spec's `param` when given (int, float, one of the choices, the fixed value), else read as
+    JSON, with Python's True/False as booleans, and left as text when it is neither."""
+    if not isinstance(value, str):
+        return value
+    if param is not None:
+        from pipeline.record.tracking import param_str
+
+        try:
+            if param.kind == "int":
+                return int(value)
+            if param.kind == "float":
+                return float(value)
+        except ValueError:
+            return value
+        for candidate in (*(param.choices or ()), param.value):
+            if param_str(candidate) == value:
+                return candidate
+    if value in ("True", "False"):
+        return value == "True"
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

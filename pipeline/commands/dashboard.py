@@ -20,12 +20,14 @@ import urllib.request
 from typing import TYPE_CHECKING
 
 from pipeline.record.tracking import TAG_PARETO, TAG_ROLE, TAG_STUDY
+from syncmodel.errors import SyncStudyError
 
 if TYPE_CHECKING:
     from pipeline.record.tracking import Tracker
 
 STARTUP_TIMEOUT_S = 120.0
 MAX_COMPARED = 20
+STOP_TIMEOUT_S = 10.0  # SIGTERM, then SIGKILL to what is left of the server's group
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +98,43 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived (raised by the command's handler)."""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member we may not signal: it is there
+        return True
+    return True
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop the server started in its own session (process group `proc.pid`): SIGTERM to the
+    group, SIGKILL to what is left after `timeout`; returns once the server is reaped and no
+    process of its group (its workers) is left, or a second `timeout` has passed."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + timeout
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # its workers, reaped by the server or by init
+    if proc.poll() is None or _group_alive(proc.pid):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=timeout)
+
+
 def _compared(tracker: Tracker) -> list[str]:
     """The runs worth comparing: the Pareto front's (tagged at the study's end), else every
     finished trial; at most MAX_COMPARED."""
@@ -108,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.commands._study import locate_study, open_study
     from pipeline.redact import redact
 
+    if not 1 <= args.port <= 65535:
+        raise SyncStudyError(f"--port {args.port}: must be a port number from 1 to 65535")
     ref = locate_study(args.spec, args.study, args.tracking_uri, smoke=args.smoke)
     tracker = open_study(ref)
     remote = ref.target.uri.startswith(("http://", "https://"))
@@ -137,16 +178,13 @@ def run(args: argparse.Namespace) -> int:
         env=server_env(), stdout=log, stderr=log,
     )  # fmt: skip
 
-    def stop(*_: object) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    def terminated(*_: object) -> None:
+        # Only unwind: the waiting (`proc.wait()` below, which holds the Popen's wait lock
+        # while this handler runs inside it) ends, and `finally` stops the server. Stopping it
+        # from here waited on that lock until its timeout (31 s).
+        raise _Terminated
 
-    previous = signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         if not wait_healthy(base, proc, STARTUP_TIMEOUT_S):
             code = proc.poll()
@@ -163,8 +201,11 @@ def run(args: argparse.Namespace) -> int:
         return proc.wait()
     except KeyboardInterrupt:
         return 0
+    except _Terminated:
+        return 143  # returned, not raised: the CLI's quick exit (pipeline.cli.console)
     finally:
-        stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM: we are stopping already
+        stop_server(proc)
         signal.signal(signal.SIGTERM, previous)
         if log is not subprocess.DEVNULL:
             log.close()

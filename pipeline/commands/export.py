@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
         raise SyncStudyError("--out DIR is required (or --verify DIR to check an export)")
     from pipeline.commands._study import open_study, table, trials_from_args
     from pipeline.export import TrialFolder, export_trial
-    from pipeline.record.summary import FRONT_TOLERANCE, choose, choose_on_front, metric_mode
+    from pipeline.record.summary import (
+        FRONT_TOLERANCE,
+        choose,
+        choose_on_front,
+        default_choice,
+        metric_mode,
+    )
     from pipeline.record.tracking import Tracker, finite
 
     if args.register:
@@ -57,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         rows += [["*" if r is record else "", r.trial_id, *(r.metrics[m] for m, _ in objectives)] for r in front]
         print(f"Pareto front ({len(front)} trials; * = exported: {chosen_by}; --metric or --trial to choose otherwise):")
         print(table(rows))
+    elif args.trial is None and args.metric is None:
+        record = default_choice(records, objectives)  # what `syncstudy pareto` marks
+        chosen_by = f"best {metric} ({mode})"
     else:
         record = choose(records, trial=args.trial, metric=metric, mode=mode)
         chosen_by = f"trial {record.trial_id} as asked" if args.trial else f"best {metric} ({mode})"

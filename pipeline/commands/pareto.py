@@ -1,8 +1,10 @@
-"""`syncstudy pareto SPEC|--study NAME`: the trials no other trial beats on every objective."""
+"""`syncstudy pareto SPEC|--study NAME`: the trials no other trial beats on every objective,
+the one `syncstudy export` takes by default marked."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from pipeline.commands._study import (
     add_source_argument,
@@ -11,8 +13,10 @@ from pipeline.commands._study import (
     dumps,
     table,
     trials_from_args,
+    typed_param,
 )
-from pipeline.record.summary import summarize
+from pipeline.record.summary import default_choice, summarize
+from pipeline.record.tracking import TrialRecord
 from syncmodel.errors import SyncStudyError
 
 
@@ -32,20 +36,30 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(records, objectives)
     by_id = {r.trial_id: r for r in records}
     front = [by_id[t] for t in summary.front]
+    chosen = default_choice(records, objectives).trial_id if front else None
     names = ref.searched or []
+    search = ref.search or {}
+
+    def params(r: TrialRecord) -> dict[str, Any]:
+        # MLflow keeps params as text: back to their type (the spec's, when it is here)
+        return {n: clean(typed_param(r.params.get(n), search.get(n))) for n in names}
+
     if args.json:
         print(dumps([
             {
-                "trial_id": r.trial_id, "run_id": r.run_id,
+                "trial_id": r.trial_id, "run_id": r.run_id, "export_choice": r.trial_id == chosen,
                 "objectives": {m: clean(r.metrics[m]) for m in metrics},
-                "params": {n: r.params.get(n) for n in names},
+                "params": params(r),
             }
             for r in front
         ]))  # fmt: skip
         return 0
-    rows: list[list] = [["trial", *(f"{m} ({mode})" for m, mode in objectives), *names]]
+    rows: list[list] = [["", "trial", *(f"{m} ({mode})" for m, mode in objectives), *names]]
     for r in front:
-        rows.append([r.trial_id, *(r.metrics[m] for m in metrics), *(r.params.get(n) for n in names)])
+        rows.append(["*" if r.trial_id == chosen else "", r.trial_id, *(r.metrics[m] for m in metrics),
+                     *(r.params.get(n) for n in names)])  # fmt: skip
     print(table(rows))
     print(f"{len(front)} of {summary.finished} finished trials on the front of study {ref.name!r}")
+    if chosen is not None:
+        print(f"* = trial {chosen}, the one `syncstudy export` takes (--metric or --trial to choose otherwise)")
     return 0

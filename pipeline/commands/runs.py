@@ -14,6 +14,10 @@ from pipeline.commands._study import (
     trials_from_args,
 )
 from pipeline.record.summary import metric_mode, rank
+from pipeline.record.tracking import TrialRecord
+from syncmodel.errors import SyncStudyError
+
+KNOWN_SHOWN = 12  # metric names listed when --sort names none of them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="every param and final metric, as JSON")
 
 
+def check_metric(metric: str, records: list[TrialRecord], objectives: list[tuple[str, str]], study: str) -> None:
+    """`--sort M` names an objective or a metric some trial has; else one line naming it and
+    the known ones (the objectives first, then the rest by name, at most a dozen)."""
+    names = [m for m, _ in objectives]
+    known = names + sorted({k for r in records for k in r.metrics} - set(names))
+    if metric in known:
+        return
+    shown = ", ".join(known[:KNOWN_SHOWN]) + (f", ... ({len(known)} in all)" if len(known) > KNOWN_SHOWN else "")
+    raise SyncStudyError(f"--sort {metric}: no trial of study {study!r} has this metric (known: {shown or 'none'})")
+
+
 def run(args: argparse.Namespace) -> int:
     ref, records, _ = trials_from_args(args)
     objectives = ref.objectives or []
     metric = args.sort or (objectives[0][0] if objectives else "test_acc")
+    if args.sort is not None:
+        check_metric(args.sort, records, objectives, ref.name)
     mode = metric_mode(metric, objectives)
     ranked = rank(records, metric, mode)
     ordered = ranked + [r for r in records if r not in ranked]  # no value: last, in launch order

@@ -190,3 +190,13 @@ def choose_on_front(
     order = {r.trial_id: i for i, r in enumerate(records)}
     chosen = max(near, key=lambda r: (sign2 * r.metrics[second], sign1 * r.metrics[first], -order[r.trial_id]))
     return chosen, front
+
+
+def default_choice(records: list[Any], objectives: list[tuple[str, str]]) -> Any:
+    """The trial `syncstudy export` takes with neither `--trial` nor `--metric`: with two or
+    more objectives `choose_on_front`'s, else the best by the (first) objective. Raises
+    `SyncStudyError` when no finished trial has the values it needs."""
+    if len(objectives) >= 2:
+        return choose_on_front(records, objectives)[0]
+    metric = objectives[0][0] if objectives else "test_acc"
+    return choose(records, trial=None, metric=metric, mode=metric_mode(metric, objectives))
