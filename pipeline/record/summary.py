@@ -69,47 +69,168 @@ def summarize(records: list[Any], objectives: list[tuple[str, str]]) -> StudySum
     return out
 
 
+OUTLIER_GAP = 2.0  # an extreme value this many times the rest's span away from it is left off the axes
+AXIS_PAD = 0.08  # each side of the axis range, as a share of the range
+
+
+def core_range(values: list[float], gap: float = OUTLIER_GAP) -> tuple[float, float]:
+    """The range of `values` (finite, at least one) without its far outliers: the lowest (or
+    highest) few values are left out when the step from them to the rest is more than `gap`
+    times the span of the rest, again while any such cut is left; at most a quarter of the
+    values in all (one of three), never below two, and never against a rest whose values are
+    all equal (no scale to compare with)."""
+    vals = sorted(values)
+    budget = max(1, len(vals) // 4) if len(vals) >= 3 else 0
+    lo, hi = 0, len(vals) - 1
+    while budget > 0:
+        cuts = []  # (how far, new lo, new hi)
+        for k in range(1, budget + 1):
+            if hi - lo - k >= 1 and vals[hi] > vals[lo + k]:
+                cuts.append(((vals[lo + k] - vals[lo + k - 1]) / (vals[hi] - vals[lo + k]), lo + k, hi))
+            if hi - lo - k >= 1 and vals[hi - k] > vals[lo]:
+                cuts.append(((vals[hi - k + 1] - vals[hi - k]) / (vals[hi - k] - vals[lo]), lo, hi - k))
+        if not cuts or max(cuts)[0] <= gap:
+            break
+        _, new_lo, new_hi = max(cuts)
+        budget -= (new_lo - lo) + (hi - new_hi)
+        lo, hi = new_lo, new_hi
+    return vals[lo], vals[hi]
+
+
+def axis_limits(values: list[float], pad: float = AXIS_PAD, gap: float = OUTLIER_GAP) -> tuple[float, float]:
+    """Axis limits that `core_range(values)` fills, with `pad` of its span either side (a
+    single value: ±5% of it, or ±0.05 at 0); the far outliers fall outside."""
+    lo, hi = core_range(values, gap)
+    margin = (hi - lo) * pad if hi > lo else (abs(lo) * 0.05 or 0.05)
+    return lo - margin, hi + margin
+
+
+@dataclass
+class ParetoPlot:
+    """What `pareto_png` draws, decided without matplotlib (tests/pipeline/test_pareto_plot.py):
+    points (trial id, x, y), the axis limits, the front numbered best first (1, 2, ...), the
+    trial `syncstudy export` takes by default, and the points outside the limits (drawn at
+    the edge, clamped, with their values)."""
+
+    xlabel: str
+    ylabel: str
+    points: dict[str, tuple[float, float]]
+    front: list[str]
+    xlim: tuple[float, float] | None  # None: matplotlib's (the trial order axis)
+    ylim: tuple[float, float]
+    chosen: str | None = None
+    outside: dict[str, tuple[float, float]] = field(default_factory=dict)  # trial → clamped (x, y)
+
+    def label(self, trial_id: str) -> str:
+        """The key's line for a front trial or an outlier: its number (front), id and values."""
+        x, y = self.points[trial_id]
+        num = f"{self.front.index(trial_id) + 1}. " if trial_id in self.front else ""
+        mark = " (export)" if trial_id == self.chosen else ""
+        return f"{num}{trial_id}{mark}: {x:.4g}, {y:.4g}" if self.xlim is not None else f"{num}{trial_id}{mark}: {y:.4g}"
+
+
+def plan_pareto(records: list[Any], summary: StudySummary) -> ParetoPlot | None:
+    """The layout of the Pareto picture (see `ParetoPlot`); None when no trial finished."""
+    metrics = [m for m, _ in summary.objectives]
+    done = [r for r in records if r.status == "ok" and all(_finite(r.metrics.get(m)) for m in metrics)]
+    if not done or not metrics:
+        return None
+    modes = [mode for _, mode in summary.objectives]
+    if len(metrics) >= 2:
+        points = {r.trial_id: (float(r.metrics[metrics[0]]), float(r.metrics[metrics[1]])) for r in done}
+        xlabel, ylabel = f"{metrics[0]} ({modes[0]})", f"{metrics[1]} ({modes[1]})"
+    else:
+        points = {r.trial_id: (float(i), float(r.metrics[metrics[0]])) for i, r in enumerate(done)}
+        xlabel, ylabel = "trial (start order)", f"{metrics[0]} ({modes[0]})"
+    xlim = axis_limits([x for x, _ in points.values()]) if len(metrics) >= 2 else None
+    ylim = axis_limits([y for _, y in points.values()])
+    try:
+        chosen = default_choice(records, summary.objectives).trial_id
+    except SyncStudyError:
+        chosen = None
+    plot = ParetoPlot(xlabel, ylabel, points, list(summary.front), xlim, ylim, chosen)
+    for tid, (x, y) in points.items():
+        cx = x if xlim is None else min(max(x, xlim[0]), xlim[1])
+        cy = min(max(y, ylim[0]), ylim[1])
+        if (cx, cy) != (x, y):
+            plot.outside[tid] = (cx, cy)
+    return plot
+
+
+def _edge_marker(plot: ParetoPlot, x: float, y: float, cx: float, cy: float) -> str:
+    """A triangle pointing the way the clamped point lies off the axes."""
+    if cy != y:
+        return "v" if y < cy else "^"
+    return "<" if x < cx else ">"
+
+
 def pareto_png(records: list[Any], summary: StudySummary, path: Path) -> Path | None:
     """All finished trials on the first two objectives (one objective: against trial order),
-    the front drawn as a step line and marked; None when no trial finished."""
+    the front drawn as a step line, numbered best first with a key beside the axes, the trial
+    `export` takes starred; the axes fit the front and its neighbourhood, and a far outlier
+    is drawn as a triangle on the edge it lies beyond (its values in the key). None when no
+    trial finished."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m, _ in summary.objectives]
-    done = [r for r in records if r.status == "ok" and all(_finite(r.metrics.get(m)) for m in metrics)]
-    if not done or not metrics:
+    plot = plan_pareto(records, summary)
+    if plot is None:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
     try:
-        if len(metrics) >= 2:
-            x_of = lambda r: r.metrics[metrics[0]]  # noqa: E731
-            y_of = lambda r: r.metrics[metrics[1]]  # noqa: E731
-            ax.set_xlabel(f"{metrics[0]} ({summary.objectives[0][1]})")
-            ax.set_ylabel(f"{metrics[1]} ({summary.objectives[1][1]})")
-        else:
-            order = {r.trial_id: i for i, r in enumerate(done)}
-            x_of = lambda r: order[r.trial_id]  # noqa: E731
-            y_of = lambda r: r.metrics[metrics[0]]  # noqa: E731
-            ax.set_xlabel("trial (start order)")
-            ax.set_ylabel(f"{metrics[0]} ({summary.objectives[0][1]})")
-        front = set(summary.front)
-        rest = [r for r in done if r.trial_id not in front]
-        on = sorted((r for r in done if r.trial_id in front), key=x_of)
-        ax.scatter([x_of(r) for r in rest], [y_of(r) for r in rest], c="0.6", s=25, label="trial")
-        ax.scatter([x_of(r) for r in on], [y_of(r) for r in on], c="C3", s=40, label="Pareto front")
-        if len(metrics) >= 2 and len(on) > 1:
-            ax.step([x_of(r) for r in on], [y_of(r) for r in on], where="post", c="C3", lw=1)
-        for r in on:
-            ax.annotate(r.trial_id, (x_of(r), y_of(r)), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_title(f"{len(on)} of {len(done)} finished trials on the front")
-        ax.legend(loc="best", fontsize=8)
-        fig.tight_layout()
+        ax.set_xlabel(plot.xlabel)
+        ax.set_ylabel(plot.ylabel)
+        ax.set_ylim(*plot.ylim)
+        if plot.xlim is not None:
+            ax.set_xlim(*plot.xlim)
+        front = set(plot.front)
+        inside = {t: p for t, p in plot.points.items() if t not in plot.outside}
+        rest = [p for t, p in inside.items() if t not in front]
+        on = [inside[t] for t in plot.front if t in inside]
+        ax.scatter([x for x, _ in rest], [y for _, y in rest], c="0.6", s=22, label="trial", zorder=2)
+        ax.scatter([x for x, _ in on], [y for _, y in on], c="C3", s=36, label="Pareto front", zorder=3)
+        if plot.xlim is not None and len(plot.front) > 1:
+            line = sorted(plot.outside.get(t, plot.points[t]) for t in plot.front)
+            # the edge of what the front dominates: through the corners on the worse side
+            where = "pre" if summary.objectives[0][1] == "max" else "post"
+            ax.step([x for x, _ in line], [y for _, y in line], where=where, c="C3", lw=1, zorder=1)
+        if plot.chosen is not None and plot.chosen in inside:
+            cx, cy = inside[plot.chosen]
+            ax.scatter([cx], [cy], marker="*", s=160, facecolors="none", edgecolors="k", lw=1,
+                       label="export's choice", zorder=4)  # fmt: skip
+        for i, tid in enumerate(plot.front):
+            if tid in inside:  # numbers alternate above-left and below-right along the front
+                dx, dy = (-4, 4) if i % 2 == 0 else (4, -4)
+                ax.annotate(str(i + 1), inside[tid], xytext=(dx, dy), textcoords="offset points", fontsize=8,
+                            ha="right" if dx < 0 else "left", va="bottom" if dy > 0 else "top", color="C3")  # fmt: skip
+        if plot.outside:
+            edge = [(tid, *plot.points[tid], *plot.outside[tid]) for tid in plot.outside]
+            for tid, x, y, cx, cy in edge:
+                ax.scatter([cx], [cy], marker=_edge_marker(plot, x, y, cx, cy), s=60, clip_on=False, zorder=5,
+                           c="C3" if tid in front else "0.4")  # fmt: skip
+                ax.annotate(tid, (cx, cy), xytext=(6 if cx < plot.xlim[1] else -6, 0) if plot.xlim else (6, 0),
+                            textcoords="offset points", fontsize=7, va="center",
+                            ha="left" if not plot.xlim or cx < plot.xlim[1] else "right", annotation_clip=False)  # fmt: skip
+            ax.scatter([], [], marker="<", c="0.4", s=40, label="beyond the axes")
+        lines = ["front (best first):", *(plot.label(t) for t in plot.front[:KEY_LINES])]
+        if len(plot.front) > KEY_LINES:
+            lines.append(f"... {len(plot.front) - KEY_LINES} more")
+        if plot.outside:
+            lines += ["", "beyond the axes:", *(plot.label(t) for t in list(plot.outside)[:KEY_LINES])]
+        fig.text(0.69, 0.92, "\n".join(lines), fontsize=7, va="top", ha="left", family="monospace")
+        ax.set_title(f"{len(plot.front)} of {len(plot.points)} finished trials on the front", fontsize=10)
+        ax.legend(loc="best", fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout(rect=(0, 0, 0.68, 1))
         fig.savefig(path)
     finally:
         plt.close(fig)
     return path
+
+
+KEY_LINES = 15  # front trials listed beside the picture
 
 
 def trials_table(records: list[Any], searched: list[str], summary: StudySummary) -> dict[str, list[Any]]:
