@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -717,10 +718,11 @@ class Tracker:
         them across trials; the PNG files stay plain artifacts under pictures/ too. MLflow
         writes three files per image (~0.1 s each on the 2-core machine, synchronously: its
         asynchronous mode stalled here), so at most `limit` per trial: the similarity
-        matrices first, then the module grids in order. Returns how many were logged."""
+        matrices first, then the module grids in module order (`picture_order`). Returns how
+        many were logged."""
         from PIL import Image
 
-        chosen = sorted(paths, key=lambda p: (not p.stem.endswith("_similarity"), p.name))[:limit]
+        chosen = picture_order(paths)[:limit]
         for path in chosen:
             with Image.open(path) as image:
                 self.client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
@@ -829,6 +831,18 @@ class Tracker:
 
 # Where a trial's files go in its child run: (file or folder in the trial's final checkpoint,
 # artifact folder). Used by the driver (from Tune's storage) and by a trial uploading its own.
+def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """`text` split into runs of digits (compared as numbers) and of the rest (as text)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", text))
+
+
+def picture_order(paths: Iterable[Path]) -> list[Path]:
+    """A trial's pictures in the order they are logged as MLflow images: the similarity
+    matrices (`{layer}_similarity.png`) first, then the rest by name with numbers compared as
+    numbers: `{layer}_module0`, `_module1`, ..., `_module10`, then `{layer}_unsynchronised`."""
+    return sorted(paths, key=lambda p: (not p.stem.endswith("_similarity"), _natural(p.name)))
+
+
 def _run_filter(study: str, role: str, trial_id: str | None = None, instance: str | None = None) -> str:
     """MLflow's filter for a study's runs of one role (study, trial), or one trial's run; with
     `instance`, only that study instance's."""
