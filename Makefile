@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` (the default study on embedded defaults) and
-# `make test` (the test suite). Each creates .venv on first use.
+# `make test` (the fast suite: minutes). `make test-all` runs the whole suite, as CI does
+# (.ci/run). Each creates .venv on first use.
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -8,8 +9,11 @@ PIP     := $(PY) -m pip
 # normal resolution happens. Pinning the pair here keeps those machines off a 3 GB download.
 TORCH_PIN := $(if $(wildcard /etc/xdg/pip/constraints.txt),torch==2.14.1 torchvision==0.29.1,)
 PYTEST_ARGS ?=
+# The fast suite leaves out what only the whole suite runs: tests marked slow (studies of their
+# own, kills and resumes, the browser, the soak) and the multi-node cluster tests.
+FAST    := -m "not slow and not cluster"
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test test-all lint clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +28,10 @@ demo: venv
 	$(VENV)/bin/syncstudy launch studies/digits.yaml
 
 test: venv
+	$(VENV)/bin/ruff check syncmodel pipeline tests bench
+	$(VENV)/bin/pytest -q $(FAST) $(PYTEST_ARGS)
+
+test-all: venv
 	$(VENV)/bin/ruff check syncmodel pipeline tests bench
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 

@@ -20,6 +20,8 @@ from tune_snapshot import SnapshotTrial, wait_for_snapshot
 
 from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRIAL
 
+pytestmark = pytest.mark.slow  # kills its driver at crash points and resumes: the whole suite only
+
 SAMPLES, EPOCHS = 3, 2
 
 

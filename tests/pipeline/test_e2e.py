@@ -167,7 +167,8 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
     assert result["acc"] == logged
 
 
-@pytest.mark.parametrize("study", ["shapes", pytest.param("cifar10-resnet18", marks=pytest.mark.slow)])
+@pytest.mark.slow  # a study per spec of studies/ (the digits smoke study is the fast suite's)
+@pytest.mark.parametrize("study", ["shapes", "cifar10-resnet18"])
 def test_every_other_study_runs_in_its_smoke_form(study: str, ray_cluster: str, tmp_path: Path) -> None:
     """digits' smoke form is the launch above; the others here (CIFAR's: fake data of
     CIFAR's shape, with ASHA)."""
@@ -179,6 +180,7 @@ def test_every_other_study_runs_in_its_smoke_form(study: str, ray_cluster: str, 
     assert all(r["metrics.interpretability"] is not None for r in rows)
 
 
+@pytest.mark.slow  # its own MLflow server and study
 def test_remote_server_trials_upload_their_own_files(
     ray_cluster: str, tmp_path: Path, write_spec  # noqa: ANN001
 ) -> None:

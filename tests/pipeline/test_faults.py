@@ -11,7 +11,10 @@ import signal
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow  # a study of six faulty trials: the whole suite only
 
 # trial number (Tune's creation order) -> (fault, status it ends with, words of its error)
 PLAN = {

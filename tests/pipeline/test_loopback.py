@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a study of its own, watched and killed: the whole suite only
+
 try:
     import psutil
 except ImportError:  # Ray vendors it (ray/thirdparty_files), on the path once Ray is imported

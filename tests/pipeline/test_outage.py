@@ -24,6 +24,7 @@ from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_STATUS, TAG_TRI
 SAMPLES = 3
 
 
+@pytest.mark.slow
 def test_server_lost_mid_study_then_resume_records_the_gap(tmp_path: Path, write_spec, syncstudy, launch_driver) -> None:  # noqa: ANN001
     port = free_port()
     backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts"

@@ -10,9 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
 
 from pipeline.record.tracking import EPOCH_PREFIX, TAG_ROLE, TAG_TRIAL
+
+pytestmark = pytest.mark.slow  # kills a driver and resumes its study: the whole suite only
 
 SAMPLES = 4
 PROGRESS = re.compile(r"^\[(\d+)/\d+\] trial (\S+)")

@@ -66,6 +66,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_the_local_ray_refuses_clients_without_its_token(tmp_path: Path) -> None:
     """`launch` without --address starts Ray through `pipeline.ray_local.ray_session`: token
     authentication on, with a token of its own (not the one in ~/.ray shared by every

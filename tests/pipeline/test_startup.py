@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a local Ray of its own: the whole suite only
+
 _PROBE = r"""
 import json, os, re, sys, time
 import ray

@@ -144,6 +144,7 @@ def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> 
     assert list((tmp_path / "pictures").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_failing_trials_are_recorded_and_the_study_exits_1(
     ray_cluster: str, tmp_path: Path, write_spec, capsys: pytest.CaptureFixture[str],  # noqa: ANN001
     monkeypatch: pytest.MonkeyPatch,
@@ -173,6 +174,7 @@ def test_failing_trials_are_recorded_and_the_study_exits_1(
         assert "error.txt" in {a.path for a in client.list_artifacts(r["mlflow_run_id"])}
 
 
+@pytest.mark.slow
 def test_asha_stops_lagging_trials_and_they_are_recorded_as_stopped(
     ray_cluster: str, tmp_path: Path, write_spec  # noqa: ANN001
 ) -> None:

@@ -128,6 +128,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_torn_experiment_state_records_each_trial_once(
     tmp_path: Path, write_spec, syncstudy, launch_driver  # noqa: ANN001
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mlflow import MlflowClient
 
 from pipeline.record.recorder import NO_ERROR_TEXT, error_text_of
@@ -36,6 +37,7 @@ def test_no_error_file_says_so() -> None:
     assert error_text_of(_Trial(None)) == NO_ERROR_TEXT
 
 
+@pytest.mark.slow
 def test_failed_trial_without_retries_records_its_error(tmp_path: Path, write_spec, syncstudy, monkeypatch) -> None:  # noqa: ANN001
     storage = tmp_path / "study"
     spec = write_spec(
