@@ -47,6 +47,7 @@ from pipeline.record.tracking import (
     is_remote,
     outage_of,
 )
+from pipeline.repeats import Repeats
 from pipeline.spec.grid import grid_size
 from pipeline.spec.load import check_fits_local, dump_resolved, spec_to_dict
 from pipeline.spec.types import StudySpec
@@ -83,6 +84,8 @@ class StudyOutcome:
     unfinished: int = 0  # trials Tune left unfinished (an interrupted study)
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # where the seconds went
+    # proposals that repeated a trained or running config, not trained (pipeline.repeats)
+    repeats: Repeats = field(default_factory=Repeats)
 
     @property
     def ok(self) -> int:
@@ -206,6 +209,7 @@ def _run_locked(
         if local:
             actors_in_prestarted_workers()
         parent_id = prep["parent"]
+        search.forget_repeats(spec.name)
         tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref, instance)
         state["started"] = True
         quiet_disk_full_logs()
@@ -213,6 +217,7 @@ def _run_locked(
         grid = tuner.fit()
         lap("trials")
         outcome = _reconcile(spec, storage, target, parent_id, grid, prep["tracker"])
+        outcome.repeats = search.repeats_of(spec.name)
         try:
             prep["tracker"].finish_parent(parent_id)
         except Exception as exc:  # noqa: BLE001 - the tables and Tune hold the study
@@ -501,6 +506,8 @@ def print_summary(spec: StudySpec, outcome: StudyOutcome, out: Callable[[str], N
         counts[r.status] = counts.get(r.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     out(f"{len(outcome.rows)} trials ({summary}) in {outcome.seconds:.0f} s")
+    if outcome.repeats.line():
+        out(outcome.repeats.line())
     if outcome.phases:
         out("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in outcome.phases.items()))
     out(f"tables: {outcome.storage}  tracking: {outcome.target.uri}  experiment: {outcome.target.experiment}")
