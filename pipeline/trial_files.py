@@ -29,7 +29,8 @@ class TrialFiles:
     REPORT = "report.json"
     NEURONS = "neurons.parquet"
     PICTURES = "pictures"
-    # MLflow's model format (pyfunc from code; pipeline.record.mlflow_model): the run's `model/`.
+    # MLflow's model format (pyfunc from code; pipeline.record.mlflow_model): logged as the run's
+    # MLflow 3 logged model `model` (`runs:/<run>/model`), not as plain artifacts.
     MLFLOW_MODEL = "mlflow_model"
     # In an epoch checkpoint (not the final one): what `train(resume=...)` continues from.
     TRAIN_STATE = "train_state.pt"

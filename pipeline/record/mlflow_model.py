@@ -1,12 +1,15 @@
 """A trial's model in MLflow's own model format, without pickled code anywhere.
 
-- Every trial: a pyfunc model "from code" (`model/` in its run): MLflow runs
-  `mlflow_pyfunc.py` (copied into the folder) to load it, which rebuilds the net with
-  `syncmodel.checkpoint.load_checkpoint` from the folder's weights-only `artifacts/model.pt`.
-  The folder is written here by hand, in the layout `mlflow.pyfunc.save_model` writes
-  (MLflow 3.17), because `save_model` costs seconds per trial (it imports MLflow and infers
-  requirements) while these files cost milliseconds; tests/pipeline/test_mlflow_model.py
-  loads it with MLflow, so a layout MLflow no longer reads fails there.
+- Every trial: a pyfunc model "from code": MLflow runs `mlflow_pyfunc.py` (copied into the
+  folder) to load it, which rebuilds the net with `syncmodel.checkpoint.load_checkpoint` from
+  the folder's weights-only `artifacts/model.pt`. The folder is written here by hand, in the
+  layout `mlflow.pyfunc.save_model` writes (MLflow 3.17), because `save_model` costs seconds
+  per trial (it imports MLflow and infers requirements) while these files cost milliseconds;
+  tests/pipeline/test_mlflow_model.py loads it with MLflow, so a layout MLflow no longer
+  reads fails there. `log_trial_model` logs the folder as an MLflow 3 logged model named
+  `model` whose source is the trial's run (the run's outputs list it: the UI's Models column;
+  `mlflow.search_logged_models`, `models:/<model_id>` and `runs:/<run>/model` find it): the
+  calls `mlflow.pyfunc.log_model` makes, minus `save_model`.
 - `export --register`: the same weights as `mlflow.pytorch`'s "pt2" format (`torch.export`),
   which `mlflow.pytorch.load_model` reads after checking that the archive holds only
   weights-only records (MLflow refuses pickled models unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION
@@ -30,8 +33,10 @@ import yaml
 
 from pipeline.trial_files import TrialFiles
 
-FOLDER = TrialFiles.MLFLOW_MODEL  # in a trial's final checkpoint; logged as the run's `model/`
-ARTIFACT = "model"
+FOLDER = TrialFiles.MLFLOW_MODEL  # in a trial's final checkpoint; logged as the run's model `model`
+ARTIFACT = "model"  # the logged model's name: `runs:/<run>/model` resolves to it
+# Run tags the logged model carries too, so `search_logged_models` can select a study's models.
+_COPIED_TAGS = ("syncstudy.study", "syncstudy.trial_id", "syncstudy.instance")
 CODE = Path(__file__).with_name("mlflow_pyfunc.py")
 
 
@@ -143,6 +148,42 @@ def write_for_trial(folder: Path, model_pt: Path, data: Any) -> Path:
         meta={"dataset": data.name, "class_names": list(data.class_names), "mean": list(data.mean),
               "std": list(data.std), "input": "float32 (N, C, H, W), normalised: (raw - mean) / std"},
     )  # fmt: skip
+
+
+def log_trial_model(client: Any, run_id: str, folder: Path) -> str:
+    """Log the pyfunc folder `folder` as the logged model `model` of run `run_id` (MLflow 3:
+    created with the run as its source, listed in the run's outputs, its files uploaded, then
+    READY); returns the model id.
+
+    Once per run: a READY model of the run is kept as it is (the recorder replays a trial's
+    end after an outage); a PENDING one (an upload cut off) gets the files again and is
+    finalised. The model's params are the run's (the trial's config) and it carries the run's
+    study, trial and instance tags.
+    """
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    run = client.get_run(run_id)
+    experiment_id = run.info.experiment_id
+    # The run id is MLflow's own hex id: nothing to quote in the filter.
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"name = '{ARTIFACT}' AND source_run_id = '{run_id}'", max_results=10
+    )
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    if ready:
+        return min(ready, key=lambda m: m.creation_timestamp).model_id
+    if found:
+        model = min(found, key=lambda m: m.creation_timestamp)
+    else:
+        model = client.create_logged_model(
+            experiment_id, name=ARTIFACT, source_run_id=run_id,
+            tags={k: v for k, v in run.data.tags.items() if k in _COPIED_TAGS},
+            params=dict(run.data.params),
+        )  # fmt: skip
+    if not any(o.model_id == model.model_id for o in (run.outputs.model_outputs if run.outputs else [])):
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    client.log_model_artifacts(model.model_id, str(folder))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
 
 
 def log_pytorch_model(uri: str, run_id: str, model_pt: Path, name: str = "pytorch_model") -> str:

@@ -863,9 +863,14 @@ def _oldest(runs: list[Any]) -> Any | None:
 
 
 def _log_files(client: Any, run_id: str, files: Iterable[tuple[Path, str | None]]) -> None:
-    """Upload (local file or folder, artifact folder) pairs to a run."""
+    """Upload (local file or folder, artifact folder) pairs to a run; the trial's model folder
+    becomes the run's logged model `model` (MLflow 3), not a plain artifact folder."""
     for local, dest in files:
-        if local.is_dir():
+        if local.name == TrialFiles.MLFLOW_MODEL and local.is_dir():
+            from pipeline.record.mlflow_model import log_trial_model
+
+            log_trial_model(client, run_id, local)
+        elif local.is_dir():
             client.log_artifacts(run_id, str(local), dest)
         elif local.is_file():
             client.log_artifact(run_id, str(local), dest)

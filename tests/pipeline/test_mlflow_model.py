@@ -105,3 +105,80 @@ def test_registered_pt2_model_loads_with_pytorch_and_pyfunc(
     assert _pickles(local) == []
     assert str(tmp_path / "art") in client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location
     assert set(Path.cwd().iterdir()) - here <= {tmp_path}
+
+
+def test_log_trial_model_once_per_run(checkpoint: Path, tmp_path: Path) -> None:
+    """A replayed trial end (the recorder after an outage) keeps one READY model per run; a
+    model left PENDING by a cut-off upload is completed, not duplicated."""
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+
+    from pipeline.record.mlflow_model import ARTIFACT, log_trial_model
+
+    folder = write_pyfunc_folder(
+        tmp_path / "m", checkpoint, in_channels=SHAPE[0], image_size=SHAPE[1], num_classes=SHAPE[2], example=[]
+    )
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, tags={"syncstudy.study": "s", "syncstudy.trial_id": "t1", "other": "x"}).info.run_id
+    client.log_param(run, "lr", "0.1")
+    first = log_trial_model(client, run, folder)
+    assert log_trial_model(client, run, folder) == first
+    model = client.get_logged_model(first)
+    assert (model.name, model.source_run_id, model.status) == (ARTIFACT, run, LoggedModelStatus.READY)
+    assert model.tags == {"syncstudy.study": "s", "syncstudy.trial_id": "t1"} and model.params == {"lr": "0.1"}
+    assert [o.model_id for o in client.get_run(run).outputs.model_outputs] == [first]
+
+    other = client.create_run(exp).info.run_id
+    pending = client.create_logged_model(exp, name=ARTIFACT, source_run_id=other)
+    assert log_trial_model(client, other, folder) == pending.model_id
+    assert client.get_logged_model(pending.model_id).status == LoggedModelStatus.READY
+    listed = client.search_logged_models([exp])
+    assert sorted(m.source_run_id for m in listed) == sorted([run, other])
+    assert sorted(a.path for a in client.list_logged_model_artifacts(first)) == sorted(
+        str(p.relative_to(folder)) for p in folder.iterdir()
+    )
+
+
+def test_every_trial_model_is_a_logged_model_of_its_run(smoke_study: Path, tmp_path: Path) -> None:
+    """The smoke study: `search_logged_models` finds one model `model` per trial that ended
+    with a model folder, linked to the trial's run (its source and its outputs);
+    `models:/<model_id>` and `runs:/<run>/model` load it with nothing pickled, and it gives the
+    checkpoint's logits exactly (the same net, the same CPU kernels, in this process)."""
+    import mlflow
+    import mlflow.pyfunc
+    import pyarrow.parquet as pq
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+
+    from pipeline.trial_files import TrialFiles
+
+    rows = pq.read_table(smoke_study / "trials.parquet").to_pylist()
+    with_model = {
+        r["mlflow_run_id"]: r for r in rows
+        if r["checkpoint"] and (Path(r["checkpoint"]) / TrialFiles.MLFLOW_MODEL).is_dir()
+    }  # fmt: skip
+    assert with_model  # the smoke study's finished trials
+    uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_run(next(iter(with_model))).info.experiment_id
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment_id], filter_string="name = 'model'", output_format="list"
+    )
+    assert sorted(m.source_run_id for m in models) == sorted(with_model)  # one each, no other
+    for m in models:
+        row = with_model[m.source_run_id]
+        assert m.status == LoggedModelStatus.READY and m.tags["syncstudy.trial_id"] == row["trial_id"]
+        assert m.model_id in [o.model_id for o in client.get_run(m.source_run_id).outputs.model_outputs]
+
+    m = models[0]
+    net, _, meta = load_checkpoint(Path(with_model[m.source_run_id]["checkpoint"]) / TrialFiles.MODEL)
+    x = torch.randn(3, meta["in_channels"], meta["image_size"], meta["image_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = net(x).numpy()
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model(f"models:/{m.model_id}").predict(x.numpy()), want)
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model(f"runs:/{m.source_run_id}/model").predict(x.numpy()), want)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{m.model_id}", dst_path=str(tmp_path)))
+    assert (local / "MLmodel").is_file() and _pickles(local) == []
+    assert "model" not in {a.path for a in client.list_artifacts(m.source_run_id)}  # not a plain folder too
