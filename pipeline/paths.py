@@ -21,6 +21,9 @@ def storage_of(spec: StudySpec) -> Path:
 
 
 def target_of(spec: StudySpec, storage: Path) -> TrackingTarget:
+    # The URI as written (`${VAR}` kept): the target travels in Tune's pickles and into
+    # messages; it is expanded where a connection is made (pipeline.env_refs).
     return resolve_target(
-        spec.tracking.uri, spec.tracking.experiment or spec.name, storage, spec.tracking.artifact_location
-    )
+        spec.tracking.uri_source or spec.tracking.uri, spec.tracking.experiment or spec.name,
+        storage, spec.tracking.artifact_location,
+    )  # fmt: skip

@@ -86,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
     verify(out)
     print(f"exported trial {record.trial_id} ({chosen_by}) of study {ref.name!r} to {out}")
     if args.register:
+        from pipeline.env_refs import expand
         from pipeline.record.mlflow_model import log_pytorch_model
         from pipeline.redact import redact
 
         # The registered version is MLflow's pytorch format ("pt2", no pickled code): both
         # mlflow.pytorch.load_model and mlflow.pyfunc.load_model read it.
-        model_uri = log_pytorch_model(ref.target.uri, record.run_id, out / "model.pt")
+        model_uri = log_pytorch_model(expand(ref.target.uri), record.run_id, out / "model.pt")
         shown = ", ".join(f"{m} {record.metrics[m]:.4g}" for m, _ in objectives if finite(record.metrics.get(m)))
         description = f"study {ref.name!r}, trial {record.trial_id} ({chosen_by}){': ' + shown if shown else ''}"
         assert tracker is not None  # --register reads MLflow (above)

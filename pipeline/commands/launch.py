@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         smoke=args.smoke,
         overrides={"storage": args.storage, "tracking.uri": args.tracking_uri, "name": args.name},
     )
+    if spec.tracking.note:
+        print(f"warning: {spec.tracking.note}", file=sys.stderr, flush=True)
     from pipeline.paths import storage_of
     from pipeline.safe_files import refuse_link
 

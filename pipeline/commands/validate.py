@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from pipeline.redact import redact
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, smoke=args.smoke)
+    if spec.tracking.note:
+        print(f"warning: {spec.tracking.note}", file=sys.stderr)
     if args.json:
         print(json.dumps(spec_to_dict(spec), indent=2))
     else:

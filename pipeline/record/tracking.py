@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.env_refs import expand
 from pipeline.redact import HTTP_CREDENTIALS, redact, userinfo
 from pipeline.trial_files import TrialFiles
 from syncmodel.errors import SyncStudyError
@@ -98,6 +99,8 @@ class TrackingError(SyncStudyError):
 
 @dataclass(frozen=True)
 class TrackingTarget:
+    # As the spec wrote it: a `${VAR}` stays unexpanded here (this travels in Tune's pickles
+    # and into messages); `_client` and the health probes expand it when they connect.
     uri: str
     experiment: str
     artifact_location: str | None = None  # None → the server's default (proxied artifacts)
@@ -158,18 +161,21 @@ def resolve_target(
         # Refused before anything is sent: urllib takes TOKEN@host for a host name to resolve.
         raise TrackingError(f"tracking URI {uri}: holds a user name or token before '@'; {HTTP_CREDENTIALS}")
     if scheme == "sqlite":
-        uri = f"sqlite:///{sqlite_path(uri)}"
+        # a sqlite path is no secret: expanded now; its ?query is dropped (sqlite_path)
+        uri = f"sqlite:///{sqlite_path(expand(uri))}"
     if artifact_location is None and not is_remote(uri) and scheme != "databricks":
         artifact_location = (storage / "mlartifacts").as_uri()
     return TrackingTarget(uri, experiment, artifact_location)
 
 
 def sqlite_path(uri: str) -> Path:
-    # SQLAlchemy's form: sqlite:///relative/path or sqlite:////absolute/path.
+    # SQLAlchemy's form: sqlite:///relative/path or sqlite:////absolute/path. A ?query is not
+    # part of the file's name (`tok.db?token=…` would put a credential in a directory
+    # listing); the spec drops one with a warning (pipeline.spec.sections), this holds for any URI.
     head, sep, raw = uri.partition(":///")
     if not sep:
         raise TrackingError(f"tracking URI {uri!r}: expected sqlite:///PATH")
-    return Path(raw).expanduser().resolve()  # relative → against the current folder
+    return Path(raw.partition("?")[0]).expanduser().resolve()  # relative → against the current folder
 
 
 @contextlib.contextmanager
@@ -195,7 +201,7 @@ def check_target(target: TrackingTarget, timeout: float = CHECK_TIMEOUT_S) -> No
     if scheme in ("http", "https"):
         health = uri.rstrip("/") + "/health"
         try:
-            with urllib.request.urlopen(health, timeout=timeout / 2) as resp:
+            with urllib.request.urlopen(expand(health), timeout=timeout / 2) as resp:
                 if resp.status != 200:
                     raise TrackingError(f"tracking URI {uri}: {health} answered HTTP {resp.status}")
         except urllib.error.HTTPError as exc:
@@ -309,7 +315,8 @@ def _client(uri: str):  # noqa: ANN202 - mlflow.MlflowClient, imported lazily
     if is_remote(uri):
         for key, value in HTTP_POLICY.items():
             os.environ.setdefault(key, value)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    live = expand(uri)  # `${VAR}`s from this process's environment, now (pipeline.env_refs)
+    return MlflowClient(tracking_uri=live, registry_uri=live)
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -350,9 +357,9 @@ class Outage:
         if not is_remote(self.uri):
             return True
         try:
-            with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=2) as resp:
+            with urllib.request.urlopen(expand(self.uri.rstrip("/") + "/health"), timeout=2) as resp:
                 return resp.status == 200
-        except (OSError, ValueError):
+        except (OSError, ValueError, SyncStudyError):
             return False
 
     def down(self) -> None:
@@ -892,10 +899,10 @@ def upload_from_trial(
     the bytes go from the worker to the server, not through the driver or a shared disk).
     The driver created the run when the trial started; returns False if it cannot be found
     or the upload fails (the driver then uploads from Tune's storage)."""
-    client = _client(target.uri)
     flt = _run_filter(study, "trial", trial_id)
     deadline = time.monotonic() + wait_s
     try:
+        client = _client(target.uri)  # a `${VAR}` unset on this node: the driver uploads
         exp = client.get_experiment_by_name(target.experiment)
         while True:
             runs = client.search_runs([exp.experiment_id], filter_string=flt, max_results=10) if exp else []

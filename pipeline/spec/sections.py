@@ -544,9 +544,27 @@ def _parse_tracking(raw: Any) -> TrackingSpec:
         return TrackingSpec(None, experiment, artifacts)
     template = _string(uri, "tracking.uri")
     _refuse_secrets(template)
+    template, note = _drop_sqlite_query(template)
     expanded = _expand_env(template)
     source = template if expanded != template else None
-    return TrackingSpec(_tracking_uri(expanded), experiment, artifacts, source)
+    return TrackingSpec(_tracking_uri(expanded), experiment, artifacts, source, note)
+
+
+def _drop_sqlite_query(template: str) -> tuple[str, str | None]:
+    """A sqlite URI without its `?query`, and the one line that says so (None: nothing dropped).
+
+    SQLAlchemy would take the query for connection options and the store's file for the rest:
+    `tok.db?token=${TOK}` made a file whose name held the token. A sqlite store has no
+    credentials and launch passes it no options, so the query is ignored, with a warning.
+    """
+    if not template.lower().startswith("sqlite:") or "?" not in template:
+        return template, None
+    path, _, query = template.partition("?")
+    shown = redact(f"sqlite:///x?{query}").partition("?")[2]
+    return path, (
+        f"tracking.uri: the query of a sqlite URI (?{shown}) is ignored: a sqlite store takes "
+        f"no options or credentials here; the database is {path}"
+    )
 
 
 def _expand_env(template: str) -> str:

@@ -61,6 +61,7 @@ class TrackingSpec:
     experiment: str | None = None  # None → the study name
     artifact_location: str | None = None  # None → <storage>/mlartifacts (local store only)
     uri_source: str | None = None  # the uri as written, when it held ${VAR}s (safe to log)
+    note: str | None = None  # a warning about the uri (a sqlite ?query ignored), for launch/validate
 
 
 @dataclass(frozen=True)
