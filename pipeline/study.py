@@ -35,11 +35,13 @@ from pipeline.lock import acquire
 from pipeline.paths import EXPERIMENT_DIR, SPEC_FILE, storage_of, target_of
 from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ray_session
 from pipeline.record.callback import StateKeeper, StudyCallback
-from pipeline.record.identity import ensure_instance
+from pipeline.record.digest import TAG_DIGEST, DamagedFile
+from pipeline.record.identity import INSTANCE_FILE, ensure_instance, read_instance
 from pipeline.record.recorder import RECORDED, StudyRecorder
 from pipeline.record.state import disk_full, quiet_disk_full_logs, restore_good_state
-from pipeline.record.tables import TrialRow
+from pipeline.record.tables import StudyTables, TrialRow
 from pipeline.record.tracking import (
+    TAG_INSTANCE,
     TERMINAL,
     Tracker,
     TrackingTarget,
@@ -98,10 +100,9 @@ def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
     if resume:
         if not (exp / "tuner.pkl").is_file():
             raise SyncStudyError(f"--resume: no study to resume in {storage} (no {exp / 'tuner.pkl'})")
+        check_folder(storage)  # every file the resume reads, before Ray starts
         if saved.is_file():
-            import yaml
-
-            before = yaml.safe_load(saved.read_text())
+            before = _saved_spec(saved)
             now = spec_to_dict(spec)
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
@@ -113,6 +114,38 @@ def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
         # (a tune/ without tuner.pkl is a launch that died before Tune started: nothing ran)
         raise SyncStudyError(
             f"a study already ran in {storage}: add --resume to continue it, or give another --storage"
+        )
+
+
+def _saved_spec(saved: Path) -> dict[str, Any]:
+    """The resolved spec the first launch wrote, read as the spec reader reads a spec (one
+    line naming the file when it is not UTF-8, not YAML, or not a mapping)."""
+    from pipeline.spec.reading import read_yaml
+
+    fix = (
+        "it is not the spec launch wrote; put back the copy the study's MLflow parent run holds "
+        f"(artifact {SPEC_FILE}), then resume"
+    )
+    try:
+        before = read_yaml(saved)
+    except SyncStudyError as exc:
+        raise DamagedFile(f"{exc}; {fix}") from None
+    if not isinstance(before, dict):
+        raise DamagedFile(f"{saved}: not a mapping of spec keys; {fix}")
+    return before
+
+
+def check_folder(storage: Path) -> None:
+    """Before a resume starts Ray: the files of the study folder it will read are what the
+    driver wrote, or one line (`DamagedFile`, exit 2) names the first that is not: the tables
+    (their digest and their columns: pipeline.record.tables), `instance.json`. Tune's state
+    files are checked (and a cut one replaced by the kept copy) by `restore_good_state`."""
+    StudyTables(storage)
+    path = storage / INSTANCE_FILE
+    if (path.exists() or path.is_symlink()) and read_instance(storage) is None:
+        raise DamagedFile(
+            f"{path}: not the instance id the driver wrote; the study's id is the tag "
+            f"{TAG_INSTANCE} of its MLflow parent run: write {{\"id\": \"<that id>\"}} into it, then resume"
         )
 
 
@@ -355,7 +388,14 @@ def _tuner(
     )
     exp = storage / EXPERIMENT_DIR
     if resume:
-        return tune.Tuner.restore(str(exp), trainable=fn, resume_unfinished=True, resume_errored=False)
+        try:
+            return tune.Tuner.restore(str(exp), trainable=fn, resume_unfinished=True, resume_errored=False)
+        except Exception as exc:  # noqa: BLE001 - whole files (restore_good_state) Tune still cannot use
+            first = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise DamagedFile(
+                f"--resume: Tune cannot restore its state in {exp} ({exc.__class__.__name__}: {first}); "
+                "its finished trials are in the tables and MLflow: launch the study again with another --storage"
+            ) from None
     samples = planned_trials(spec)
     recorder = StudyRecorder(
         study=spec.name, target=target, parent_id=parent_id, storage=str(storage), base=base,
@@ -469,7 +509,11 @@ def _reconcile(
         gaps.append(f"orphan clean-up ({exc.__class__.__name__})")
     if orphans:
         recorder.tables.drop(orphans)
-    recorder.tables.compact()  # the per-trial files → the three tables (pipeline.record.tables)
+    digest = recorder.tables.compact()  # the per-trial files → the three tables (pipeline.record.tables)
+    try:  # the digest's copy outside the folder (pipeline.record.digest)
+        recorder.tracker.client.set_tag(parent_id, TAG_DIGEST, digest)
+    except Exception as exc:  # noqa: BLE001 - the folder's copy holds; reported as a gap
+        gaps.append(f"the tables' digest on the parent run ({exc.__class__.__name__})")
     prune_checkpoints(grid, recorder.tables.trials)
     rows = sorted(recorder.tables.trials.values(), key=lambda r: r.trial_id)
     # Ctrl-C: Tune stops early and saves the study; trials it ran and those it never created

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.lock import LOCK_FILE, held, last_holder
-from pipeline.record.tables import TRIALS, TrialRow, has_parts, read_trials
+from pipeline.record.digest import check
+from pipeline.record.tables import REBUILD, TRIALS, TrialRow, has_parts, read_trials
 from pipeline.record.tracking import (
     EPOCH_PREFIX,
     FINISHED,
@@ -44,6 +45,10 @@ def finished_trials(
     row whose end is not in its run (the store was down when the trial ended: no run start
     time, perhaps no run id; also tables written before the start time was kept). `objectives`: metric names; `search`: name → `Param`."""
     if held(storage) or has_parts(storage):
+        return None
+    # the table as the driver wrote it (pipeline.record.digest): an edited value or a deleted
+    # row is refused in one line; with no digest to check against, MLflow answers
+    if (storage / TRIALS).is_file() and not check(storage, TRIALS, REBUILD):
         return None
     rows = read_trials(storage)
     if rows is None or _driver_since(storage):

@@ -11,10 +11,11 @@ row; during a study each trial is written to files of its own, compacted at the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.record.digest import DamagedFile, check, drop_digest, write_digest
 from pipeline.safe_files import remove, write_atomic
 
 TRIALS = "trials.parquet"
@@ -172,27 +174,39 @@ class StudyTables:
         return self.storage / PARTS / table / f"{trial_id}.parquet"
 
     def _load(self) -> None:
+        # Each whole table is checked against the digest the last compaction wrote, and every
+        # file read is parsed under `_readable`: an edited or damaged file ends in one line
+        # naming it (DamagedFile), before a resumed driver starts Ray (pipeline.study).
+        for name in (TRIALS, HISTORY, NEURONS):
+            if (self.storage / name).is_file():
+                check(self.storage, name, REBUILD)
         path = self.storage / TRIALS
         if path.is_file():
-            self._load_trials(pq.read_table(path))
+            with _readable(path):
+                self._load_trials(pq.read_table(path))
         path = self.storage / HISTORY
         if path.is_file():
-            self._load_history(pq.read_table(path))
+            with _readable(path):
+                self._load_history(pq.read_table(path))
         path = self.storage / NEURONS
         if path.is_file():
-            table = pq.read_table(path)
-            ids = table.column("trial_id").to_pylist()
-            for tid in dict.fromkeys(ids):
-                mask = pa.array([i == tid for i in ids])
-                self.neurons[tid] = table.filter(mask).drop_columns(["trial_id"])
+            with _readable(path):
+                table = pq.read_table(path)
+                ids = table.column("trial_id").to_pylist()
+                for tid in dict.fromkeys(ids):
+                    mask = pa.array([i == tid for i in ids])
+                    self.neurons[tid] = table.filter(mask).drop_columns(["trial_id"])
         parts = self.storage / PARTS
         for file in sorted((parts / "trials").glob("*.parquet")):
-            self._load_trials(pq.read_table(file))
+            with _readable(file):
+                self._load_trials(pq.read_table(file))
         for file in sorted((parts / "history").glob("*.parquet")):
-            self.history.pop(file.stem, None)
-            self._load_history(pq.read_table(file))
+            with _readable(file):
+                self.history.pop(file.stem, None)
+                self._load_history(pq.read_table(file))
         for file in sorted((parts / "neurons").glob("*.parquet")):
-            self.neurons[file.stem] = pq.read_table(file)
+            with _readable(file):
+                self.neurons[file.stem] = pq.read_table(file)
 
     def _load_trials(self, table: pa.Table) -> None:
         for row in trial_rows(table):
@@ -240,8 +254,10 @@ class StudyTables:
     def _write_part(self, table: str, trial_id: str, data: pa.Table) -> None:
         write_table(data, self._part(table, trial_id), within=self.storage)
 
-    def compact(self) -> None:
-        """The three whole tables from memory (each atomically), then the parts removed."""
+    def compact(self) -> str:
+        """The three whole tables from memory (each atomically), their digest
+        (pipeline.record.digest), then the parts removed; returns the digest's text."""
+        drop_digest(self.storage)  # cut short from here on: no digest rather than a stale one
         write_table(trials_table(self.trials.values()), self.storage / TRIALS, self.storage)
         write_table(history_table(self.history), self.storage / HISTORY, self.storage)
         if self.neurons:
@@ -254,15 +270,42 @@ class StudyTables:
         else:
             remove(self.storage / NEURONS, within=self.storage)
         self._dirty.clear()
+        digest = write_digest(self.storage, [TRIALS, HISTORY, NEURONS])
         shutil.rmtree(self.storage / PARTS, ignore_errors=True)  # removes a link, never follows one
+        return digest
 
 
 def read_trials(storage: str | Path) -> list[TrialRow] | None:
     """The compacted trials.parquet of a study folder (None if there is none); the per-trial
     parts of a study not yet compacted are not read (`StudyTables` reads both)."""
     path = Path(storage) / TRIALS
-    # ParquetFile: read_table goes through pyarrow.dataset, whose import takes pandas (~1 s)
-    return trial_rows(pq.ParquetFile(path).read()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    with _readable(path):
+        # ParquetFile: read_table goes through pyarrow.dataset, whose import takes pandas (~1 s)
+        return trial_rows(pq.ParquetFile(path).read())
+
+
+# What to do about a damaged table (pipeline.record.digest.DamagedFile's message ends with it).
+REBUILD = (
+    "`--mlflow` reads the study from MLflow; to rebuild the tables, move it aside and run "
+    "`syncstudy launch SPEC --resume` (docs/reliability.md)"
+)
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A table that pyarrow cannot read, or whose columns are not the ones written, → one
+    line naming it (DamagedFile), not pyarrow's or a KeyError's traceback."""
+    try:
+        yield
+    except DamagedFile:
+        raise
+    except (pa.ArrowException, OSError, KeyError, ValueError, TypeError, IndexError) as exc:
+        text = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise DamagedFile(
+            f"{path} is not a table the driver wrote ({exc.__class__.__name__}: {text}); {REBUILD}"
+        ) from None
 
 
 def has_parts(storage: str | Path) -> bool:
