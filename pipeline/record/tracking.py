@@ -480,7 +480,9 @@ class Tracker:
             return self.client.create_experiment(
                 self.target.experiment,
                 artifact_location=self.target.artifact_location,
-                tags={TAG_STUDY: self.study},
+                # The kind from the start, not only at the study's end (describe_experiment):
+                # MLflow 3 UIs before the view switch (and its experiment header) read it.
+                tags={TAG_STUDY: self.study, TAG_EXPERIMENT_KIND: "custom_model_development"},
             )
         except Exception:  # another driver created it in between
             exp = self.client.get_experiment_by_name(self.target.experiment)

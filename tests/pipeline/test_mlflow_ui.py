@@ -4,6 +4,7 @@ Skipped only when Chromium is missing and SYNCSTUDY_REQUIRE_SERVICES is unset.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,9 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.commands import dashboard
 
@@ -89,7 +92,11 @@ def test_busy_port_exits_2_with_one_line(smoke_study: Path) -> None:
 def test_links_name_the_runs_table_and_the_compared_runs() -> None:
     runs, compare = dashboard.links("http://h:1", "7", ["a", "b"])
     assert runs == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
-    assert compare == "http://h:1/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%227%22%5D"
+    # the compare page names the model-training view too (it opened on GenAI's: issue 26)
+    assert compare == (
+        "http://h:1/#/compare-runs?runs=%5B%22a%22%2C%22b%22%5D&experiments=%5B%227%22%5D"
+        "&workflowType=machine_learning"
+    )
     assert dashboard.links("http://h:1", "7", []) == (runs, None)
     study, _ = dashboard.links("http://h:1", "7", [], "digits", ("val_acc", "max"))
     assert study == (
@@ -97,3 +104,78 @@ def test_links_name_the_runs_table_and_the_compared_runs() -> None:
         "%20%3D%20%27digits%27%20and%20tags.%60syncstudy.role%60%20%3D%20%27trial%27"
         "&orderByKey=metrics.%60val_acc%60&orderByAsc=false"
     )
+
+
+def test_a_shared_view_link_names_no_facet_and_run_pages_name_the_view() -> None:
+    runs, _ = dashboard.links("http://h:1", "7", [], "digits", ("val_acc", "max"), share_key="syncstudy-digits")
+    # a facet in the URL makes the UI drop the shared view: the view holds them
+    assert runs == "http://h:1/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=syncstudy-digits"
+    assert dashboard.run_link("http://h:1", "7", "abc") == (
+        "http://h:1/#/experiments/7/runs/abc?workflowType=machine_learning"
+    )
+    state = dashboard.view_state("digits", [("val_acc", "max"), ("interpretability", "max")], ["log10_lr"], ["lr"])
+    assert state["orderByKey"] == "metrics.`val_acc`" and state["orderByAsc"] == "false"
+    assert state["selectedColumns"][:2] == ["metrics.`val_acc`", "metrics.`interpretability`"]
+    first = state["compareRunCharts"][0]  # type: ignore[index]
+    assert first["type"] == "PARALLEL" and first["selectedMetrics"] == ["val_acc", "interpretability"]
+    assert first["selectedParams"] == ["log10_lr"]
+
+
+def _texts(dom: str) -> list[str]:
+    """The page's visible text pieces (scripts and styles left out)."""
+    dom = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", dom, flags=re.S)
+    return [t.strip() for t in re.split(r"<[^>]+>", dom) if t.strip()]
+
+
+def _view(dom: str) -> str:
+    """Which of MLflow 3.17's two views a page shows, by its sidebar: the GenAI one lists
+    "AI Gateway" and "Prompts" (a run page adds an "Evaluations" breadcrumb), the model-training
+    one "Model registry" and neither of those."""
+    texts = set(_texts(dom))
+    if texts & {"AI Gateway", "Prompts", "Evaluations", "Training runs"}:
+        return "genai"
+    return "model training" if "Model registry" in texts else "unknown"
+
+
+@pytest.mark.slow
+def test_every_printed_link_opens_in_the_model_training_view(smoke_study: Path, tmp_path: Path) -> None:
+    """The compare page, a trial's run page and the parent run's page show the model-training
+    view, not GenAI's; the objectives are columns of the runs table and axes of the chart
+    view's first chart (a parallel coordinates plot)."""
+    chromium = _chromium()
+    objectives = [o["metric"] for o in yaml.safe_load(DIGITS.read_text())["objectives"]]
+    port = _free_port()
+    proc = _dashboard(smoke_study, port)
+    try:
+        lines = {}
+        for _ in range(4):  # printed once /health answers
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            label, _, url = line.rpartition(" ")
+            lines[label] = url.strip()
+        runs = next(u for k, u in lines.items() if k.startswith("MLflow UI for study"))
+        compare, charts = lines["compare its trials:"], lines["its charts (objectives first):"]
+        parent = lines["the study's parent run:"]
+        experiment = re.search(r"#/experiments/(\w+)/", runs).group(1)  # type: ignore[union-attr]
+        trial_id = json.loads(urllib.parse.parse_qs(compare.partition("?")[2])["runs"][0])[0]
+        trial = dashboard.run_link(f"http://127.0.0.1:{port}", experiment, trial_id)
+        pages = {"compare": compare, "trial": trial, "parent": parent, "runs": runs, "charts": charts}
+        doms = {}
+        for name, url in pages.items():
+            budget = 60000 if name == "charts" else 25000  # the charts load plotly lazily
+            doms[name] = _browser(chromium, url, "--dump-dom", budget_ms=budget).stdout
+            _browser(chromium, url, f"--screenshot={tmp_path / (name + '.png')}")  # to look at
+        for name in ("compare", "trial", "parent", "runs"):
+            assert _view(doms[name]) == "model training", f"{name} page: {_view(doms[name])} view; {tmp_path}"
+        assert trial_id in doms["trial"] and "Model metrics" in _texts(doms["trial"])
+        for metric in objectives:  # a visible column of the runs table (ag-grid renders only those)
+            assert re.search(rf'role="columnheader"[^>]*col-id="metrics\.`{re.escape(metric)}`"', doms["runs"]), metric
+        first = doms["charts"].split("Parallel Coordinates", 1)
+        assert len(first) == 2, f"no parallel coordinates in the chart view; {tmp_path}"
+        # an axis's label, or its full name in the tooltip of a label cut short ("interp...bility")
+        axes = re.findall(r'class="label">([^<]*)', first[1])
+        axes += re.findall(r'class="axis-label-tooltip"><rect[^>]*></rect><text fill="black">([^<]*)', first[1])
+        assert set(objectives) <= set(axes), axes
+        assert _texts(doms["charts"]).index("Objectives") < _texts(doms["charts"]).index("Parallel Coordinates")
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)
