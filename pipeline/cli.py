@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("pipeline.commands.launch", "run a study (local Ray, or --address for a cluster)"),
     "runs": ("pipeline.commands.runs", "table of a study's trials (its tables when finished, else MLflow)"),
     "pareto": ("pipeline.commands.pareto", "Pareto front over a study's objectives"),
+    "compare": ("pipeline.commands.compare", "a comparison's answer: fronts, hypervolumes, paired differences"),
     "export": ("pipeline.commands.export", "best or named trial -> portable checkpoint folder"),
     "dashboard": ("pipeline.commands.dashboard", "start the MLflow UI on a study's store"),
 }

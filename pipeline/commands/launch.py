@@ -98,6 +98,12 @@ def route_library_logs(log_path: Path, verbose: bool) -> list[logging.Handler]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.spec.arms import is_comparison
+
+    if is_comparison(args.spec):  # an `arms:` spec: every arm x repeat study (pipeline.comparison)
+        from pipeline.commands.compare import launch_comparison
+
+        return launch_comparison(args)
     from pipeline.redact import redact
     from pipeline.spec import load_spec
     from pipeline.study import print_summary, run_study

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.spec.arms import is_comparison
+
+    if is_comparison(args.spec):  # an `arms:` spec: every arm x repeat study checked
+        from pipeline.commands.compare import validate_comparison
+
+        return validate_comparison(args)
     spec = load_spec(args.spec, smoke=args.smoke)
     if spec.tracking.note:
         print(f"warning: {spec.tracking.note}", file=sys.stderr)

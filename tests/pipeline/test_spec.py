@@ -23,6 +23,7 @@ from pipeline.spec import (
     load_spec,
     spec_to_dict,
 )
+from pipeline.spec.arms import is_comparison, load_comparison
 from pipeline.spec.metrics import METRICS
 from pipeline.spec.reading import StrictLoader
 from syncmodel.catalog import known_names
@@ -237,10 +238,15 @@ def test_round_trip(tmp_path: Path) -> None:
     """The resolved spec written next to results reads back to the same spec."""
     for path in STUDIES:
         for smoke in (False, True):
-            spec = load_spec(path, smoke=smoke)
-            out = dump_resolved(spec, tmp_path / f"{path.stem}-{smoke}.yaml")
-            assert out.read_text().startswith("# resolved study spec")
-            assert comparable(load_spec(out)) == comparable(spec)
+            # a comparison (arms:) is its arm x repeat studies, each an ordinary study
+            specs = (
+                [s for _, _, s in load_comparison(path, smoke=smoke).studies()]
+                if is_comparison(path) else [load_spec(path, smoke=smoke)]
+            )  # fmt: skip
+            for spec in specs:
+                out = dump_resolved(spec, tmp_path / f"{spec.name}-{smoke}.yaml")
+                assert out.read_text().startswith("# resolved study spec")
+                assert comparable(load_spec(out)) == comparable(spec)
 
 
 def test_errors_name_the_file_once(tmp_path: Path) -> None:
