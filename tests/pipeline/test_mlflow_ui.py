@@ -51,6 +51,7 @@ def _browser(chromium: str, url: str, *extra: str, budget_ms: int = 25000) -> su
     return subprocess.run([chromium, *flags, *extra, url], capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # a real browser: the whole suite only
 def test_printed_link_opens_on_the_runs_table(smoke_study: Path, tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
