@@ -21,9 +21,11 @@ from syncmodel.metrics import (
     class_selectivity,
     distributedness,
     effective_neurons,
+    effective_units,
     heldout_specificity,
     inference_positions,
     interpretability,
+    interpretability_v1,
     largest_module_share,
     location_instability,
     location_instability_heldout,
@@ -32,6 +34,8 @@ from syncmodel.metrics import (
     mis_chance,
     module_ablation,
     module_consistency,
+    module_consistency_corrected,
+    module_distributedness,
     module_specificity,
     neuron_scores,
     part_detectors,
@@ -51,9 +55,11 @@ LAYER_KEYS = (
     "neurons", "dead_fraction", "spread", "entropy", "peak_mass", "position_information",
     "selectivity", "mis", "mis_chance", "mis_above_chance", "effective_neurons", "distributedness",
     "modules", "coverage", "module_size", "largest_module", "sync_steps", "epsilon",
-    "consistency_ari", "consistency_nmi", "within_corr", "between_corr", "specificity",
+    "consistency_ari", "consistency_ari_null", "consistency_ari_corrected", "consistency_nmi",
+    "effective_units", "module_distributedness", "within_corr", "between_corr", "specificity",
     "class_purity", "ablation_own_drop", "ablation_other_drop",
     "ablation_own_drop_beyond_random", "ablation_other_drop_beyond_random", "interpretability",
+    "interpretability_v1",
 )  # fmt: skip
 # with landmarks; docs/design.md §1.4: ICNN's protocol, and two variants chosen on held-out images
 LOCATION_KEYS = (
@@ -240,6 +246,8 @@ def _layer_modules(
     half_a, _, _ = find_modules(responses[halves[0]], eps, steps, mdl)
     half_b, _, _ = find_modules(responses[halves[1]], eps, steps, mdl)
     cons = module_consistency(half_a, half_b)
+    # ARI beyond partitions of the same module sizes (the composite's consistency)
+    corrected = module_consistency_corrected(half_a, half_b, seed=opts["seed"])
     spec = heldout_specificity(responses, labels, halves, (half_a, half_b), num_classes)
     n_mod = int(modules.max()) + 1 if modules.max() >= 0 else 0
     in_mod = int((modules >= 0).sum())
@@ -251,7 +259,12 @@ def _layer_modules(
         sync_steps=n_steps,
         epsilon=eps_used,
         consistency_ari=cons["ari"],
+        consistency_ari_null=corrected["null_quantile"],
+        consistency_ari_corrected=corrected["corrected"],
         consistency_nmi=cons["nmi"],
+        # distributedness between functional units: a module counts once (docs/design.md §1.4)
+        effective_units=effective_units(responses, modules),
+        module_distributedness=module_distributedness(responses, modules, num_classes),
         **spec,
     )
     nan = math.nan
@@ -278,15 +291,19 @@ def _layer_modules(
         ablation_own_drop_beyond_random=own_beyond,
         ablation_other_drop_beyond_random=other_beyond,
     )
+    common = dict(
+        coverage=rep["coverage"], purity=spec["class_purity"],
+        largest_module=rep["largest_module"], accuracy=opts["accuracy"], chance=opts["chance"],
+    )  # fmt: skip
     rep["interpretability"] = interpretability(
         scores,
-        distributedness=rep["distributedness"],
-        coverage=rep["coverage"],
-        consistency=cons["ari"],
-        purity=spec["class_purity"],
-        largest_module=rep["largest_module"],
-        accuracy=opts["accuracy"],
-        chance=opts["chance"],
+        distributedness=rep["module_distributedness"],
+        consistency=corrected["corrected"],
+        **common,
+    )
+    # the first composite, under its own name, so the rows it scored can still be compared
+    rep["interpretability_v1"] = interpretability_v1(
+        scores, distributedness=rep["distributedness"], consistency=cons["ari"], **common
     )
     cols["module"] = modules.tolist()
     return rep, cols
@@ -351,7 +368,9 @@ def evaluate(
     partitions), specificity and class purity of each half's modules measured on the other
     half (within_corr, between_corr, specificity, class_purity are these held-out values),
     ablation (raw and beyond a size-matched random ablation), and the composite
-    `interpretability` score (`syncmodel.metrics.score.interpretability`).
+    `interpretability` score (`syncmodel.metrics.score.interpretability`: distributedness
+    between functional units, consistency beyond a size-matched null) beside its first
+    version `interpretability_v1`.
 
     Args:
         model: classifier returning logits (B, K).
@@ -372,8 +391,9 @@ def evaluate(
         device: default the model's device.
         seed: seed of the random halves and of the random ablation sets.
         picture_dir: if given, write the module grids and similarity matrix PNGs there.
-        composite_only: compute only what `interpretability` reads (accuracy, neuron scores,
-            distributedness, modules and their held-out consistency and purity) and skip
+        composite_only: compute only what `interpretability` and `interpretability_v1` read
+            (accuracy, neuron scores, distributedness, modules and their held-out consistency
+            and purity) and skip
             the rest, ablation included; the report then holds those keys and the score,
             and the neurons table is empty. Default False.
     Returns:
@@ -471,8 +491,9 @@ def interpretability_estimate(
     """The composite `interpretability` of `evaluate`, on the first `images` images of `split`:
     a cheap per-epoch signal for a scheduler (reported as `interp_estimate`).
 
-    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness,
-    neuron scores, Sync modules with their held-out consistency and purity), computed on a
+    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness
+    between functional units, neuron scores, Sync modules with their chance-corrected held-out
+    consistency and purity), computed on a
     small fixed sample instead of `evaluate`'s `max_images`, and only the parts the composite
     reads (`evaluate(composite_only=True)`: no module ablation, focus maps, MIS, location
     instability or detectors). Only the number of images differs from the final score, so

@@ -6,7 +6,13 @@ Each metric is a pure function of tensors (or of a model and data) citing its so
 from __future__ import annotations
 
 from syncmodel.metrics.detectors import PartDetectors, part_detectors, unit_thresholds
-from syncmodel.metrics.distributed import distributedness, effective_neurons
+from syncmodel.metrics.distributed import (
+    distributedness,
+    effective_neurons,
+    effective_units,
+    module_distributedness,
+    unit_responses,
+)
 from syncmodel.metrics.focus import peak_mass, spatial_entropy, spatial_spread
 from syncmodel.metrics.location import (
     halves,
@@ -22,10 +28,16 @@ from syncmodel.metrics.modules import (
     largest_module_share,
     module_ablation,
     module_consistency,
+    module_consistency_corrected,
     module_specificity,
 )
 from syncmodel.metrics.position import position_information
-from syncmodel.metrics.score import accuracy_gain, interpretability, neuron_scores
+from syncmodel.metrics.score import (
+    accuracy_gain,
+    interpretability,
+    interpretability_v1,
+    neuron_scores,
+)
 from syncmodel.metrics.semantic import class_means, class_selectivity, mis, mis_chance
 
 __all__ = [
@@ -35,10 +47,12 @@ __all__ = [
     "class_selectivity",
     "distributedness",
     "effective_neurons",
+    "effective_units",
     "halves",
     "heldout_specificity",
     "inference_positions",
     "interpretability",
+    "interpretability_v1",
     "is_degenerate",
     "largest_module_share",
     "location_instability",
@@ -48,6 +62,8 @@ __all__ = [
     "mis_chance",
     "module_ablation",
     "module_consistency",
+    "module_consistency_corrected",
+    "module_distributedness",
     "module_specificity",
     "neuron_scores",
     "part_detectors",
@@ -56,5 +72,6 @@ __all__ = [
     "position_information",
     "spatial_entropy",
     "spatial_spread",
+    "unit_responses",
     "unit_thresholds",
 ]

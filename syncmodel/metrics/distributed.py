@@ -56,3 +56,69 @@ def distributedness(responses: Tensor, min_std: float = 1e-6) -> float:
     """
     c = torch.as_tensor(responses).shape[1]
     return effective_neurons(responses, min_std) / c if c else 0.0
+
+
+def unit_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
+    """The layer's functional units: one column per Sync module, one per unsynchronised live neuron.
+
+    A module's column is the mean of its live members' standardised responses (the same
+    standardisation as the Sync descriptor, docs/design.md §1.2, so every member weighs the
+    same); an unsynchronised neuron (-1) is its own unit. Constant and dead neurons (std <=
+    `min_std` times the largest, as in `effective_neurons`) belong to no unit.
+
+    Args:
+        responses: (N, C) per-image responses.
+        modules: (C,) module ids, -1 = unsynchronised.
+        min_std: relative floor below which a neuron counts as constant.
+    Returns:
+        (N, U) float64, U = modules with a live member + live unsynchronised neurons.
+    """
+    r = torch.as_tensor(responses).to(torch.float64)
+    mods = torch.as_tensor(modules).long()
+    z = r - r.mean(0)
+    std = z.norm(dim=0)
+    top = float(std.max()) if std.numel() else 0.0
+    live = std > min_std * top if top > 0 else std > 0
+    z = z / std.clamp_min(1e-300)
+    cols = [z[:, i] for i in (live & (mods < 0)).nonzero()[:, 0].tolist()]
+    for m in torch.unique(mods[mods >= 0]).tolist():
+        members = live & (mods == m)
+        if members.any():
+            cols.append(z[:, members].mean(1))
+    return torch.stack(cols, 1) if cols else r.new_zeros(r.shape[0], 0)
+
+
+def effective_units(responses: Tensor, modules: Tensor) -> float:
+    """`effective_neurons` of the layer's functional units (`unit_responses`) instead of its neurons.
+
+    The participation ratio (Gao et al. 2017) of the units' correlation: a Sync module counts
+    once however many neurons synchronised into it, so synchrony within a module is not
+    counted as redundancy, while two modules (or a module and a neuron) that respond alike
+    still are. k distinct modules of identical neurons: about k (k - 1 when the modules are
+    the one-hot indicators of k classes, whose sum is constant); 64 clones in one module: 1.
+    """
+    return effective_neurons(unit_responses(responses, modules))
+
+
+def module_distributedness(responses: Tensor, modules: Tensor, num_classes: int) -> float:
+    """`min(1, effective_units / (K - 1))`: is the layer distributed over enough distinct units?
+
+    The paper's claim is that modules form *while the representation stays distributed*: a
+    requirement on the layer, not a quantity to maximise. The yardstick is the task's: the
+    K class means of a layer span at most K - 1 centred directions, so K - 1 independent
+    units are what a linear read-out of K classes can use, one class-specific unit (or
+    module) per class among them (`effective_units` of K one-hot class modules is K - 1).
+    Below it the layer is collapsed onto fewer directions than the task has (64 clones of one
+    detector: 1/(K - 1); one giant module: the same); beyond it, extra independent units —
+    which independent noise also supplies — earn nothing. Unlike `distributedness` (= PR of
+    the neurons / C), k synchronised modules of C/k neurons score as k distinct neurons do,
+    not k/C. max(K - 1, 1) for a one-class task.
+
+    Args:
+        responses: (N, C) per-image responses.
+        modules: (C,) module ids of the same neurons (-1 = unsynchronised).
+        num_classes: K.
+    Returns:
+        float in [0, 1].
+    """
+    return min(1.0, effective_units(responses, modules) / max(num_classes - 1, 1))

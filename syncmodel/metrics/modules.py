@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -348,3 +349,85 @@ def _ablate_single(
 
 
 _ABLATE = {"cached": _ablate_cached, "stacked": _ablate_stacked, "single": _ablate_single}
+
+
+CONSISTENCY_PERMUTATIONS = 200  # draws of the size-preserving null (module_consistency_corrected)
+CONSISTENCY_QUANTILE = 0.95  # the null's quantile that chance-corrected consistency must exceed
+
+
+def _comb2(x: np.ndarray) -> np.ndarray:
+    return x * (x - 1) / 2.0
+
+
+def _contingency_ari(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ARI of each row of `a` (R, C) against `b` (C,), both 0-based labels; vectorised.
+
+    Hubert & Arabie (1985): `(sum_ij C(n_ij, 2) - E) / (max - E)` with `E = sum_i C(a_i, 2)
+    sum_j C(b_j, 2) / C(n, 2)` and `max` the mean of the two marginal sums. Every row of `a`
+    must have the same block sizes (a permutation of one labelling), so E and max are shared.
+    """
+    rows, c = a.shape
+    na, nb = int(a.max()) + 1, int(b.max()) + 1
+    cells = (np.arange(rows)[:, None] * na + a) * nb + b[None, :]
+    table = np.bincount(cells.ravel(), minlength=rows * na * nb).reshape(rows, na * nb)
+    index = _comb2(table.astype(np.float64)).sum(1)
+    sum_a = _comb2(np.bincount(a[0]).astype(np.float64)).sum()
+    sum_b = _comb2(np.bincount(b).astype(np.float64)).sum()
+    expected = sum_a * sum_b / _comb2(np.float64(c))
+    top = (sum_a + sum_b) / 2.0
+    return (index - expected) / (top - expected)
+
+
+def module_consistency_corrected(
+    labels_a: Tensor,
+    labels_b: Tensor,
+    permutations: int = CONSISTENCY_PERMUTATIONS,
+    quantile: float = CONSISTENCY_QUANTILE,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Module consistency beyond what partitions of the same module sizes reach by chance.
+
+    The null: `labels_a` with its neurons shuffled (seeded), i.e. a random partition with
+    exactly the module sizes of A (and B as found), compared with B by ARI, `permutations`
+    times (the permutation model under which Hubert & Arabie 1985 adjust the Rand index).
+
+    Why not ARI alone: ARI is already 0 *on average* under this null, but its spread is not
+    fixed: with few, large modules two unrelated partitions reach ARI 0.2–0.5 by chance,
+    with many small ones almost never. A score that credits `max(0, ARI)` (as the first
+    composite did, `interpretability_v1`) therefore gives chance credit about
+    `sd_null / sqrt(2 pi)`, which grows as modules get fewer and larger: consistency rose
+    "trivially" with coarser partitions. Subtracting the null mean (`(ARI - m) / (1 - m)`)
+    cannot fix that, since m is already about 0. So the corrected value is the ARI in excess
+    of the null's upper `quantile` point q, rescaled so that identical partitions stay 1:
+
+        corrected = max(0, (ARI - q) / (1 - q))
+
+    Unrelated partitions of any sizes get 0 in at least `quantile` of draws (that is what q
+    is), so their mean credit is at most `1 - quantile` times their mean excess, whatever the
+    module sizes; agreement earns credit only where chance could not have produced it. The
+    Monte Carlo quantile of 200 draws is the 190th order statistic. Where q reaches 1 (so
+    few, large modules that chance agreement is certain) nothing beyond chance can be shown:
+    0.
+
+    Args:
+        labels_a, labels_b: (C,) int module ids, -1 = unsynchronised (a singleton each).
+        permutations: null draws R. Default 200 (≈ a millisecond per layer: one bincount).
+        quantile: the null quantile to exceed. Default 0.95.
+        seed: seed of the shuffles.
+    Returns:
+        {"ari": raw ARI, "null_mean": mean null ARI, "null_quantile": q, "corrected": the
+        corrected consistency in [0, 1]}; all NaN where either partition is degenerate
+        (`is_degenerate`), as `module_consistency`.
+    """
+    nan = float("nan")
+    if is_degenerate(labels_a) or is_degenerate(labels_b):
+        return {"ari": nan, "null_mean": nan, "null_quantile": nan, "corrected": nan}
+    a = np.unique(_singletons_apart(labels_a).numpy(), return_inverse=True)[1].ravel()
+    b = np.unique(_singletons_apart(labels_b).numpy(), return_inverse=True)[1].ravel()
+    ari = float(_contingency_ari(a[None, :], b)[0])
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([a[rng.permutation(a.size)] for _ in range(permutations)])
+    null = _contingency_ari(shuffled, b)
+    q = float(np.quantile(null, quantile, method="inverted_cdf"))
+    corrected = 0.0 if q >= 1.0 else min(max((ari - q) / (1.0 - q), 0.0), 1.0)
+    return {"ari": ari, "null_mean": float(null.mean()), "null_quantile": q, "corrected": corrected}

@@ -1,9 +1,14 @@
-"""The one composite `interpretability` score in [0, 1], the search objective (docs/design.md §1.4).
+"""The composite `interpretability` score in [0, 1], the search objective (docs/design.md §1.4),
+and its first version `interpretability_v1`, kept under that name for the rows it scored.
 
 A product of factors, so that a collapsed factor zeroes the score: how far the net is above
-chance, how many distinct neurons the layer has, and an additive mix of a neuron term
+chance, how distributed the layer is, and an additive mix of a neuron term
 (position-informative, class-specific live neurons) and a module term (covering, consistent,
-held-out class-pure modules that are not one giant module).
+held-out class-pure modules that are not one giant module). The two versions share that form
+and differ in two factors: v1 counted distributedness between neurons (so synchronisation, the
+paper's mechanism, counted as redundancy) and credited raw ARI (which chance inflates for few,
+large modules); the current one counts it between functional units, against the task's K - 1,
+and credits consistency beyond a size-matched chance null.
 """
 
 from __future__ import annotations
@@ -64,7 +69,73 @@ def interpretability(
     accuracy: float | None = None,
     chance: float | None = None,
 ) -> float:
-    """Composite `I = A * D * (mean_c s_c + coverage * ARI+ * purity * (1 - largest)) / 2`.
+    """Composite `I = A * D_u * (mean_c s_c + coverage * Ĉ * purity * (1 - largest)) / 2`.
+
+    The paper's claims, each a factor or term in [0, 1] (docs/design.md §1.4):
+    - focused, part-stable, class-specific neurons: the neuron term `mean_c s_c`
+      (`neuron_scores`: position information, Zhang et al. 2018's premise, times class
+      selectivity, Morcos et al. 2018, gated by activity; dead neurons 0);
+    - modules consistent across data and semantically specific: the module term, coverage
+      times `Ĉ` (`module_consistency_corrected`: ARI of the modules of two data halves,
+      Hubert & Arabie 1985, beyond the 95% point of partitions with the same module sizes)
+      times held-out class purity (`heldout_specificity`) times `1 - largest` (one module of
+      everything earns nothing however consistent);
+    - a representation that stays distributed: `D_u` (`module_distributedness`): effective
+      functional units (Sync modules and unsynchronised neurons, each once; participation
+      ratio, Gao et al. 2017) over K - 1, capped at 1;
+    - of a working classifier: `A = (acc - chance) / (1 - chance)` (`accuracy_gain`).
+
+    Derivation. Collapse must not raise the score, and synchrony must not lower it. v1 used
+    `D = PR(neurons) / C`: it discounts k synchronised modules of C/k identical neurons to
+    k/C, exactly as it discounts k clones, so every module the coupling formed cost score
+    (in all 12 base → +sync pairs of the baselines v1 fell with D while the neuron + module
+    term rose). Counting redundancy between *units* (a module once) removes that: k distinct
+    modules have PR k, as k distinct neurons do. Normalising by the number of units instead
+    would let one giant module (1 unit, PR 1) score D = 1; normalising by C brings the
+    synchrony penalty back. The remaining yardstick is the task: K classes need K - 1
+    distinct directions, so D_u = min(1, PR_units / (K - 1)) — a floor that collapse
+    (clones, one giant module, dead or constant layers) falls below, and beyond which more
+    independent units (or independent noise) earn nothing, so D no longer dominates the
+    ranking of working nets. With raw `max(0, ARI)`, consistency earned chance credit that
+    grows as modules get fewer and larger; `Ĉ` does not. A and D_u are factors, as in v1, so
+    they gate both terms; the terms are averaged so that a plain net with few modules still
+    gets credit for its neurons.
+
+    Args:
+        scores: (C,) `neuron_scores` of all neurons of the layer (dead ones included, as 0).
+        distributedness: `module_distributedness(responses, modules, K)` in [0, 1].
+        coverage: fraction of neurons in a module (of >= 2 neurons).
+        consistency: `module_consistency_corrected(...)["corrected"]` (NaN: degenerate).
+        purity: mean held-out module class purity (`heldout_specificity`, 0..1).
+        largest_module: `largest_module_share(modules)`.
+        accuracy, chance: the net's accuracy on the evaluated images and the chance level
+            (most frequent class's share); None → A = 1 (the representation alone).
+    NaN inputs count as 0.
+    Returns:
+        float in [0, 1].
+    """
+    return _composite(
+        scores, distributedness, coverage, consistency, purity, largest_module, accuracy, chance
+    )
+
+
+def interpretability_v1(
+    scores: Tensor,
+    *,
+    distributedness: float,
+    coverage: float,
+    consistency: float,
+    purity: float,
+    largest_module: float,
+    accuracy: float | None = None,
+    chance: float | None = None,
+) -> float:
+    """The first composite (until issue 24): `A * D * (mean_c s_c + coverage * ARI+ * purity *
+    (1 - largest)) / 2` with D between neurons and raw ARI. Kept for the rows it scored.
+
+    Its flaws, measured on the baselines (docs/design.md §1.4): log(A D) explained 92% (shapes)
+    and 98.5% (digits) of the variance of its log, and D fell whenever the coupling formed
+    modules, so a study maximising it drove `coupling_K` to 0.
 
     What it rewards, factor by factor (each in [0, 1]):
     - `A = (acc - chance) / (1 - chance)` (`accuracy_gain`; 1 when `accuracy` is None): the
@@ -105,6 +176,22 @@ def interpretability(
     Returns:
         float in [0, 1].
     """
+    return _composite(
+        scores, distributedness, coverage, consistency, purity, largest_module, accuracy, chance
+    )
+
+
+def _composite(
+    scores: Tensor,
+    distributedness: float,
+    coverage: float,
+    consistency: float,
+    purity: float,
+    largest_module: float,
+    accuracy: float | None,
+    chance: float | None,
+) -> float:
+    """`A * D * (mean_c s_c + coverage * consistency+ * purity * (1 - largest)) / 2`."""
     gain = 1.0 if accuracy is None else accuracy_gain(accuracy, 0.0 if chance is None else chance)
     neuron_term = float(scores.float().mean()) if scores.numel() else 0.0
     module_term = (

@@ -1,38 +1,55 @@
-"""The composite interpretability score: bounded, and each collapse factor zeroes or lowers it."""
+"""The composite interpretability scores (current and v1, one form): bounded, and each collapse
+factor zeroes or lowers them; the current one's distributedness counts a module once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 
-from syncmodel.metrics import accuracy_gain, interpretability, neuron_scores
+from syncmodel.metrics import (
+    accuracy_gain,
+    distributedness,
+    effective_units,
+    interpretability,
+    interpretability_v1,
+    module_distributedness,
+    neuron_scores,
+)
 
 K = 4
 NAN = float("nan")
 GOOD = dict(distributedness=1.0, coverage=1.0, consistency=1.0, purity=1.0, largest_module=0.0)
+# both composites share the form A * D * (neuron + module term) / 2; they differ in what feeds D
+# and consistency (evaluation.py), so the form is checked for each
+BOTH = pytest.mark.parametrize("score", [interpretability, interpretability_v1])
 
 
-def test_score_is_in_unit_interval() -> None:
+@BOTH
+def test_score_is_in_unit_interval(score: Callable[..., float]) -> None:
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
         s = neuron_scores(
             torch.rand(16, generator=g), torch.rand(16, generator=g), torch.rand(16, generator=g), K
         )
         d, cov, ari, pur, big, acc = torch.rand(6, generator=g).tolist()
-        value = interpretability(
+        value = score(
             s, distributedness=d, coverage=cov, consistency=2 * ari - 1, purity=pur,
             largest_module=big, accuracy=acc, chance=0.25,
         )  # fmt: skip
         assert 0.0 <= value <= 1.0
-    assert interpretability(torch.ones(4), **GOOD, accuracy=1.0, chance=0.25) == 1.0
+    assert score(torch.ones(4), **GOOD, accuracy=1.0, chance=0.25) == 1.0
 
 
-def test_dead_neurons_lower_the_score() -> None:
+@BOTH
+def test_dead_neurons_lower_the_score(score: Callable[..., float]) -> None:
     live = neuron_scores(torch.full((8,), 0.5), torch.full((8,), 0.8), torch.ones(8), K)
     info = torch.tensor([0.5] * 4 + [NAN] * 4)  # half the neurons never fire
     selectivity = torch.tensor([0.8] * 4 + [0.0] * 4)
     active = torch.tensor([1.0] * 4 + [0.0] * 4)
     half_dead = neuron_scores(info, selectivity, active, K)
-    assert interpretability(half_dead, **GOOD) < interpretability(live, **GOOD)
+    assert score(half_dead, **GOOD) < score(live, **GOOD)
     assert half_dead[4:].tolist() == [0.0] * 4
 
 
@@ -42,24 +59,65 @@ def test_fixed_position_or_rare_neurons_score_little() -> None:
     assert float(fixed_pixel) == 0.0 and float(rare) < 0.05
 
 
-def test_one_module_of_everything_gets_no_module_credit() -> None:
+@BOTH
+def test_one_module_of_everything_gets_no_module_credit(score: Callable[..., float]) -> None:
     giant = {**GOOD, "largest_module": 1.0}
-    assert interpretability(torch.zeros(4), **giant) == 0.0
-    assert interpretability(torch.zeros(4), **GOOD) == 0.5
+    assert score(torch.zeros(4), **giant) == 0.0
+    assert score(torch.zeros(4), **GOOD) == 0.5
 
 
-def test_degenerate_or_missing_modules_count_as_zero() -> None:
+@BOTH
+def test_degenerate_or_missing_modules_count_as_zero(score: Callable[..., float]) -> None:
     undefined = {**GOOD, "coverage": NAN, "consistency": NAN, "purity": NAN}
-    assert interpretability(torch.ones(3), **undefined) == 0.5
+    assert score(torch.ones(3), **undefined) == 0.5
 
 
-def test_clones_are_discounted_by_distributedness() -> None:
+@BOTH
+def test_clones_are_discounted_by_distributedness(score: Callable[..., float]) -> None:
     # 64 copies of one perfect detector in one module: 0.99 under the old additive score
     clones = {**GOOD, "distributedness": 1 / 64, "largest_module": 1.0}
-    assert interpretability(torch.ones(64), **clones) == 0.5 / 64
+    assert score(torch.ones(64), **clones) == 0.5 / 64
 
 
-def test_accuracy_at_chance_zeroes_the_score() -> None:
+@BOTH
+def test_accuracy_at_chance_zeroes_the_score(score: Callable[..., float]) -> None:
     assert accuracy_gain(0.25, 0.25) == 0.0 and accuracy_gain(0.1, 0.25) == 0.0
     assert accuracy_gain(0.625, 0.25) == 0.5
-    assert interpretability(torch.ones(4), **GOOD, accuracy=0.25, chance=0.25) == 0.0
+    assert score(torch.ones(4), **GOOD, accuracy=0.25, chance=0.25) == 0.0
+
+
+def _modules_of_identical_neurons(k: int, per: int, n: int = 400, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Responses (n, k * per) of k synchronised modules (identical neurons) of k one-hot classes."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, k, (n,), generator=g)
+    amp = 0.1 + torch.rand(n, generator=g)
+    unit = torch.nn.functional.one_hot(labels, k).double() * amp[:, None].double()  # (n, k)
+    return unit.repeat_interleave(per, 1), torch.arange(k).repeat_interleave(per)
+
+
+def test_a_synchronised_module_counts_once() -> None:
+    responses, modules = _modules_of_identical_neurons(k=4, per=8)
+    # 4 one-hot class units: their sum is constant up to the amplitude noise, so PR is about
+    # K - 1 = 3, and D_u reaches 1; the neuron-wise D calls the same layer 3/32 distributed
+    assert effective_units(responses, modules) >= 3.0
+    assert module_distributedness(responses, modules, 4) == 1.0
+    assert distributedness(responses) < 4 / 32
+
+
+def test_clones_in_one_module_are_one_unit() -> None:
+    responses, _ = _modules_of_identical_neurons(k=1, per=64)
+    responses = responses + 0.01 * torch.rand(400, 1, generator=torch.Generator().manual_seed(1)).double()
+    one = torch.zeros(64, dtype=torch.long)
+    assert effective_units(responses, one) == pytest.approx(1.0)
+    assert module_distributedness(responses, one, 10) == pytest.approx(1 / 9)  # 1 / (K - 1)
+
+
+def test_unsynchronised_neurons_are_units_and_dead_ones_are_not() -> None:
+    g = torch.Generator().manual_seed(0)
+    responses = torch.randn(2000, 6, generator=g, dtype=torch.float64)
+    responses[:, 5] = 0.0  # dead
+    none = torch.full((6,), -1)
+    # five independent neurons: PR = 5 up to the sampling error of their correlations
+    # (each r ~ N(0, 1/N): sum of 20 off-diagonal r^2 about 20/N = 0.01 → PR about 25/5.01)
+    assert effective_units(responses, none) == pytest.approx(5.0, rel=0.01)
+    assert module_distributedness(responses, none, 4) == 1.0
