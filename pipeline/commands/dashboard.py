@@ -30,6 +30,7 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING
 
+from pipeline.env_refs import expand
 from pipeline.record.tracking import TAG_PARETO, TAG_ROLE, TAG_STUDY
 from syncmodel.errors import SyncStudyError
 
@@ -50,17 +51,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
 
 
-def command(uri: str, host: str, port: int) -> list[str]:
+def command(host: str, port: int) -> list[str]:
+    """The server's command line. The store's URI is not on it (`server_env`): a command line
+    is readable by every user of the machine (/proc/PID/cmdline), and a database URI's
+    password, expanded from `${VAR}`, must not be."""
     return [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+        sys.executable, "-m", "mlflow", "server",
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
 
 
-def server_env() -> dict[str, str]:
-    """The UI only: no job runner (MLflow 3 starts a Huey consumer and workers for GenAI jobs:
+def server_env(uri: str) -> dict[str, str]:
+    """The server's environment: the store's URI, `${VAR}` expanded here (the study keeps it
+    unexpanded at rest; pipeline.env_refs), in MLflow's own variable for `--backend-store-uri`;
+    and the UI only: no job runner (MLflow 3 starts a Huey consumer and workers for GenAI jobs:
     10 processes, ~2.3 GiB, 20-35 s to answer; without it 2 processes, ~0.5 GiB, ~6 s)."""
-    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    return {
+        **os.environ, "MLFLOW_BACKEND_STORE_URI": expand(uri),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }  # fmt: skip
 
 
 WORKFLOW = {"workflowType": "machine_learning"}  # MLflow 3 UI: model training, not GenAI
@@ -275,8 +284,8 @@ def run(args: argparse.Namespace) -> int:
     log_path = ref.storage / "dashboard.log"
     log = open(log_path, "ab") if ref.storage.is_dir() else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
-        command(ref.target.uri, args.host, args.port), start_new_session=True,
-        env=server_env(), stdout=log, stderr=log,
+        command(args.host, args.port), start_new_session=True,
+        env=server_env(ref.target.uri), stdout=log, stderr=log,
     )  # fmt: skip
 
     def terminated(*_: object) -> None:

@@ -24,11 +24,22 @@ SECRET = "s3cr3t-Pa55-0f-the-db"
 
 def test_servers_bind_to_loopback_by_default() -> None:
     args = cli.build_parser("dashboard").parse_args(["dashboard", "--study", "digits"])
-    cmd = dashboard.command("sqlite:////x/mlflow.db", args.host, args.port)
+    cmd = dashboard.command(args.host, args.port)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
     for fn in (services.start_mlflow_server, services.start_postgres, services.tracking_services):
         assert inspect.signature(fn).parameters["host"].default == "127.0.0.1", fn.__name__
     assert services.build_parser().parse_args(["up", "--root", "x"]).host == "127.0.0.1"
+
+
+def test_the_dashboards_server_gets_the_store_from_its_environment_not_its_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A command line is readable by every user of the machine; the study keeps `${VAR}`
+    # unexpanded at rest and the dashboard expands it only into the server's environment.
+    monkeypatch.setenv("SYNCSTUDY_TEST_PW", SECRET)
+    uri = "postgresql://study:${SYNCSTUDY_TEST_PW}@127.0.0.1:5432/mlflow"
+    assert not any("postgresql" in part or SECRET in part for part in dashboard.command("127.0.0.1", 5000))
+    assert dashboard.server_env(uri)["MLFLOW_BACKEND_STORE_URI"] == uri.replace("${SYNCSTUDY_TEST_PW}", SECRET)
 
 
 _PROBE = r"""
