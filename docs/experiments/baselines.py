@@ -1,6 +1,10 @@
 """Issue 11: the comparison — plain, ICNN, focus (spread) and the part-tying focus kinds, each
 with and without the coupling, on the rigid-part shapes and on digits; 5 seeds; mean and 95%
-t-interval of every report key of `syncmodel.evaluate`.
+t-interval of every report key of `syncmodel.evaluate`. Issue 24: verdicts from paired
+differences (same seeds), Holm-corrected per table, "equivalent" only by TOST at the margins of
+`syncmodel.stats.MARGINS`, seeds needed for 80% power stated; every new row carries its
+provenance (commit, torch, device, data generator) and rows of another commit are marked
+(or, with --same-commit, left out).
 
 Resumable: one JSON line per finished run is appended to --out; runs already there are skipped
 (several processes may share one --out: each claims a run before training it). The tables go
@@ -24,9 +28,11 @@ from pathlib import Path
 import torch
 from scipy import stats
 
+from syncmodel import stats as st
 from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
 from syncmodel.evaluation import evaluate
+from syncmodel.provenance import provenance
 from syncmodel.training import train
 
 HERE = Path(__file__).parent
@@ -120,6 +126,7 @@ def run(dataset: str, conditions: list[str], seeds: list[int], epochs: int, out:
                 row = {"dataset": dataset, "condition": cond, "seed": seed, "epochs": epochs,
                        "n_train": n_train, "status": res.status, "train_seconds": time.perf_counter() - t,
                        "device": _device_name(cfg.device),
+                       "provenance": provenance(dataset, _device_name(cfg.device)),
                        "overrides": CONDITIONS[cond], "layers": res.layers,
                        "test_acc": res.metrics.get("test_acc")}  # fmt: skip
                 if res.status != "diverged":
@@ -178,9 +185,11 @@ HEADLINE = {
     "accuracy": "higher", "location_instability": "lower", "location_instability_heldout": "lower",
     "location_instability_part_heldout": "lower", "detectors_calibrated": "higher",
     "unique_parts_calibrated": "higher", "detector_iou": "higher", "selectivity": "higher",
-    "mis_above_chance": "higher", "modules": None, "consistency_ari": "higher", "class_purity": "higher",
-    "largest_module": None, "distributedness": "higher", "ablation_own_drop_beyond_random": "higher",
-    "spread": "lower", "interpretability": "higher",
+    "mis_above_chance": "higher", "modules": None, "consistency_ari": "higher",
+    "consistency_ari_corrected": "higher", "class_purity": "higher", "largest_module": None,
+    "distributedness": "higher", "module_distributedness": "higher",
+    "ablation_own_drop_beyond_random": "higher", "spread": "lower", "interpretability": "higher",
+    "interpretability_v1": "higher",
 }  # fmt: skip
 CALIBRATION_QUANTILE = 0.99
 # (candidate, reference) pairs of the verdict table: SINN = a focus kind with the coupling; each
@@ -189,6 +198,8 @@ ICNN_REFS = ("icnn", "icnn@0.01", "icnn@0.001", "icnn@0.0001", "icnn@0.00001")
 VERDICTS = [
     (c, ref) for ref in ICNN_REFS for c in ("spread+sync", "gate+sync", "outside+sync", f"{ref}+sync")
 ] + [(c, "plain") for c in ("spread+sync", "gate+sync", "outside+sync", *ICNN_REFS, "icnn+sync")]
+# issue 24 (c): what switching the coupling on does to each base condition
+VERDICTS += [(f"{k}+sync", k) for k in ("plain", "spread", "gate", "outside") if (f"{k}+sync", k) not in VERDICTS]
 
 
 def calibrated_threshold(rows: list[dict], quantile: float = CALIBRATION_QUANTILE) -> float | None:
@@ -219,54 +230,124 @@ def _values(rows: list[dict], key: str, threshold: float | None) -> list[float]:
     return out
 
 
-def headline(rows: list[dict]) -> str:
+LEGACY = "none"  # the commit of a row written before rows carried provenance
+
+
+def upgrade(row: dict) -> dict:
+    """A row as the current code names its keys. Rows without provenance were written before
+    issue 24, when `interpretability` was the first composite: there it is renamed
+    `interpretability_v1`, so the two composites are never mixed in one column."""
+    if "provenance" in row or "interpretability" not in row.get("report", {}):
+        return row
+    report = dict(row["report"])
+    report.setdefault("interpretability_v1", report.pop("interpretability"))
+    return {**row, "report": report}
+
+
+def commit_of(row: dict) -> str:
+    return (row.get("provenance") or {}).get("commit") or LEGACY
+
+
+def reference_commit(rows: list[dict]) -> str:
+    """The commit most rows carry (rows without provenance count as LEGACY)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[commit_of(r)] = counts.get(commit_of(r), 0) + 1
+    return max(sorted(counts), key=counts.get) if counts else LEGACY
+
+
+def _by_seed(rows: list[dict], key: str, threshold: float | None) -> dict[int, float]:
+    return {r["seed"]: v[0] for r in rows if (v := _values([r], key, threshold))}
+
+
+def contrast(rows_a: list[dict], rows_b: list[dict], key: str, threshold: float | None) -> tuple[st.Paired, float]:
+    """Paired difference a - b of `key` over the seeds both conditions have (one group), and
+    its TOST p at the metric's margin (NaN without a margin)."""
+    a, b = _by_seed(rows_a, key, threshold), _by_seed(rows_b, key, threshold)
+    seeds = sorted(set(a) & set(b))
+    pair = st.paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
+    margin = st.MARGINS.get(key)
+    p_eq = st.tost([a[s] - b[s] for s in seeds], margin) if margin is not None else math.nan
+    return pair, p_eq
+
+
+def _num(x: float) -> str:
+    return f"{x:+.2g}" if abs(x) < 0.01 and x != 0 else f"{x:+.3f}"
+
+
+def headline(rows: list[dict], commit: str | None = None) -> str:
     """Per group: the HEADLINE columns (mean ± 95% t half-width over seeds), then a verdict
-    per (candidate, reference) pair and column: better / worse only where the two 95%
-    intervals do not overlap, else "tie"; and whether the candidate's mean accuracy is within
-    1 point of plain's."""
+    per (candidate, reference) pair and column from the paired difference over the seeds
+    both have: "better" / "worse" where the paired t-test's p, Holm-corrected over the
+    table (every pair and column: one family), is < 0.05; else "equivalent" where the TOST at
+    the column's margin (`syncmodel.stats.MARGINS`), Holm-corrected over the same family, is
+    < 0.05; else "inconclusive" — each with the mean difference and its 95% interval. Then
+    the seeds each contrast needs for 80% power at its margin, from the observed sd of its
+    paired differences. Rows from a commit other than `commit` (default: the one most rows
+    carry) are marked †."""
     parts = []
+    commit = commit or reference_commit(rows)
     for group in sorted({_group(r) for r in rows}):
         rs = [r for r in rows if _group(r) == group and r["status"] != "diverged"]
         thr = calibrated_threshold(rs)
         keys = [k for k in HEADLINE if _values(rs, k, thr)]
+        foreign = {r["condition"] for r in rs if commit_of(r) != commit}
+        mark = {c: (c + " †" if c in foreign else c) for c in CONDITIONS}
         lines = [f"### {_title(group)}", ""]
         if thr is not None:
             lines += [f"Part-detector IoU threshold calibrated on plain: {thr:.4f} "
                       f"({CALIBRATION_QUANTILE:.0%} of the plain nets' unit IoUs).", ""]  # fmt: skip
         lines += ["| condition | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
-        stats_ = {}
+        by_cond, stats_ = {}, {}
         for cond in CONDITIONS:
             cr = [r for r in rs if r["condition"] == cond]
             if not cr:
                 continue
+            by_cond[cond] = cr
             stats_[cond] = {k: _values(cr, k, thr) for k in keys}
-            lines.append(f"| {cond} | {len(cr)} | " + " | ".join(_cell(stats_[cond][k]) for k in keys) + " |")
+            lines.append(f"| {mark[cond]} | {len(cr)} | " + " | ".join(_cell(stats_[cond][k]) for k in keys) + " |")
+        if foreign:
+            n_foreign = sum(commit_of(r) != commit for r in rs)
+            lines += ["", f"† {n_foreign} of {len(rs)} runs come from a commit other than {commit[:12]} "
+                          "(or carry no provenance): their code may differ."]  # fmt: skip
         plain_acc = statistics.fmean(stats_["plain"]["accuracy"]) if "plain" in stats_ else None
         pairs = [(a, b) for a, b in VERDICTS if a in stats_ and b in stats_]
         if pairs:
             vkeys = [k for k in keys if HEADLINE[k]]
-            lines += ["", "| candidate vs reference | acc within 1 pt of plain | " + " | ".join(vkeys) + " |",
-                      "|" + "---|" * (len(vkeys) + 2)]  # fmt: skip
+            results = {(a, b, k): contrast(by_cond[a], by_cond[b], k, thr) for a, b in pairs for k in vkeys}
+            cells = list(results)
+            p_diff, _ = st.holm([results[c][0].p for c in cells])
+            p_eq, _ = st.holm([results[c][1] for c in cells])
+            adjusted = {c: (p_diff[i], p_eq[i]) for i, c in enumerate(cells)}
+            lines += ["", f"Verdicts: candidate − reference, paired by seed; Holm over the {len(cells)} "
+                      "contrasts of this table; equivalence by TOST at the margins of docs/design.md §1.5.", "",
+                      "| candidate vs reference | seeds | acc within 1 pt of plain | " + " | ".join(vkeys) + " |",
+                      "|" + "---|" * (len(vkeys) + 3)]  # fmt: skip
+            power_lines = ["", "Seeds for 80% power at the margin (TOST / difference), from the observed sd of "
+                           "the paired differences:", "",
+                           "| candidate vs reference | " + " | ".join(vkeys) + " |", "|" + "---|" * (len(vkeys) + 1)]  # fmt: skip
             for a, b in pairs:
                 acc_a = statistics.fmean(stats_[a]["accuracy"])
                 kept = "–" if plain_acc is None else ("yes" if acc_a >= plain_acc - 0.01 else "NO")
-                cells = [verdict(stats_[a][k], stats_[b][k], HEADLINE[k]) for k in vkeys]
-                lines.append(f"| {a} vs {b} | {kept} | " + " | ".join(cells) + " |")
+                row_cells, power_cells = [], []
+                n = 0
+                for k in vkeys:
+                    pair, _ = results[(a, b, k)]
+                    n = max(n, pair.n)
+                    word = st.verdict(pair.mean, *adjusted[(a, b, k)], HEADLINE[k])
+                    row_cells.append(word if pair.n < 2 else f"{word} {_num(pair.mean)} [{_num(pair.low)}, {_num(pair.high)}]")
+                    margin = st.MARGINS.get(k)
+                    if margin is None or pair.n < 2:
+                        power_cells.append("–")
+                    else:
+                        need = [st.seeds_for_power(pair.sd, margin, kind=kind) for kind in ("tost", "difference")]
+                        power_cells.append(" / ".join(str(x) if x <= 1000 else ">1000" for x in need))
+                name = f"{mark[a]} vs {mark[b]}"
+                lines.append(f"| {name} | {n} | {kept} | " + " | ".join(row_cells) + " |")
+                power_lines.append(f"| {name} | " + " | ".join(power_cells) + " |")
+            lines += power_lines
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
-
-
-def verdict(a: list[float], b: list[float], better: str) -> str:
-    """Verdict "better" / "worse" (a against b) where the 95% t-intervals do not overlap, else "tie";
-    "–" with fewer than 2 values on a side."""
-    if len(a) < 2 or len(b) < 2:
-        return "–"
-    (ma, ha), (mb, hb) = interval(a), interval(b)
-    if ma - ha > mb + hb:
-        return "better" if better == "higher" else "worse"
-    if ma + ha < mb - hb:
-        return "worse" if better == "higher" else "better"
-    return "tie"
 
 
 def spread(rows: list[dict]) -> str:
@@ -289,11 +370,21 @@ def spread(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tables(rows: list[dict]) -> str:
+def select(rows: list[dict], commit: str | None = None, same_commit: bool = False) -> tuple[list[dict], str]:
+    """Rows as the current code names them (`upgrade`) and the reference commit; with
+    `same_commit` only the rows of that commit (the others are refused, not mixed in)."""
+    rows = [upgrade(r) for r in rows]
+    commit = commit or reference_commit(rows)
+    return ([r for r in rows if commit_of(r) == commit] if same_commit else rows), commit
+
+
+def tables(rows: list[dict], commit: str | None = None, same_commit: bool = False) -> str:
     """The headline tables, then one markdown table per group (dataset, epochs, n_train):
     conditions as rows, every numeric report key as a column (mean ± 95% t half-width over
-    seeds); diverged runs counted apart."""
-    parts = ["## Headline\n\n" + headline(rows), "## Seed spread of test accuracy\n\n" + spread(rows),
+    seeds); diverged runs counted apart. Rows of another commit than `commit` (default: the
+    one most rows carry) are marked in the headline, or left out with `same_commit`."""
+    rows, commit = select(rows, commit, same_commit)
+    parts = ["## Headline\n\n" + headline(rows, commit), "## Seed spread of test accuracy\n\n" + spread(rows),
              "## Every report key"]
     for group in sorted({_group(r) for r in rows}):
         rs = [r for r in rows if _group(r) == group]
@@ -313,12 +404,13 @@ def tables(rows: list[dict]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def fill(doc: Path, rows: list[dict]) -> None:
+def fill(doc: Path, rows: list[dict], commit: str | None = None, same_commit: bool = False) -> None:
     """Rewrite the generated blocks of `doc` (docs/results.md) from `rows`: the text between
     `<!-- NAME (generated by baselines.py --table) -->` and `<!-- /NAME -->` for NAME in
     headline, spread. Everything else in `doc` (the prose that reads the tables) is kept."""
     text = doc.read_text()
-    blocks = {"headline": headline(rows).replace("\n### ", "\n#### ").replace("### ", "#### ", 1), "spread": spread(rows)}
+    rows, commit = select(rows, commit, same_commit)
+    blocks = {"headline": headline(rows, commit).replace("\n### ", "\n#### ").replace("### ", "#### ", 1), "spread": spread(rows)}
     for name, body in blocks.items():
         start, end = f"<!-- {name} (generated by baselines.py --table) -->\n", f"<!-- /{name} -->"
         i, j = text.find(start), text.find(end)
@@ -344,6 +436,10 @@ def main() -> None:
     p.add_argument("--table-out", type=Path, default=None)
     p.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 400 images: checks it runs")
     p.add_argument("--table", action="store_true", help="only write the tables from --out")
+    p.add_argument("--commit", default=None,
+                   help="the reference commit of the tables (default: the one most rows carry)")
+    p.add_argument("--same-commit", action="store_true",
+                   help="leave out rows of another commit instead of marking them")
     p.add_argument("--fill", type=Path, default=None, metavar="DOC",
                    help="also rewrite DOC's generated blocks (docs/results.md) from --out")
     args = p.parse_args()
@@ -358,10 +454,10 @@ def main() -> None:
             run(dataset, args.conditions, seeds, epochs, out,
                 QUICK["n_train"] if args.quick else args.n_train, QUICK["max_images"] if args.quick else 2000,
                 args.device, args.stop_at)  # fmt: skip
-    text = tables(read(out))
+    text = tables(read(out), args.commit, args.same_commit)
     table_out.write_text(text)
     if args.fill:
-        fill(args.fill, read(out))
+        fill(args.fill, read(out), args.commit, args.same_commit)
     print(text)
 
 

@@ -27,6 +27,11 @@ from syncmodel.data import DataBundle, Split
 from syncmodel.data.splits import make_bundle
 from syncmodel.errors import ConfigError
 
+# The generator's version, recorded with every result row (syncmodel.provenance): raise it with
+# any change that alters the images, labels, landmarks or masks drawn for a seed. 2: the rigid
+# three-part layouts since commit ae763a3 (1: the generator before that commit).
+GENERATOR_VERSION = 2
+
 PART_NAMES = ["disk", "square", "triangle", "bar", "cross"]
 # class -> its three part types; disk and cross sit in three classes, the others in two.
 CLASS_PARTS = [(0, 1, 3), (1, 2, 4), (2, 0, 4), (3, 4, 0)]

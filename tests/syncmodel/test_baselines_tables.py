@@ -1,0 +1,106 @@
+"""docs/experiments/baselines.py's tables (issue 24): paired, Holm-corrected verdicts with
+intervals, "equivalent" only by TOST, provenance marks, and the legacy composite renamed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from syncmodel import stats
+
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "experiments" / "baselines.py"
+
+
+@pytest.fixture(scope="module")
+def baselines():  # noqa: ANN201 (a module loaded from a path)
+    spec = importlib.util.spec_from_file_location("baselines", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SEED_EFFECT = [0.0, 0.004, -0.003, 0.002, -0.001]  # shared by both conditions of a seed: paired
+
+
+def _row(condition: str, seed: int, acc: float, commit: str | None = "abc") -> dict:
+    row = {"dataset": "digits", "condition": condition, "seed": seed, "epochs": 15, "n_train": None,
+           "status": "ok", "test_acc": acc, "report": {"accuracy": acc, "interpretability": 0.1 + acc / 10}}  # fmt: skip
+    if commit is not None:
+        row["provenance"] = {"commit": commit, "dirty": False, "torch": "x", "device": "cpu", "data": "d"}
+    return row
+
+
+def _rows(offset: float, commit: str | None = "abc") -> list[dict]:
+    """plain, and spread+sync = plain + offset + a small per-seed wobble (sd about 0.0003)."""
+    wobble = [0.0002, -0.0003, 0.0004, -0.0001, -0.0002]
+    out = []
+    for seed, effect in enumerate(SEED_EFFECT):
+        out.append(_row("plain", seed, 0.95 + effect, commit))
+        out.append(_row("spread+sync", seed, 0.95 + effect + offset + wobble[seed], commit))
+    return out
+
+
+def _verdict_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("| spread+sync vs plain |"))
+
+
+def test_a_paired_difference_is_called_and_an_equal_one_is_equivalent(baselines, tmp_path: Path) -> None:
+    better = _verdict_line(baselines.headline(_rows(0.02)))
+    # the interval printed is the paired one: the per-seed effect both conditions share
+    # (sd 0.003) cancels, leaving mean 0.020 and a half-width of a few 1e-4
+    assert "| better +0.020 [" in better
+    same = _verdict_line(baselines.headline(_rows(0.0)))
+    assert "equivalent" in same.split("|")[4]  # accuracy, margin 0.01 (stats.MARGINS)
+    # with an interval wider than the margin nothing can be said: inconclusive, never "tie"
+    noisy = _rows(0.0)
+    for r, d in zip(noisy[1::2], [0.03, -0.03, 0.02, -0.02, 0.0]):
+        r["report"]["accuracy"] += d
+    cell = _verdict_line(baselines.headline(noisy)).split("|")[4]
+    assert "inconclusive" in cell and "tie" not in baselines.headline(noisy)
+
+
+def test_power_table_states_the_seeds_needed(baselines) -> None:
+    text = baselines.headline(_rows(0.0))
+    power = [line for line in text.splitlines() if line.startswith("| spread+sync vs plain |")][1]
+    sd = stats.paired_difference(
+        [r["report"]["accuracy"] for r in _rows(0.0)[1::2]], [r["report"]["accuracy"] for r in _rows(0.0)[::2]]
+    ).sd
+    need = (stats.seeds_for_power(sd, 0.01, kind="tost"), stats.seeds_for_power(sd, 0.01, kind="difference"))
+    assert power.split("|")[2].strip() == f"{need[0]} / {need[1]}"
+
+
+def test_rows_of_another_commit_are_marked_or_refused(baselines, tmp_path: Path) -> None:
+    rows = _rows(0.0) + [_row("plain", 5, 0.9, commit="other")]
+    text = baselines.tables(rows)
+    assert "| plain † | 6 |" in text and "1 of 11 runs come from a commit other than abc" in text
+    refused = baselines.tables(rows, same_commit=True)
+    assert "†" not in refused and "| plain | 5 |" in refused
+    out = tmp_path / "rows.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert baselines.read(out) == rows  # what run() appends is what the tables read
+
+
+def test_legacy_rows_keep_their_composite_apart(baselines) -> None:
+    legacy = baselines.upgrade(_row("plain", 0, 0.95, commit=None))
+    assert "interpretability" not in legacy["report"]
+    assert legacy["report"]["interpretability_v1"] == pytest.approx(0.195)
+    current = _row("plain", 0, 0.95)
+    assert baselines.upgrade(current) is current
+    assert baselines.commit_of(legacy) == baselines.LEGACY
+
+
+def test_holm_family_is_the_table(baselines) -> None:
+    # one clear difference among many null contrasts keeps its verdict only if it survives
+    # Holm over every contrast of the table: m = contrasts x metrics
+    rows = _rows(0.02)
+    text = baselines.headline(rows)
+    m = int(text.split("Holm over the ")[1].split(" ")[0])
+    pair = stats.paired_difference(
+        [r["report"]["accuracy"] for r in rows[1::2]], [r["report"]["accuracy"] for r in rows[::2]]
+    )
+    assert m >= 2 and (pair.p * m < stats.ALPHA) == ("better" in _verdict_line(text).split("|")[4])
+    assert not math.isnan(pair.p)
