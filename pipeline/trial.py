@@ -25,6 +25,8 @@ from typing import Any
 
 from pipeline.evaluation import evaluate_into
 from pipeline.hooks import hooks
+from pipeline.record.provenance import KEYS as PROVENANCE
+from pipeline.record.provenance import note, of_result, trial_provenance
 from pipeline.record.tracking import TrackingTarget, upload_from_trial
 from pipeline.search import decode_params
 from pipeline.spec.types import EvaluationSpec, Param
@@ -59,7 +61,10 @@ class TrialContext:
 
 
 # What Tune is told at a trial's end besides the metrics its searcher and scheduler read.
-RESULT_KEYS = ("epoch", "final", "status", "error", "node_id", "start_time", "end_time", "uploaded")
+RESULT_KEYS = (
+    "epoch", "final", "status", "error", "node_id", "start_time", "end_time", "uploaded",
+    *PROVENANCE,  # a few short strings: the driver's row and tags, also without the checkpoint
+)  # fmt: skip
 
 
 def tune_result(final: dict[str, Any], metrics: tuple[str, ...]) -> dict[str, Any]:
@@ -128,6 +133,32 @@ def load_bundle(base: TrainConfig) -> Any:
 def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
     """One trial: train, evaluate, report. Exceptions propagate: Tune retries from the last
     checkpoint (spec.retries), then the driver records the trial as error/oom."""
+    assert ctx is not None
+    started = time.time()
+    cfg = trial_config(ctx.base, ctx.search, config)
+    provenance = _provenance(cfg)
+    try:
+        _run(ctx, cfg, provenance, started)
+    except BaseException as exc:
+        # A trial that fails before its first result carries its provenance in its error
+        # trace (Ray formats the exception, notes included, in the trial's process).
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(note(provenance))
+        raise
+
+
+def _provenance(cfg: TrainConfig) -> dict[str, Any]:
+    """The trial's provenance (pipeline.record.provenance), measured here, in its process."""
+    from syncmodel.training import resolve_device
+
+    try:
+        device: Any = resolve_device(cfg.device)
+    except Exception:  # noqa: BLE001 - training raises it, with its message, in a moment
+        device = "cpu" if cfg.device == "auto" else cfg.device
+    return of_result(trial_provenance(cfg.dataset, device))
+
+
+def _run(ctx: TrialContext, cfg: TrainConfig, provenance: dict[str, Any], started: float) -> None:
     import ray
     import torch
     import yaml
@@ -135,9 +166,6 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
 
     from syncmodel.training import train
 
-    assert ctx is not None
-    started = time.time()
-    cfg = trial_config(ctx.base, ctx.search, config)
     torch.set_num_threads(ctx.threads)
     data = _data_for(ctx, cfg)
     node_id = ray.get_runtime_context().get_node_id()
@@ -163,7 +191,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
                 # metrics and evaluation.
                 return
             ckpt = tune.Checkpoint.from_directory(str(written)) if written is not None else None
-            tune.report({**record, "final": 0}, checkpoint=ckpt)
+            tune.report({**record, "final": 0, **provenance}, checkpoint=ckpt)
             seam.after_epoch(int(record["epoch"]))
 
         result = train(cfg, on_epoch=on_epoch, out_dir=work, data=data, resume=resume)
@@ -193,6 +221,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext | None = None) -> None:
             "node_id": node_id,
             "start_time": started,
             "end_time": time.time(),
+            **provenance,
         }
         files.history.write_text(json.dumps(result.history, allow_nan=True))
         files.config_json.write_text(json.dumps(cfg.to_dict(), indent=2))

@@ -2,36 +2,57 @@
 
 A table that mixes rows of different code can only be read if each row says where it came
 from; `docs/experiments/baselines.py` writes this with every run and marks (or refuses) the
-rows of another commit.
+rows of another commit, and every trial of a study records it (pipeline.trial, measured in the
+trial's own process: a cluster's workers may run other code than the driver).
 """
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+GIT_TIMEOUT_S = 10.0  # a hung git (a network file system, a lock) must not hold a trial up
 
 
-def git_commit(root: Path = ROOT) -> tuple[str, bool]:
-    """(HEAD's commit, whether tracked files differ from it); ("unknown", False) without git."""
+@functools.cache
+def git_commit(root: Path = ROOT) -> tuple[str | None, bool]:
+    """(HEAD's commit, whether tracked files differ from it) of the checkout `root` is, or
+    (None, False) when it is none (installed from a wheel, copied to a cluster's workers) or
+    git cannot tell. Cached: measured once per process, never per trial or epoch."""
+    # Only `root` itself: a wheel installed into a virtualenv that lies inside some other
+    # checkout would otherwise report that checkout's commit. (.git is a file in a worktree.)
+    if not (root / ".git").exists():
+        return None, False
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
+            ["git", "rev-parse", "HEAD"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S,
+        ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root, capture_output=True, text=True, check=True, timeout=GIT_TIMEOUT_S,
         ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-    return head, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+    return (head or None), bool(dirty)
 
 
-def data_version(dataset: str) -> str:
-    """The version of what generates or supplies `dataset`'s images."""
+def device_name(device: torch.device | str) -> str:
+    """The device's name: "cpu", or "cuda:N (the card's name)": figures are reported with the card."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return str(dev)
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
+def data_version(dataset: str) -> str | None:
+    """The version of what generates or supplies `dataset`'s images; None when nothing
+    versions it (an image folder of the user's)."""
     if dataset.startswith("shapes"):
         from syncmodel.data.shapes import GENERATOR_VERSION
 
@@ -47,12 +68,12 @@ def data_version(dataset: str) -> str:
             import torchvision
 
             return f"torchvision {torchvision.__version__} {dataset}"
-    return dataset
+    return None
 
 
-def provenance(dataset: str, device: str) -> dict[str, str | bool]:
+def provenance(dataset: str, device: str) -> dict[str, str | bool | None]:
     """{"commit", "dirty", "torch", "device", "data"} of a run on `dataset` and `device` (the
-    card's name for CUDA runs, as the caller reports it)."""
+    card's name for CUDA runs, as the caller reports it); "commit" and "data" may be None."""
     commit, dirty = git_commit()
     return {
         "commit": commit,

@@ -13,6 +13,7 @@ from pipeline.commands._study import (
     table,
     trials_from_args,
 )
+from pipeline.record.provenance import OTHER_MARK, TAG_COMMIT, off_commit, other_commit_line
 from pipeline.record.summary import metric_mode, rank
 from pipeline.record.tracking import TrialRecord
 from syncmodel.errors import SyncStudyError
@@ -50,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
     ordered = ranked + [r for r in records if r not in ranked]  # no value: last, in launch order
     if args.top is not None:
         ordered = ordered[: max(args.top, 0)]
+    common, other = off_commit(records)
     if args.json:
         print(dumps([
             {
                 "trial_id": r.trial_id, "run_id": r.run_id, "status": r.status,
+                "commit": r.tags.get(TAG_COMMIT), "other_commit": r.trial_id in other,
                 "params": r.params, "metrics": {k: clean(v) for k, v in sorted(r.metrics.items())},
             }
             for r in ordered
@@ -65,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     names = ref.searched or []
     rows: list[list] = [["trial", "status", *shown, *names]]
     for r in ordered:
-        rows.append([r.trial_id, r.status, *(r.metrics.get(m) for m in shown), *(r.params.get(n) for n in names)])
+        rows.append([r.trial_id + (OTHER_MARK if r.trial_id in other else ""), r.status,
+                     *(r.metrics.get(m) for m in shown), *(r.params.get(n) for n in names)])  # fmt: skip
     print(table(rows))
     print(f"{len(records)} trials of study {ref.name!r} in {ref.target.experiment!r}, sorted by {metric} ({mode})")
+    if other:
+        print(other_commit_line(common, len(other)))
     return 0
+

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.lock import LOCK_FILE, held, last_holder
+from pipeline.record import provenance
 from pipeline.record.digest import check
 from pipeline.record.tables import REBUILD, TRIALS, TrialRow, has_parts, read_trials
 from pipeline.record.tracking import (
@@ -28,7 +29,7 @@ from pipeline.record.tracking import (
     log10_params,
     param_str,
 )
-from pipeline.spec.metrics import FINAL_FROM_LAST_EPOCH, mlflow_metrics
+from pipeline.spec.metrics import FINAL_FROM_LAST_EPOCH, mlflow_metrics, split_bookkeeping
 
 # MLflow's SQL stores keep +-inf as the largest finite double (SQL has no infinity), and give
 # that back; NaN is kept.
@@ -76,10 +77,12 @@ def as_run(row: TrialRow, objectives: list[str], search: dict[str, Any]) -> Tria
     """A trial's row as its MLflow run shows it (`Tracker.trials()`): params as text with the
     `log10_` ones after them, final metrics as MLflow gives them back (`final_metrics` of what
     the recorder logged; the ones left out of MLflow read from the last epoch, which the row's
-    final values are)."""
+    final values are); of its tags only the provenance ones."""
     params = {k: param_str(v) for k, v in row.params.items()}
     params.update({k: param_str(v) for k, v in log10_params(search, row.params).items()})
     logged = mlflow_metrics(row.metrics, row.params, objectives, final=row.status in FINISHED)
+    logged, bookkeeping, _ = split_bookkeeping(logged)  # params in MLflow (Tracker.finish_trial)
+    params.update(bookkeeping)
     logged.update({EPOCH_PREFIX + k: row.metrics[k] for k in FINAL_FROM_LAST_EPOCH if k in row.metrics})
     metrics = {k: _as_stored(v) for k, v in final_metrics(logged).items()}
     return TrialRecord(
@@ -88,6 +91,7 @@ def as_run(row: TrialRow, objectives: list[str], search: dict[str, Any]) -> Tria
         status=row.status,
         params=params,
         metrics=metrics,
+        tags=provenance.tags(vars(row)),  # the run's syncstudy.<provenance> tags (runs, pareto mark commits)
         start_time=round(row.mlflow_start_time * 1000) if row.mlflow_start_time is not None else None,
         checkpoint=row.checkpoint,
     )

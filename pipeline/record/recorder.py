@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.record import provenance as prov
 from pipeline.record.identity import read_instance
 from pipeline.record.tables import StudyTables, TrialRow
 from pipeline.record.tracking import (
@@ -42,14 +43,24 @@ _EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*
 _WRAPPERS = ("ray.air._internal.util.StartTraceback", "ray.exceptions.RayTaskError")
 
 
+# What an out-of-memory trace says: torch.OutOfMemoryError (CUDA), MemoryError (Python, the
+# host), Ray's OutOfMemoryError (its memory monitor killed the worker), a container's OOM kill,
+# and torch's CPU allocator, which raises a plain RuntimeError ("[enforce fail at
+# alloc_cpu.cpp] ... DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes.
+# Error code 12 (Cannot allocate memory)"; "not enough memory" on Windows).
+OOM_WORDS = (
+    "OutOfMemoryError", "MemoryError", "out of memory", "OOMKilled",
+    "DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory",
+    "Cannot allocate memory",
+)  # fmt: skip
+
+
 def classify_error(text: str) -> tuple[str, str]:
     """(status, one-line message) of a trial's error trace: the root cause, which Python
     prints first in a chained trace (Ray wraps it in its own exceptions after)."""
     lines = [ln.strip() for ln in (text or "").splitlines()]
     found = [ln for ln in lines if _EXC_LINE.match(ln) and not ln.startswith(_WRAPPERS)]
-    # torch.OutOfMemoryError (CUDA), MemoryError (host), Ray's OutOfMemoryError (its memory
-    # monitor killed the worker), a container's OOM kill.
-    oom = any(s in (text or "") for s in ("OutOfMemoryError", "MemoryError", "out of memory", "OOMKilled"))
+    oom = any(s in (text or "") for s in OOM_WORDS)
     message = found[0] if found else next((ln for ln in reversed(lines) if ln), "unknown error")
     return ("oom" if oom else "error"), message[:500]
 
@@ -223,6 +234,15 @@ class StudyRecorder:
                 metrics.pop(key, None)
             ckpt_path = getattr(checkpoint, "path", None)
             node_id = str(result.get("node_id") or node or "")
+            # measured in the trial's process: its last result (every result carries it), else
+            # the note on its exception (it failed before its first result)
+            # (or the row's, when a replayed end, e.g. a resumed driver's, has neither)
+            made_by = prov.of_result(result) or prov.from_error_text(error_text)
+            if not made_by and (earlier := self.tables.trials.get(trial_id)) is not None:
+                made_by = prov.of_result(vars(earlier))
+            trial_tags = prov.tags(made_by)
+            if made_by.get("commit"):  # MLflow's "Source" commit: the trial's, not the driver's
+                trial_tags["mlflow.source.git.commit"] = str(made_by["commit"])
             try:
                 run_id = self.run_id(trial_id, sampled)
                 if history:
@@ -232,7 +252,7 @@ class StudyRecorder:
                     error=error,
                     artifacts=_artifacts(local, config, error_text, bool(result.get("uploaded")), stack),
                     tags={"syncstudy.checkpoint": str(ckpt_path or ""), "syncstudy.node_id": node_id,
-                          TAG_NOTE: self.note(config, status, metrics, error), **provenance()},
+                          TAG_NOTE: self.note(config, status, metrics, error), **provenance(), **trial_tags},
                 )  # fmt: skip
                 if wrote:
                     self.tracker.log_dataset(run_id, config)
@@ -257,6 +277,7 @@ class StudyRecorder:
                 or (row.mlflow_start_time if row else None),
                 checkpoint=ckpt_path,
                 node_id=node_id or None, start_time=start, end_time=result.get("end_time") or time.time(),
+                **{k: made_by.get(k) for k in prov.KEYS},
             )
         )  # fmt: skip
         self.tables.write()
@@ -307,7 +328,8 @@ def _short(v: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def provenance() -> dict[str, str]:
     """MLflow's provenance tags of a trial's run ("Source", "User", the git commit): the
-    command, the user, and the commit of the checkout syncstudy runs from (if it is one)."""
+    command, the user, and the commit of the checkout the driver runs from (if it is one; the
+    trial's own commit replaces it when the trial reported one: `finish`)."""
     import getpass
     import subprocess
 

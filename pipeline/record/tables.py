@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.record.digest import DamagedFile, check, drop_digest, write_digest
+from pipeline.record.provenance import KEYS as PROVENANCE
 from pipeline.safe_files import remove, write_atomic
 
 TRIALS = "trials.parquet"
@@ -49,6 +50,13 @@ TRIAL_COLUMNS: dict[str, pa.DataType] = {
     "node_id": pa.string(),  # Ray node id (or IP) the trial last ran on
     "start_time": pa.timestamp("ms", tz="UTC"),
     "end_time": pa.timestamp("ms", tz="UTC"),
+    # Provenance, measured in the trial's process (pipeline.record.provenance); null in rows
+    # written before trials reported it, and commit/dirty null outside a git checkout.
+    "commit": pa.string(),  # git commit of the code that trained it
+    "dirty": pa.bool_(),  # whether that checkout had uncommitted changes to tracked files
+    "torch": pa.string(),  # torch.__version__
+    "device": pa.string(),  # "cpu" or "cuda:N (card name)"
+    "data_version": pa.string(),  # the data's generator/supplier version (null: unversioned)
 }
 
 
@@ -65,6 +73,11 @@ class TrialRow:
     node_id: str | None = None
     start_time: float | None = None  # seconds since the epoch
     end_time: float | None = None
+    commit: str | None = None
+    dirty: bool | None = None
+    torch: str | None = None
+    device: str | None = None
+    data_version: str | None = None
 
 
 def _param_value(v: Any) -> Any:
@@ -104,6 +117,7 @@ def trials_table(rows: Iterable[TrialRow]) -> pa.Table:
         "node_id": pa.array([r.node_id for r in rows], pa.string()),
         "start_time": pa.array([_ts(r.start_time) for r in rows], TRIAL_COLUMNS["start_time"]),
         "end_time": pa.array([_ts(r.end_time) for r in rows], TRIAL_COLUMNS["end_time"]),
+        **{k: pa.array([getattr(r, k) for r in rows], TRIAL_COLUMNS[k]) for k in PROVENANCE},
     }
     param_keys = _ordered_keys(r.params for r in rows)
     for k in param_keys:
@@ -349,4 +363,5 @@ def _row_from_record(rec: dict[str, Any]) -> TrialRow:
         node_id=rec.get("node_id"),
         start_time=seconds(rec.get("start_time")),
         end_time=seconds(rec.get("end_time")),
+        **{k: rec.get(k) for k in PROVENANCE},  # absent from tables written before them: None
     )

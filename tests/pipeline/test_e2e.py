@@ -26,7 +26,17 @@ from pipeline.record.tracking import (
 from pipeline.spec.metrics import mlflow_name
 from pipeline.trial import RESULT_KEYS, TUNE_KEYS
 
-DIGITS = Path(__file__).resolve().parents[2] / "studies" / "digits.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "studies" / "digits.yaml"
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+# HEAD when this module is collected, before the session's smoke study runs: others may commit
+# in this tree while the session runs, so the trials' commit lies between it and HEAD now.
+HEAD_AT_COLLECTION = _git("rev-parse", "HEAD").stdout.strip() if (ROOT / ".git").exists() else None
 
 
 def _client(storage: Path) -> MlflowClient:
@@ -148,7 +158,7 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
     uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
     assert cli.main(["export", str(DIGITS), "--smoke", "--tracking-uri", uri, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "SHA256SUMS", "config.json", "config.yaml", "metrics.json", "model.pt", "report.json",
+        "README.md", "SHA256SUMS", "config.json", "config.yaml", "metrics.json", "model.safetensors", "report.json",
     ]  # fmt: skip
     logged = json.loads((out / "metrics.json").read_text())["metrics"]["test_acc"]
     code = (
@@ -156,7 +166,7 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
         "from syncmodel.checkpoint import load_checkpoint\n"
         "from syncmodel.data import load_data\n"
         "from syncmodel.training import inspect, resolve_device\n"
-        f"model, config, meta = load_checkpoint({str(out / 'model.pt')!r})\n"
+        f"model, config, meta = load_checkpoint({str(out / 'model.safetensors')!r})\n"
         "acc = inspect(model, load_data(config).test, meta['layers'], config.epsilon, resolve_device('cpu'))['acc']\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna', 'pipeline'})\n"
         "print(json.dumps({'acc': acc, 'heavy': heavy}))\n"
@@ -262,3 +272,29 @@ def test_tune_keeps_only_what_it_reads_and_the_tables_keep_everything(smoke_stud
         assert {"test_acc", "modules", "train_loss", "spread"} <= recorded - set(last), sorted(recorded)
         epochs = [r["epoch"] for r in history if r["trial_id"] == last["trial_id"]]
         assert sorted(epochs) == list(range(1, last["epoch"] + 1))
+
+
+def test_every_row_and_run_records_its_trial_s_provenance(smoke_study: Path) -> None:
+    """Measured in the trial's process (pipeline.record.provenance): torch, the device, the
+    data's version, and the commit of this checkout (+ dirty), in each row and its run."""
+    import sklearn
+    import torch
+
+    trials = pq.read_table(smoke_study / "trials.parquet").to_pylist()
+    _, children = _child_runs(smoke_study)
+    tags = {r.data.tags[TAG_TRIAL]: r.data.tags for r in children}
+    for row in trials:
+        assert row["torch"] == torch.__version__, row
+        # device "auto": the card where there is one (with its name), else the CPU
+        assert row["device"] == "cpu" or (torch.cuda.is_available() and row["device"].startswith("cuda:")), row
+        assert row["data_version"] == f"scikit-learn {sklearn.__version__} digits"
+        run = tags[row["trial_id"]]
+        assert all(run[f"syncstudy.{k}"] == row[k] for k in ("torch", "device", "data_version", "commit") if row[k])
+        if HEAD_AT_COLLECTION is None:
+            continue  # not a git checkout: nothing to compare with
+        assert row["commit"] is not None and isinstance(row["dirty"], bool), row
+        head = _git("rev-parse", "HEAD").stdout.strip()
+        if row["commit"] not in (HEAD_AT_COLLECTION, head):
+            # HEAD moved on while the session ran: the trials' commit is one in between
+            assert _git("merge-base", "--is-ancestor", HEAD_AT_COLLECTION, row["commit"]).returncode == 0, row
+            assert _git("merge-base", "--is-ancestor", row["commit"], head).returncode == 0, row

@@ -86,3 +86,23 @@ def test_a_trial_write_touches_only_its_own_files(tmp_path: Path) -> None:
     again.compact()
     assert pq.read_table(tmp_path / TRIALS).column("trial_id").to_pylist() == ["a", "b", "c"]
     assert not (tmp_path / "parts").exists()
+
+
+def test_provenance_columns_round_trip_and_older_tables_read_as_null(tmp_path: Path) -> None:
+    made = {"commit": "c0ffee", "dirty": False, "torch": "2.14.1", "device": "cpu", "data_version": "shapes generator 2"}
+    tables = StudyTables(tmp_path / "new")
+    tables.upsert_trial(TrialRow("a", "ok", {"lr": 0.1}, {"test_acc": 0.5}, **made))
+    tables.upsert_trial(TrialRow("b", "error", {"lr": 0.1}, {}))  # failed before it measured any
+    tables.write()
+    tables.compact()
+    table = pq.read_table(tmp_path / "new" / TRIALS)
+    assert table.schema.field("dirty").type == pa.bool_() and table.schema.field("commit").type == pa.string()
+    rows = table.to_pylist()
+    assert {k: rows[0][k] for k in made} == made and all(rows[1][k] is None for k in made)
+    assert {k: getattr(StudyTables(tmp_path / "new").trials["a"], k) for k in made} == made
+
+    # a study written before the columns existed: its rows load, provenance unknown
+    old = tmp_path / "old"
+    old.mkdir()
+    pq.write_table(table.drop_columns(list(made)), old / TRIALS)
+    assert StudyTables(old).trials["a"].commit is None
