@@ -20,6 +20,7 @@ and created anew between the open and the lock is opened again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -27,6 +28,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.safe_files import open_file
@@ -208,6 +210,35 @@ def acquire(storage: Path, command: str = "launch") -> StudyLock:
     except OSError:  # a full disk: the lock holds all the same; only the message loses its details
         pass
     return StudyLock(storage, fd, previous, folder)
+
+
+@contextlib.contextmanager
+def hold_quietly(storage: Path) -> Iterator[None]:
+    """The study folder's lock for a short step of a command that is not a driver (relocating
+    a moved study's store: pipeline.commands._study): the folder's flock and the lock file's
+    if there is one, which is neither created nor written, as it keeps the last driver's
+    details and those tell the read-only commands whether the tables are current
+    (pipeline.record.finished). Raises `StudyLocked` when a driver holds the folder."""
+    folder = _lock_folder(storage)
+    fd: int | None = None
+    try:
+        try:
+            fd = os.open(storage / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            fd = None  # no lock file (or a planted link): the folder's lock is the one that counts
+        if fd is not None:
+            try:
+                _lock_exclusive(fd)
+            except OSError as exc:
+                if exc.errno in _BUSY:
+                    raise _locked(storage, _holder(fd)) from None
+                if exc.errno not in _NO_FOLDER_LOCK:
+                    raise SyncStudyError(f"cannot lock the study folder {storage} ({exc.strerror})") from None
+        yield
+    finally:
+        for held_fd in (fd, folder):
+            if held_fd is not None:
+                os.close(held_fd)
 
 
 def _shared_busy(fd: int) -> bool | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from pipeline.record.tracking import (
     TrackingTarget,
     TrialRecord,
     check_target,
+    own_store,
+    relocate_store,
     resolve_target,
     sqlite_path,
 )
@@ -100,6 +103,7 @@ class StudyRef:
     searched: list[str] | None = None
     search: dict[str, Param] | None = None  # the spec's search block (None: no spec here)
     launched_in: Path | None = None  # the folder the study was launched in (its study.yaml says)
+    unrelocated: str | None = None  # why a moved folder's store still names the old one (`relocate`)
 
 
 def locate_study(
@@ -130,11 +134,40 @@ def locate_study(
     else:
         raise SyncStudyError("name the study: a SPEC file or --study NAME")
     storage = storage_of(spec)
-    return StudyRef(
+    ref = StudyRef(
         spec.name, target_of(spec, storage), storage,
         [(o.metric, o.mode) for o in spec.objectives], list(spec.searched()), dict(spec.search),
         launched_in or storage,
     )  # fmt: skip
+    if ref.launched_in != storage:
+        ref.unrelocated = relocate(ref)
+    return ref
+
+
+def relocate(ref: StudyRef) -> str | None:
+    """A moved or copied study folder's own MLflow store made to name the folder it is in now
+    (`relocate_store`), under the folder's lock, so that its runs, logged models, dashboard
+    and registrations use this folder's files, not the original's (which may be gone). Once
+    done it is a no-op (one query). Returns why it could not be done (a driver holds the
+    folder, the folder is read-only), after one warning line: the store is then read through
+    `Tracker.moved_artifacts`, and `export --register` is refused."""
+    from pipeline.lock import StudyLocked, hold_quietly
+
+    if own_store(ref.target, ref.storage) is None:
+        return None  # a server or a database elsewhere does not move with the folder
+    try:
+        with hold_quietly(ref.storage):
+            done = relocate_store(ref.target, ref.storage)
+    except (StudyLocked, sqlite3.Error, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        print(f"warning: the MLflow store in {ref.storage} was not relocated to it ({why})", file=sys.stderr)
+        return why
+    if done is not None:
+        print(
+            f"relocated study {ref.name!r}'s MLflow store to this folder: {done.rows} artifact "
+            f"locations and paths now name {done.new}", file=sys.stderr,
+        )  # fmt: skip
+    return None
 
 
 def _where_it_is(spec: Any, saved: Path, tracking_uri: str | None) -> Any:

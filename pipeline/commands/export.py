@@ -1,5 +1,5 @@
 """`syncstudy export --study NAME --out DIR`: the best (or a named) trial → a portable folder.
-`syncstudy export --verify DIR`: check such a folder (manifest, sha256s, weights-only load)."""
+`syncstudy export --verify DIR`: check such a folder (manifest, sha256s, the checkpoint's own digest)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--verify", metavar="DIR", type=Path,
-        help="only check an exported folder: SHA256SUMS, every file's sha256, model.pt weights-only",
+        help="only check an exported folder: SHA256SUMS, every file's sha256, model.safetensors intact",
     )  # fmt: skip
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.verify is not None:
         n = verify(args.verify)
-        print(f"{args.verify}: {n} files match SHA256SUMS; model.pt is a weights-only checkpoint")
+        print(f"{args.verify}: {n} files match SHA256SUMS; the checkpoint matches its own sha256")
         return 0
     if not args.out:
         raise SyncStudyError("--out DIR is required (or --verify DIR to check an export)")
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         metric_mode,
     )
     from pipeline.record.tracking import Tracker, finite
+    from pipeline.trial_files import TrialFiles
 
     if args.register:
         args.mlflow = True  # registering writes to the store: its runs, not the tables, decide
@@ -71,11 +72,12 @@ def run(args: argparse.Namespace) -> int:
         chosen_by = f"trial {record.trial_id} as asked" if args.trial else f"best {metric} ({mode})"
     if args.register and tracker is not None and tracker.moved_artifacts(record.run_id) is not None:
         # MLflow puts a logged model's files under the experiment's recorded artifact folder:
-        # the one the study was launched in, not this copy
+        # a moved folder's store not relocated (pipeline.commands._study.relocate) names the old one
         raise SyncStudyError(
-            f"--register: study {ref.name!r} was moved from where its MLflow store was written; "
-            "its experiment's artifact folder is the old one, so registering would write there "
-            "(export without --register works)"
+            f"--register: study {ref.name!r} was moved and its MLflow store still names the folder "
+            f"it was written in ({ref.unrelocated or 'not relocated'}), so registering would write "
+            "there; run again once the folder is writable and no driver holds it (export without "
+            "--register works)"
         )
     source: Tracker | TrialFolder | None = tracker
     if source is None:  # read from the tables: the files from the trial's folder, if it has them all
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
         # The registered version is MLflow's pytorch format ("pt2", no pickled code): both
         # mlflow.pytorch.load_model and mlflow.pyfunc.load_model read it.
-        model_uri = log_pytorch_model(expand(ref.target.uri), record.run_id, out / "model.pt")
+        model_uri = log_pytorch_model(expand(ref.target.uri), record.run_id, out / TrialFiles.MODEL)
         shown = ", ".join(f"{m} {record.metrics[m]:.4g}" for m, _ in objectives if finite(record.metrics.get(m)))
         description = f"study {ref.name!r}, trial {record.trial_id} ({chosen_by}){': ' + shown if shown else ''}"
         assert tracker is not None  # --register reads MLflow (above)

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -307,6 +308,108 @@ def prepare_store(uri: str) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Where MLflow 3's sqlite store keeps absolute artifact URIs (table, column): a study folder's
+# own store names the folder it was written in, so a copy would read (and write) the original's
+# files until these are rewritten (`relocate_store`).
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+# syncstudy's run tags that hold a plain path in the study folder (rewritten with the URIs, so
+# a copy names no file of the folder it came from).
+PATH_TAGS = (TAG_STORAGE, TAG_CHECKPOINT)
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """What `relocate_store` rewrote: the study folder the store was written in, the one it
+    is in now, and how many values (artifact URIs, path tags) now name the new one."""
+
+    old: Path
+    new: Path
+    rows: int
+
+
+def own_store(target: TrackingTarget, storage: Path) -> Path | None:
+    """The sqlite file of `target` when it is the study folder's own store (the default: the
+    database in `storage`, artifacts in `<storage>/mlartifacts`), the only kind that moves with
+    the folder; else None (a server or another database keeps the artifact folder it names,
+    which a copy of the study folder did not copy)."""
+    storage = Path(storage).resolve()
+    if urllib.parse.urlsplit(target.uri).scheme.lower() != "sqlite":
+        return None
+    db = sqlite_path(target.uri)
+    if db.parent != storage or target.artifact_location != (storage / "mlartifacts").as_uri():
+        return None
+    return db
+
+
+def _recorded_folder(con: sqlite3.Connection, experiment: str, new: str) -> str | None:
+    """The artifact folder URI the experiment recorded when it is another study folder's
+    `mlartifacts` (the store was moved or copied with its folder), else None."""
+    row = con.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
+    old = str(row[0]).rstrip("/") if row and row[0] else None
+    if old is None or old == new or not old.startswith("file:") or not old.endswith("/mlartifacts"):
+        return None  # not moved, or an artifact folder the spec named (not the folder's own)
+    return old
+
+
+def relocate_store(target: TrackingTarget, storage: Path) -> Relocation | None:
+    """Point the study folder's own sqlite store (`own_store`) at the folder it is in now: the
+    artifact URIs under the folder it was written in (`ARTIFACT_COLUMNS`) and the `PATH_TAGS`
+    naming that folder are rewritten, in one transaction; values naming anything else are left
+    alone. Returns None when there is nothing to do (not moved, not the folder's own store, no
+    database). The caller holds the study folder's lock (pipeline.lock.hold_quietly): no
+    driver writes meanwhile. Plain sqlite3 (MLflow's schema, read by name): no MLflow import,
+    which the read-only commands do without. A read-only folder raises sqlite3's error."""
+    db = own_store(target, storage)
+    if db is None or not db.is_file():
+        return None
+    storage = Path(storage).resolve()
+    new = (storage / "mlartifacts").as_uri()
+    con = sqlite3.connect(db, timeout=30, isolation_level=None)  # transactions as written below
+    try:
+        if _recorded_folder(con, target.experiment, new) is None:
+            return None  # checked before the write lock: the common case writes nothing
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            old = _recorded_folder(con, target.experiment, new)
+            if old is None:  # another command relocated it in between
+                con.execute("ROLLBACK")
+                return None
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = 0
+            for table, column in ARTIFACT_COLUMNS:
+                if table in tables:  # an older schema may lack one (logged_models: MLflow 3)
+                    rows += _replace_prefix(con, table, column, old, new)
+            old_dir = urllib.request.url2pathname(urllib.parse.urlsplit(old).path.rpartition("/")[0])
+            marks = ",".join("?" * len(PATH_TAGS))
+            rows += _replace_prefix(con, "tags", "value", old_dir, str(storage), f"key IN ({marks})", PATH_TAGS)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+    return Relocation(Path(old_dir), storage, rows)
+
+
+def _replace_prefix(
+    con: sqlite3.Connection, table: str, column: str, old: str, new: str, where: str = "1", args: tuple[str, ...] = ()
+) -> int:
+    """`old` → `new` at the start of `column` where the value is `old` or lies under it
+    (`old/...`): compared as text, not with LIKE, whose wildcards a folder name may hold."""
+    cursor = con.execute(
+        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+        f"WHERE ({column} = ? OR substr({column}, 1, ?) = ?) AND {where}",
+        (new, len(old) + 1, old, len(old) + 1, old + "/", *args),
+    )
+    return cursor.rowcount
 
 
 def _client(uri: str):  # noqa: ANN202 - mlflow.MlflowClient, imported lazily
@@ -686,7 +789,8 @@ class Tracker:
         tags: dict[str, str] | None = None,
         artifacts: list[tuple[Path, str | None]] = (),
     ) -> bool:
-        """Record a trial's end once: artifacts, then final metrics + status in one batch.
+        """Record a trial's end once: artifacts, then final metrics + status in one batch
+        (`metrics` under their MLflow names, `mlflow_metrics`: its bookkeeping goes as params).
 
         Returns False (and writes nothing) when the run already holds a final status.
         """
@@ -694,12 +798,20 @@ class Tracker:
 
         if status not in TERMINAL:
             raise ValueError(f"not a terminal status: {status!r}")
+        from pipeline.spec.metrics import split_bookkeeping
+
         if self.is_final(run_id):
             return False
         _log_files(self.client, run_id, artifacts)
+        # The evaluation's counts and setting are params, its seconds a tag: one name per
+        # measured quantity among the metrics (pipeline.spec.metrics.BOOKKEEPING). Params
+        # before the final batch: a retry after a failure logs the same values again, which
+        # MLflow accepts.
+        metrics, params, bookkeeping = split_bookkeeping(metrics)
+        self._log_params(run_id, params, existing={})
         ts = _now_ms()
         final = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items() if _is_number(v)]
-        all_tags = {**(tags or {}), TAG_STATUS: status}
+        all_tags = {**(tags or {}), **bookkeeping, TAG_STATUS: status}
         if error:
             all_tags[TAG_ERROR] = error[:4000]
         chunks = list(_chunks(final, 900)) or [[]]

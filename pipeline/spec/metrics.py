@@ -7,6 +7,7 @@ tests/pipeline/test_spec.py checks them against syncmodel.evaluate.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,19 @@ METRICS: dict[str, MetricInfo] = {
     "detector_fraction": _ev("max", "fraction of units that are part detectors", needs_parts=True),
 }
 
+# Also logged, never objectives (docs/spec.md lists them under the metrics): name → (where, help).
+# "epoch": an epoch/<name> series; "final": a final metric; "evaluation": eval/<name>.
+RECORDED: dict[str, tuple[str, str]] = {
+    "lr": ("epoch", "the learning rate at the epoch's last step (train.lr_schedule)"),
+    "epsilon": ("epoch", "the Sync neighbourhood radius used in the epoch (epsilon annealed to epsilon_final)"),
+    "epoch_time": ("epoch", "the epoch's wall time, seconds (validation included)"),
+    "estimate_time": ("epoch", "seconds of the epoch's interp_estimate (train.epoch_estimate)"),
+    "epochs_run": ("final", "epochs trained (fewer than train.epochs when the trial was stopped)"),
+    "accuracy_class_{k}": ("evaluation", "test accuracy on class k"),
+    "module_size": ("evaluation", "mean size of the modules of >= 2 neurons"),
+    "detector_iou": ("evaluation", "mean best IoU of the units with their part (part data sets only)"),
+}
+
 # Data sets with ground-truth landmarks and part masks (docs/design.md §2).
 PART_DATASETS = ("shapes", "shapes-hard")
 
@@ -90,17 +104,60 @@ def per_epoch_metrics() -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # How a trial's final metrics are named in MLflow (pipeline.record.tracking writes and reads
-# them; the Parquet tables keep the bare names above). Objectives, test_acc, val_acc,
-# train_time and epochs_run are bare; the test-set values train() reports beside its
-# per-epoch validation ones are test/<name>; everything syncmodel.evaluate reports is
+# them; the Parquet tables keep the bare names above). Objectives and BARE are bare; the
+# test-set values train() reports beside its per-epoch validation ones are test/<name>; everything syncmodel.evaluate reports is
 # eval/<name>. Left out of MLflow (they repeat another value; read back from it):
-FINAL_FROM_LAST_EPOCH = ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc")  # epoch/<name>
+FINAL_FROM_LAST_EPOCH = ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc", "interp_estimate")  # epoch/<name>
 DROPPED = {"accuracy": "test_acc"}  # the evaluation's accuracy on the test split
-BARE = ("test_acc", "val_acc", "train_time", "epochs_run")
+# train()'s own finals: val_acc is the last epoch's (the result), best_val_acc the best epoch's
+# (the highest epoch/val_acc; it differs from val_acc when a later epoch was worse).
+BARE = ("test_acc", "val_acc", "train_time", "epochs_run", "best_val_acc", "best_epoch")
+EPOCH_PREFIX = "epoch/"  # pipeline.record.tracking.EPOCH_PREFIX: per-epoch series
 TEST_PREFIX = "test/"  # train()'s final spread, dead_fraction, neighbours: on the test split
 TEST_SET = ("spread", "dead_fraction", "neighbours")
 EVAL_PREFIX = "eval/"
 TRAIN_FINALS = (*BARE, *FINAL_FROM_LAST_EPOCH, *TEST_SET)  # every other final key: the evaluation's
+
+
+# The evaluation's bookkeeping (how much it evaluated, with which setting), not measurements:
+# eval/<name> (per layer eval/<layer>/<name>) is logged as a param, and its wall time as the
+# tag EVAL_SECONDS_TAG (pipeline.record.tracking.Tracker.finish_trial).
+BOOKKEEPING = ("images", "neurons", "sync_steps", "epsilon")
+EVAL_SECONDS = EVAL_PREFIX + "eval_seconds"
+EVAL_SECONDS_TAG = "syncstudy.eval_seconds"
+
+
+def split_bookkeeping(logged: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """`mlflow_metrics`' output as (metrics, params, tags): the evaluation's `BOOKKEEPING`
+    values become params (a count without a decimal point: it is one) and its seconds a tag."""
+    metrics: dict[str, Any] = {}
+    params: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for key, value in logged.items():
+        if key.startswith(EVAL_PREFIX) and key.rpartition("/")[2] in BOOKKEEPING:
+            number = float(value)
+            params[key] = str(int(number)) if number.is_integer() and key.rpartition("/")[2] != "epsilon" else str(value)
+        elif key == EVAL_SECONDS:
+            tags[EVAL_SECONDS_TAG] = f"{float(value):.2f}"
+        else:
+            metrics[key] = value
+    return metrics, params, tags
+
+
+_LAYER_OR_CLASS = re.compile(r"^(?:.+/)?(accuracy_class_)\d+$")
+
+
+def catalogue_name(logged: str) -> str:
+    """The entry of `METRICS` or `RECORDED` that the MLflow metric `logged` is: its prefix
+    (epoch/, test/, eval/) and an evaluation layer (eval/<layer>/<name>) left out, a class
+    number written {k}."""
+    name = logged
+    for prefix in (EPOCH_PREFIX, TEST_PREFIX, EVAL_PREFIX):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+            break
+    name = _LAYER_OR_CLASS.sub(r"\1{k}", name)
+    return name.rpartition("/")[2]
 
 
 def mlflow_name(name: str, objectives: tuple[str, ...] | list[str] = ()) -> str | None:

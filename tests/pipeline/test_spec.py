@@ -24,7 +24,7 @@ from pipeline.spec import (
     spec_to_dict,
 )
 from pipeline.spec.arms import is_comparison, load_comparison
-from pipeline.spec.metrics import METRICS
+from pipeline.spec.metrics import METRICS, RECORDED
 from pipeline.spec.reading import StrictLoader
 from syncmodel.catalog import known_names
 
@@ -308,5 +308,5 @@ def test_reference_documents_every_key() -> None:
     from syncmodel.config import TrainConfig
 
     doc = (ROOT / "docs" / "spec.md").read_text()
-    for key in [*TOP_KEYS, *TrainConfig.field_names(), *METRICS]:
+    for key in [*TOP_KEYS, *TrainConfig.field_names(), *METRICS, *RECORDED]:
         assert f"`{key}`" in doc, key
