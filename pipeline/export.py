@@ -1,5 +1,5 @@
 """Export a study's best (or a named) trial to a portable folder that needs only syncmodel:
-weights-only model.pt, the resolved config, metrics.json, a model card (README.md) and a
+the model.safetensors checkpoint (weights, config, meta), the resolved config, metrics.json, a model card (README.md) and a
 SHA256SUMS manifest. Written to a temporary folder beside the target, then renamed.
 """
 
@@ -14,11 +14,15 @@ from typing import Any
 
 from pipeline.record.tracking import Tracker, TrialRecord, finite, is_outage
 from pipeline.trial_files import TrialFiles
-from syncmodel.checkpoint_archive import read_checkpoint_archive
+from syncmodel.checkpoint_format import read_checkpoint_file
 from syncmodel.errors import SyncStudyError
 from syncmodel.files import ensure_folder, file_sha256, temp_folder
 
 MANIFEST = "SHA256SUMS"
+
+
+class _Missing(SyncStudyError):
+    """The run has no such artifact (as opposed to a name that escapes or a store outage)."""
 
 
 def _inside(path: Path, folder: Path, what: str) -> Path:
@@ -53,8 +57,8 @@ class TrialFolder:
             path = _inside(path, storage, "checkpoint folder")
         except SyncStudyError:
             return None
-        needed = (TrialFiles.MODEL, *TrialFiles.CONFIGS)
-        return cls(study, path) if all((path / name).is_file() for name in needed) else None
+        has_model = any((path / name).is_file() for name in (TrialFiles.MODEL, TrialFiles.LEGACY_MODEL))
+        return cls(study, path) if has_model and all((path / name).is_file() for name in TrialFiles.CONFIGS) else None
 
     def _file(self, artifact_path: str) -> Path:
         return self.folder / self._names.get(artifact_path, artifact_path)
@@ -97,22 +101,32 @@ def export_trial(
                     if is_outage(exc):  # the store did not answer: not "the run has no file"
                         raise
                     cause = (str(exc).splitlines() or [""])[0][:160]
-                    raise SyncStudyError(
+                    raise _Missing(
                         f"trial {record.trial_id} (status {record.status}): its MLflow run "
                         f"{record.run_id} has no {artifact} ({exc.__class__.__name__}: {cause})"
                     ) from None
                 return _inside(got, here, "artifact")
 
             # copyfile, not copy2: the files get the umask's mode, not the store's
-            shutil.copyfile(fetch(f"checkpoint/{TrialFiles.MODEL}"), tmp / TrialFiles.MODEL)
+            legacy = f"checkpoint/{TrialFiles.LEGACY_MODEL}"
+            try:
+                shutil.copyfile(fetch(f"checkpoint/{TrialFiles.MODEL}"), tmp / TrialFiles.MODEL)
+            except _Missing:
+                if not tracker.has_artifact(record.run_id, legacy):
+                    raise
+                # a trial of a release before safetensors: its model.pt is read with torch
+                # (weights-only, with its checks) and exported as a model.safetensors
+                from syncmodel.checkpoint import convert_checkpoint
+
+                convert_checkpoint(fetch(legacy), tmp / TrialFiles.MODEL)
             for name in TrialFiles.CONFIGS:
                 shutil.copyfile(fetch(f"config/{name}"), tmp / name)
             # A trial without evaluation has no report; a report that is there but cannot be
             # fetched is an error (it would otherwise pass for "not evaluated").
             if tracker.has_artifact(record.run_id, f"evaluation/{TrialFiles.REPORT}"):
                 shutil.copyfile(fetch(f"evaluation/{TrialFiles.REPORT}"), tmp / TrialFiles.REPORT)
-        # weights-only (read without torch, by an allow-list narrower than torch's): refuse anything else
-        payload = read_checkpoint_archive(tmp / "model.pt")
+        # a safetensors checkpoint with its digest intact (checked without torch): refuse anything else
+        payload = read_checkpoint_file(tmp / TrialFiles.MODEL)
         metrics = {
             "study": tracker.study, "trial_id": record.trial_id, "mlflow_run_id": record.run_id,
             "status": record.status, "chosen_by": chosen_by,
@@ -137,7 +151,8 @@ def verify(folder: str | Path) -> int:
     Refused (`SyncStudyError` naming the folder or file): a missing or malformed SHA256SUMS,
     a manifest entry that is not a plain file name in the folder (``../x``, ``/etc/x``,
     ``sub/x``), a listed file missing or with another sha256, a file the manifest does not
-    list, and a model.pt that is not a weights-only syncstudy checkpoint.
+    list, and a model.safetensors that is not an intact syncstudy checkpoint. A folder exported
+    by a release before safetensors (a model.pt) is checked with torch (weights-only).
     """
     folder = Path(folder).resolve()
     manifest = folder / MANIFEST
@@ -171,9 +186,14 @@ def verify(folder: str | Path) -> int:
     extra = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in listed)
     if extra:
         raise SyncStudyError(f"{folder}: files not in {MANIFEST}: {', '.join(extra)}")
-    if "model.pt" not in listed:
-        raise SyncStudyError(f"{manifest}: lists no model.pt")
-    read_checkpoint_archive(folder / "model.pt")  # weights-only, and its own sha256 over the contents
+    if TrialFiles.MODEL in listed:
+        read_checkpoint_file(folder / TrialFiles.MODEL)  # its own sha256 over the contents, no torch
+    elif TrialFiles.LEGACY_MODEL in listed:
+        from syncmodel.checkpoint import read_checkpoint  # torch: only an old export's model.pt
+
+        read_checkpoint(folder / TrialFiles.LEGACY_MODEL)
+    else:
+        raise SyncStudyError(f"{manifest}: lists no {TrialFiles.MODEL}")
     return len(listed)
 
 
@@ -227,15 +247,15 @@ interpretability report.
 
 ## Use
 
-Needs only `syncmodel` (and torch); the checkpoint is weights-only (`torch.load(...,
-weights_only=True)` reads it, so it cannot run code):
+Needs only `syncmodel` (and torch); the checkpoint is a safetensors file (tensors only, so it
+cannot run code; its header holds the config and meta as JSON):
 
 ```python
 from syncmodel.checkpoint import load_checkpoint
 from syncmodel.data import load_data
 from syncmodel.training import inspect, resolve_device
 
-model, config, meta = load_checkpoint("model.pt")
+model, config, meta = load_checkpoint("model.safetensors")
 data = load_data(config)
 acc = inspect(model, data.test, meta["layers"], config.epsilon, resolve_device("cpu"))["acc"]
 print(acc)  # the logged test_acc (exactly, on CPU)

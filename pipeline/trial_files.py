@@ -13,7 +13,8 @@ from typing import ClassVar
 class TrialFiles:
     """The files of one trial's final checkpoint folder `folder`.
 
-    model.pt: the weights-only checkpoint (syncmodel.checkpoint); history.json: one record
+    model.safetensors: the model checkpoint (weights, config and meta: syncmodel.checkpoint);
+    model.pt: the same from a release before safetensors (uploaded when an old trial has it); history.json: one record
     per epoch; final.json: the final result Tune was told (a restored trial hands it back);
     config.json / config.yaml: the full TrainConfig; report.json, neurons.parquet, pictures/:
     the evaluation (pipeline.evaluation), when it ran.
@@ -21,7 +22,8 @@ class TrialFiles:
 
     folder: Path
 
-    MODEL = "model.pt"
+    MODEL = "model.safetensors"  # syncmodel.checkpoint_format.WEIGHTS (this module imports nothing)
+    LEGACY_MODEL = "model.pt"  # syncmodel.checkpoint_format.LEGACY_WEIGHTS
     HISTORY = "history.json"
     FINAL = "final.json"
     CONFIG_JSON = "config.json"
@@ -39,6 +41,7 @@ class TrialFiles:
     # Where each file goes in the trial's MLflow run (artifact folder; None: the run's root).
     ARTIFACTS: ClassVar[tuple[tuple[str, str | None], ...]] = (
         (CONFIG_YAML, "config"), (CONFIG_JSON, "config"), (MODEL, "checkpoint"),
+        (LEGACY_MODEL, "checkpoint"),
         (REPORT, "evaluation"), (NEURONS, "evaluation"), (HISTORY, None), (PICTURES, "pictures"),
         (MLFLOW_MODEL, "model"),
     )  # fmt: skip

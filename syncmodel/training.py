@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from syncmodel.checkpoint import check_digest, save_checkpoint, with_digest
+from syncmodel.checkpoint_format import WEIGHTS
 from syncmodel.config import TrainConfig
 from syncmodel.data import DataBundle, Split, load_data
 from syncmodel.errors import CheckpointError, ConfigError
@@ -33,7 +34,7 @@ class TrainResult:
     status: str  # "ok" | "diverged" | "stopped"
     metrics: dict[str, float]  # final: test_acc, val_acc, spread, dead_fraction, neighbours, ...
     history: list[dict[str, float]]  # one record per finished epoch
-    checkpoint: Path | None  # weights-only model checkpoint (model.pt) of the last epoch
+    checkpoint: Path | None  # the model checkpoint (model.safetensors) of the last epoch
     config: TrainConfig
     model: nn.Module = field(repr=False)
     layers: list[str] = field(default_factory=list)
@@ -262,7 +263,7 @@ def train(
         config: the resolved config (validated on construction).
         on_epoch: called after every epoch with the epoch record and the checkpoint folder
             written for it (None when no checkpoint was written); returning True stops.
-        out_dir: where `checkpoint/model.pt` (weights only) and `checkpoint/train_state.pt`
+        out_dir: where `checkpoint/model.safetensors` (weights) and `checkpoint/train_state.pt`
             go; None → no files written.
         data: a pre-built bundle (the pipeline builds one per node); None → `load_data`.
         progress: a tqdm bar per epoch.
@@ -370,7 +371,7 @@ def train(
                 written = _save(
                     ckpt_dir, model, optimizer, batches, config, {**meta, "epoch": epoch + 1}, history, step
                 )
-                checkpoint = ckpt_dir / "model.pt"
+                checkpoint = ckpt_dir / WEIGHTS
             if progress:
                 print(_progress_line(record, config.epochs), flush=True)
             if on_epoch is not None and on_epoch(record, written):
@@ -413,7 +414,7 @@ def _save(
     history: list[dict[str, float]],
     step: int,
 ) -> Path:
-    # Training state first, model last: model.pt's epoch is never ahead of the state's.
+    # Training state first, model last: the model's epoch is never ahead of the state's.
     state = {
         "epoch": meta["epoch"],
         # where the learning-rate schedule stands (the optimizer's param groups hold its lr)
@@ -424,7 +425,7 @@ def _save(
         "history": [dict(r) for r in history],
     }
     atomic_write(ckpt_dir / "train_state.pt", lambda tmp: torch.save(with_digest(state), tmp))
-    save_checkpoint(ckpt_dir / "model.pt", model, config, meta)
+    save_checkpoint(ckpt_dir / WEIGHTS, model, config, meta)
     return ckpt_dir
 
 
@@ -439,7 +440,7 @@ def _restore(
 ) -> tuple[int, list[dict[str, float]]]:
     from syncmodel.checkpoint import read_checkpoint
 
-    payload = read_checkpoint(ckpt_dir / "model.pt", map_location=device)
+    payload = read_checkpoint(ckpt_dir, map_location=device)  # a legacy model.pt too
     state_path = ckpt_dir / "train_state.pt"
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)

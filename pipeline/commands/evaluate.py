@@ -17,7 +17,7 @@ from syncmodel.errors import ConfigError, SyncStudyError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="model.pt, or the folder that holds it")
+    parser.add_argument("checkpoint", type=Path, help="model.safetensors (or an earlier release's model.pt), or the folder that holds it")
     parser.add_argument(
         "--dataset", default=None, help="data set to evaluate on (default: the checkpoint's)"
     )

@@ -2,7 +2,7 @@
 
 - Every trial: a pyfunc model "from code": MLflow runs `mlflow_pyfunc.py` (copied into the
   folder) to load it, which rebuilds the net with `syncmodel.checkpoint.load_checkpoint` from
-  the folder's weights-only `artifacts/model.pt`. The folder is written here by hand, in the
+  the folder's `artifacts/model.safetensors` (tensors only; config and meta in its header). The folder is written here by hand, in the
   layout `mlflow.pyfunc.save_model` writes (MLflow 3.17), because `save_model` costs seconds
   per trial (it imports MLflow and infers requirements) while these files cost milliseconds;
   tests/pipeline/test_mlflow_model.py loads it with MLflow, so a layout MLflow no longer
@@ -73,7 +73,7 @@ def signature(in_channels: int, image_size: int, num_classes: int) -> dict[str, 
 
 def write_pyfunc_folder(
     dst: Path,
-    model_pt: Path,
+    weights: Path,
     *,
     in_channels: int,
     image_size: int,
@@ -81,18 +81,19 @@ def write_pyfunc_folder(
     example: list[Any],
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the pyfunc-from-code folder `dst` for the weights-only checkpoint `model_pt`.
+    """Write the pyfunc-from-code folder `dst` for the checkpoint file `weights` (a
+    model.safetensors; a legacy model.pt keeps its name, which tells the loader what it is).
 
     `example`: one input (nested lists, shape (1, C, H, W)) saved as the input example;
     `meta`: kept under MLmodel's `metadata` (the normalisation, class names).
     """
     dst = Path(dst)
     (dst / "artifacts").mkdir(parents=True)
-    weights = dst / "artifacts" / "model.pt"
+    name = Path(weights).name
     try:
-        os.link(model_pt, weights)  # same bytes; MLflow copies them when it logs the folder
+        os.link(weights, dst / "artifacts" / name)  # same bytes; MLflow copies them when it logs the folder
     except OSError:
-        shutil.copyfile(model_pt, weights)
+        shutil.copyfile(weights, dst / "artifacts" / name)
     shutil.copyfile(CODE, dst / CODE.name)
     reqs = list(requirements())
     python = platform.python_version()
@@ -111,7 +112,7 @@ def write_pyfunc_folder(
     mlmodel = {
         "flavors": {
             "python_function": {
-                "artifacts": {"model": {"path": "artifacts/model.pt", "uri": "model.pt"}},
+                "artifacts": {"model": {"path": f"artifacts/{name}", "uri": name}},
                 "code": None,
                 "env": {"conda": "conda.yaml", "virtualenv": "python_env.yaml"},
                 "loader_module": "mlflow.pyfunc.loaders.code_model",
@@ -138,12 +139,12 @@ def write_pyfunc_folder(
     return dst
 
 
-def write_for_trial(folder: Path, model_pt: Path, data: Any) -> Path:
+def write_for_trial(folder: Path, weights: Path, data: Any) -> Path:
     """The trial's pyfunc folder (`folder`/mlflow_model) from its data bundle (shapes, one test
     image as the input example, the normalisation)."""
     example = data.test.images[:1].float().tolist()
     return write_pyfunc_folder(
-        Path(folder) / FOLDER, model_pt, in_channels=int(data.in_channels), image_size=int(data.image_size),
+        Path(folder) / FOLDER, weights, in_channels=int(data.in_channels), image_size=int(data.image_size),
         num_classes=int(data.num_classes), example=example,
         meta={"dataset": data.name, "class_names": list(data.class_names), "mean": list(data.mean),
               "std": list(data.std), "input": "float32 (N, C, H, W), normalised: (raw - mean) / std"},
@@ -186,7 +187,7 @@ def log_trial_model(client: Any, run_id: str, folder: Path) -> str:
     return model.model_id
 
 
-def log_pytorch_model(uri: str, run_id: str, model_pt: Path, name: str = "pytorch_model") -> str:
+def log_pytorch_model(uri: str, run_id: str, weights: Path, name: str = "pytorch_model") -> str:
     """Log the checkpoint as `mlflow.pytorch` "pt2" model of `run_id`; returns its model URI.
 
     `torch.export` with a dynamic batch dimension; the signature and input example as in the
@@ -201,7 +202,7 @@ def log_pytorch_model(uri: str, run_id: str, model_pt: Path, name: str = "pytorc
 
     from syncmodel.checkpoint import load_checkpoint
 
-    net, _, meta = load_checkpoint(model_pt)
+    net, _, meta = load_checkpoint(weights)
     shape = (-1, int(meta["in_channels"]), int(meta["image_size"]), int(meta["image_size"]))
     sig = ModelSignature(
         Schema([TensorSpec(np.dtype("float32"), shape)]),

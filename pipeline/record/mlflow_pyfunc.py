@@ -1,6 +1,7 @@
 """The code of a trial's MLflow model ("models from code", MLflow >= 2.12): MLflow runs this
-file when it loads the model, so nothing is unpickled; the weights are `model.pt`, read
-weights-only by `syncmodel.checkpoint.load_checkpoint` (pipeline.record.mlflow_model).
+file when it loads the model, so nothing is unpickled; the weights are `model.safetensors`
+(tensors only), read by `syncmodel.checkpoint.load_checkpoint` (pipeline.record.mlflow_model),
+which also reads the weights-only `model.pt` of models logged by earlier releases.
 
 Input: float32 images (N, C, H, W), normalised as in training (the MLmodel's metadata holds
 the per-channel mean and std); output: the logits (N, classes).

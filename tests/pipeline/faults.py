@@ -15,7 +15,7 @@ trial fail, or stop the driver at a chosen point, so the reliability tests
   ``retries``) restored from epoch E's checkpoint gets through.
 - ``SYNCSTUDY_CRASH_AT=POINT``: ``before_first_result`` (the driver, when the first trial
   starts), ``after_trial:N`` (the driver, once N trials are recorded) or ``checkpoint_write``
-  (a trial, with its epoch-1 model.pt written to a temporary name but not yet renamed).
+  (a trial, with its epoch-1 model.safetensors written to a temporary name but not yet renamed).
   The driver SIGKILLs itself; a trial leaves a marker and pauses (as ``pause``: the test kills
   the driver).
 - ``SYNCSTUDY_TEST_DIR=DIR``: where crash points leave their marker file (named like the
@@ -83,7 +83,7 @@ def _epoch_of(resume: Path | None) -> int | None:
         return None
     from syncmodel.checkpoint import read_checkpoint
 
-    return int(read_checkpoint(resume / "model.pt")["meta"].get("epoch", 0))
+    return int(read_checkpoint(resume)["meta"].get("epoch", 0))
 
 
 def _dir() -> Path | None:
@@ -187,7 +187,7 @@ def _fired(point: str) -> bool:
 
 
 def _pause_in_checkpoint_write(number: int) -> None:
-    """Wrap syncmodel's atomic writer so that trial 1's second model.pt stops between its
+    """Wrap syncmodel's atomic writer so that trial 1's second model.safetensors stops between its
     temporary file and the rename: the moment a non-atomic writer would leave half a file."""
     from syncmodel import checkpoint
 
@@ -198,7 +198,7 @@ def _pause_in_checkpoint_write(number: int) -> None:
 
     def paused(path: str | Path, write: Any) -> Path:
         nonlocal writes
-        if Path(path).name != "model.pt":
+        if Path(path).name != "model.safetensors":
             return real(path, write)
         writes += 1
         if writes != 2 or _fired("checkpoint_write"):

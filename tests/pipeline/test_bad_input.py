@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from pipeline import cli
@@ -126,7 +127,7 @@ def test_train_force_replaces_the_whole_run(tmp_path: Path, capsys: pytest.Captu
     (out / "stale.txt").write_text("from the earlier run")
     assert run_main([*TRAIN, "--seed", "3", "--force", "--out", str(out)], capsys)[0] == 0
     result = json.loads((out / "result.json").read_text())
-    assert result["config"]["seed"] == 3 and result["checkpoint"] == str(out / "checkpoint" / "model.pt")
+    assert result["config"]["seed"] == 3 and result["checkpoint"] == str(out / "checkpoint" / "model.safetensors")
     assert not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -149,14 +150,14 @@ def _checkpoint(path: Path, **meta: object) -> Path:
 
 
 def test_evaluate_checkpoint_with_a_string_in_channels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ckpt = _checkpoint(tmp_path / "model.pt", in_channels="1")
+    ckpt = _checkpoint(tmp_path / "model.safetensors", in_channels="1")
     err = one_line_error(["evaluate", str(ckpt), "--out", str(tmp_path / "ev")], capsys, f"{ckpt}: checkpoint meta 'in_channels' must be int")
     assert "'1'" in err and not (tmp_path / "ev").exists()
 
 
 @pytest.mark.parametrize(("flags", "expect"), [(["--device", "tpu"], "--device: must be auto"), (["--out", "FILE/ev"], "is not a folder")])
 def test_evaluate_bad_device_or_out(flags: list[str], expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ckpt = _checkpoint(tmp_path / "model.pt")
+    ckpt = _checkpoint(tmp_path / "model.safetensors")
     (tmp_path / "FILE").write_text("x")
     flags = [f.replace("FILE", str(tmp_path / "FILE")) for f in flags]
     argv = ["evaluate", str(ckpt), "--out", str(tmp_path / "ev"), "--no-pictures", "--max-images", "20", *flags]
@@ -192,7 +193,7 @@ RECORD = SimpleNamespace(trial_id="t0001", run_id="r1", status="ok", metrics={"t
 @pytest.fixture
 def store(tmp_path: Path) -> _Store:
     folder = tmp_path / "store"
-    _checkpoint(folder / "checkpoint" / "model.pt")
+    _checkpoint(folder / "checkpoint" / "model.safetensors")
     (folder / "config").mkdir()
     (folder / "config" / "config.yaml").write_text("dataset: digits\n")
     (folder / "config" / "config.json").write_text('{"dataset": "digits"}\n')
@@ -203,11 +204,32 @@ def _export(store: _Store, out: Path) -> Path:
     return export_trial(store, RECORD, out, objectives=[("test_acc", "max")], chosen_by="test")  # type: ignore[arg-type]
 
 
-def test_export_of_a_trial_without_model_pt(store: _Store, tmp_path: Path) -> None:
-    (store.folder / "checkpoint" / "model.pt").unlink()
-    with pytest.raises(SyncStudyError, match="^trial t0001 \\(status ok\\): its MLflow run r1 has no checkpoint/model.pt"):
+def test_export_of_a_trial_without_a_checkpoint(store: _Store, tmp_path: Path) -> None:
+    (store.folder / "checkpoint" / "model.safetensors").unlink()  # and no legacy model.pt either
+    with pytest.raises(SyncStudyError, match="^trial t0001 \\(status ok\\): its MLflow run r1 has no checkpoint/model.safetensors"):
         _export(store, tmp_path / "out")
     assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_export_of_a_trial_of_an_earlier_release_converts_its_model_pt(store: _Store, tmp_path: Path) -> None:
+    """A run that holds a model.pt (written before safetensors) exports as a model.safetensors
+    holding the same weights, config and meta; the folder verifies."""
+    from syncmodel.checkpoint import load_checkpoint, read_checkpoint, with_digest
+    from syncmodel.checkpoint_format import LEGACY_FORMAT
+
+    new = store.folder / "checkpoint" / "model.safetensors"
+    want = read_checkpoint(new)
+    new.unlink()
+    legacy = {"format": LEGACY_FORMAT, "state_dict": want["state_dict"], "config": want["config"], "meta": want["meta"]}
+    torch.save(with_digest(legacy), store.folder / "checkpoint" / "model.pt")
+    out = _export(store, tmp_path / "out")
+    assert (out / "model.safetensors").is_file() and not (out / "model.pt").exists()
+    assert verify(out) == 5  # README.md, config.json, config.yaml, metrics.json, the checkpoint
+    got = read_checkpoint(out / "model.safetensors")
+    assert got["config"] == want["config"] and got["meta"] == want["meta"]
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in want["state_dict"].items())
+    assert got["state_dict"].keys() == want["state_dict"].keys()
+    load_checkpoint(out)  # rebuilds the model
 
 
 @pytest.mark.parametrize("where", ["file", "proc"])
@@ -236,11 +258,11 @@ def _manifest_with(out: Path, extra_line: str) -> None:
 
 def test_verify_refuses_a_300_character_name(store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = _export(store, tmp_path / "out")
-    _manifest_with(out, f"{file_sha256(out / 'model.pt')}  {'a' * 300}\n")
+    _manifest_with(out, f"{file_sha256(out / 'model.safetensors')}  {'a' * 300}\n")
     one_line_error(["export", "--verify", str(out)], capsys, "is too long for a file name (refused)")
 
 
-def test_verify_refuses_model_pt_listed_twice(store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_refuses_the_checkpoint_listed_twice(store: _Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = _export(store, tmp_path / "out")
-    _manifest_with(out, f"{'0' * 64}  model.pt\n")  # `sha256sum -c` fails this line
-    one_line_error(["export", "--verify", str(out)], capsys, "'model.pt' is listed twice")
+    _manifest_with(out, f"{'0' * 64}  model.safetensors\n")  # `sha256sum -c` fails this line
+    one_line_error(["export", "--verify", str(out)], capsys, "'model.safetensors' is listed twice")

@@ -58,7 +58,7 @@ def test_sigkill_then_resume(
     try:
         if point == "checkpoint_write":
             deadline = time.monotonic() + 300
-            while not marker.exists():  # trial 1 paused between its model.pt's temp file and rename
+            while not marker.exists():  # trial 1 paused between its model.safetensors's temp file and rename
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()  # type: ignore[union-attr]
                 time.sleep(0.2)
             # Kill once Tune's snapshot (what --resume restores) names trial 1's epoch-1

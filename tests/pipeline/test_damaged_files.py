@@ -148,7 +148,7 @@ def test_the_digest_is_also_on_the_parent_run(base: Path) -> None:
 def test_a_damaged_checkpoint_is_named_by_export(base: Path, tmp_path: Path, syncstudy) -> None:  # noqa: ANN001
     """The module's own folder (a copy's rows name the original's checkpoints, which export
     then leaves for MLflow's copies): its checkpoints cut in half, and put back after."""
-    models = [Path(r["checkpoint"]) / "model.pt" for r in _rows(base)]
+    models = [Path(r["checkpoint"]) / "model.safetensors" for r in _rows(base)]
     kept = {m: m.read_bytes() for m in models}
     try:
         for m, data in kept.items():
@@ -157,7 +157,7 @@ def test_a_damaged_checkpoint_is_named_by_export(base: Path, tmp_path: Path, syn
     finally:
         for m, data in kept.items():
             m.write_bytes(data)
-    _one_line_refusal(run, "model.pt")
+    _one_line_refusal(run, "model.safetensors")
     assert not (tmp_path / "out").exists()
 
 

@@ -101,7 +101,7 @@ def test_export_does_not_hide_a_failed_report_download(tmp_path: Path) -> None:
     result = train(TrainConfig(n_train=120, epochs=1, width=8), out_dir=tmp_path / "run")
     files = tmp_path / "files"
     files.mkdir()
-    (files / "model.pt").write_bytes(Path(result.checkpoint).read_bytes())
+    (files / "model.safetensors").write_bytes(Path(result.checkpoint).read_bytes())
     for name in ("config.yaml", "config.json"):
         (files / name).write_text(json.dumps(result.config.to_dict()))
     record = TrialRecord(trial_id="t1", run_id="r1", status="ok", metrics={"val_acc": 0.5}, params={})

@@ -158,7 +158,7 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
     uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
     assert cli.main(["export", str(DIGITS), "--smoke", "--tracking-uri", uri, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "SHA256SUMS", "config.json", "config.yaml", "metrics.json", "model.pt", "report.json",
+        "README.md", "SHA256SUMS", "config.json", "config.yaml", "metrics.json", "model.safetensors", "report.json",
     ]  # fmt: skip
     logged = json.loads((out / "metrics.json").read_text())["metrics"]["test_acc"]
     code = (
@@ -166,7 +166,7 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
         "from syncmodel.checkpoint import load_checkpoint\n"
         "from syncmodel.data import load_data\n"
         "from syncmodel.training import inspect, resolve_device\n"
-        f"model, config, meta = load_checkpoint({str(out / 'model.pt')!r})\n"
+        f"model, config, meta = load_checkpoint({str(out / 'model.safetensors')!r})\n"
         "acc = inspect(model, load_data(config).test, meta['layers'], config.epsilon, resolve_device('cpu'))['acc']\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'optuna', 'pipeline'})\n"
         "print(json.dumps({'acc': acc, 'heavy': heavy}))\n"

@@ -69,7 +69,7 @@ def test_registered_model_predicts_the_exported_logits(
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     out = tmp_path / "best"
     assert cli.main(["export", *_args(smoke_study), "--out", str(out), "--register", "digits-best", "--alias", "prod"]) == 0
-    net, _, meta = load_checkpoint(out / "model.pt")
+    net, _, meta = load_checkpoint(out / "model.safetensors")
     x = torch.randn(3, meta["in_channels"], meta["image_size"], meta["image_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = net(x).numpy()

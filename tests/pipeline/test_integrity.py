@@ -11,21 +11,28 @@ import torch
 
 from pipeline import cli
 from pipeline.export import MANIFEST, verify
-from syncmodel.checkpoint import save_checkpoint
+from syncmodel.checkpoint import save_checkpoint, with_digest
+from syncmodel.checkpoint_format import LEGACY_FORMAT
 from syncmodel.config import TrainConfig
 from syncmodel.errors import SyncStudyError
 from syncmodel.files import file_sha256
 from syncmodel.nets import build_model
 
+META = {"in_channels": 1, "num_classes": 10, "image_size": 8, "layers": ["features.0"], "epoch": 1}
 
-def _export_like(folder: Path) -> Path:
-    """A folder as `export_trial` writes one (model.pt, config.json, SHA256SUMS)."""
+
+def _export_like(folder: Path, legacy: bool = False) -> Path:
+    """A folder as `export_trial` writes one (model.safetensors, config.json, SHA256SUMS), or
+    (`legacy`) as a release before safetensors wrote one (model.pt)."""
     folder.mkdir()
     config = TrainConfig(dataset="digits", width=8)
     torch.manual_seed(0)
     model = build_model(config, 1, 10, 8)
-    meta = {"in_channels": 1, "num_classes": 10, "image_size": 8, "layers": ["features.0"], "epoch": 1}
-    save_checkpoint(folder / "model.pt", model, config, meta)
+    if legacy:
+        payload = {"format": LEGACY_FORMAT, "state_dict": model.state_dict(), "config": config.to_dict(), "meta": META}
+        torch.save(with_digest(payload), folder / "model.pt")
+    else:
+        save_checkpoint(folder, model, config, META)
     (folder / "config.json").write_text(json.dumps(config.to_dict()))
     _manifest(folder)
     return folder
@@ -53,8 +60,9 @@ def test_verify_accepts_a_good_export(tmp_path: Path, capsys: pytest.CaptureFixt
     "damage, words",
     [
         ("alter", "config.json: sha256 does not match"),
-        ("truncate", "model.pt: sha256 does not match"),
-        ("truncate+manifest", "model.pt: not a readable weights-only checkpoint"),
+        ("truncate", "model.safetensors: sha256 does not match"),
+        ("truncate+manifest", "model.safetensors: not a readable weights-only checkpoint"),
+        ("flip+manifest", "model.safetensors: contents do not match the checkpoint's sha256"),
         ("missing", "config.json: listed in SHA256SUMS but missing"),
         ("extra", "files not in SHA256SUMS: evil.pkl"),
         ("no-manifest", "no SHA256SUMS"),
@@ -71,11 +79,15 @@ def test_verify_refuses_with_one_line(
     (tmp_path / "outside").write_text("secret")
     if damage == "alter":
         (out / "config.json").write_text("{}")
-    elif damage.startswith("truncate"):
-        data = (out / "model.pt").read_bytes()
-        (out / "model.pt").write_bytes(data[: len(data) // 2])
+    elif damage.startswith(("truncate", "flip")):
+        data = (out / "model.safetensors").read_bytes()
+        if damage.startswith("truncate"):
+            data = data[: len(data) // 2]
+        else:  # one bit of the last tensor's bytes: still a well-formed safetensors file
+            data = data[:-5] + bytes([data[-5] ^ 0x40]) + data[-4:]
+        (out / "model.safetensors").write_bytes(data)
         if damage.endswith("manifest"):
-            _manifest(out)  # a consistent manifest over a broken file: the load refuses it
+            _manifest(out)  # a consistent manifest over a broken file: the checkpoint's own digest refuses it
     elif damage == "missing":
         (out / "config.json").unlink()
     elif damage == "extra":
@@ -98,10 +110,23 @@ def test_verify_refuses_with_one_line(
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1
 
 
+def test_verify_still_checks_an_export_of_an_earlier_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder exported before safetensors (model.pt) verifies, with torch; an altered model.pt
+    under a consistent manifest is refused by the checkpoint's own sha256."""
+    out = _export_like(tmp_path / "old", legacy=True)
+    code, text = _cli(capsys, "export", "--verify", str(out))
+    assert code == 0 and "2 files match SHA256SUMS" in text, text
+    (out / "model.pt").write_bytes(_flip_weight_byte(out / "model.pt", (out / "model.pt").read_bytes()))
+    _manifest(out)
+    code, text = _cli(capsys, "export", "--verify", str(out))
+    assert code == 2 and f"{out / 'model.pt'}: contents do not match" in text and len(text.strip().splitlines()) == 1
+
+
 def test_evaluate_refuses_a_broken_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ckpt = _export_like(tmp_path / "best") / "model.pt"
+    ckpt = _export_like(tmp_path / "best") / "model.safetensors"
     good = ckpt.read_bytes()
-    for name, data in (("truncated", good[: len(good) // 2]), ("altered", _flip_weight_byte(ckpt, good))):
+    altered = good[:-5] + bytes([good[-5] ^ 0x40]) + good[-4:]
+    for name, data in (("truncated", good[: len(good) // 2]), ("altered", altered)):
         ckpt.write_bytes(data)
         code, text = _cli(capsys, "evaluate", str(ckpt), "--out", str(tmp_path / "ev"), "--no-pictures")
         assert code == 2, (name, text)
@@ -111,6 +136,7 @@ def test_evaluate_refuses_a_broken_checkpoint(tmp_path: Path, capsys: pytest.Cap
 
 
 def _flip_weight_byte(ckpt: Path, data: bytes) -> bytes:
+    """A model.pt with one bit of its largest tensor flipped (torch still loads it)."""
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     big = max(state.values(), key=lambda t: t.numel())
     at = data.find(big.contiguous().numpy().tobytes()[:32])

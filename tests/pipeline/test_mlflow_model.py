@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
@@ -24,7 +25,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = TrainConfig(dataset="digits", image_size=SHAPE[1], epochs=1)
     net = build_model(config, SHAPE[0], SHAPE[2], SHAPE[1])
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     meta = {"in_channels": SHAPE[0], "num_classes": SHAPE[2], "image_size": SHAPE[1], "layers": ["block3"],
             "dataset": "digits", "class_names": [str(i) for i in range(10)], "epoch": 1}  # fmt: skip
     return save_checkpoint(path, net, config, meta)
@@ -67,7 +68,7 @@ def test_pyfunc_folder_holds_no_pickle(checkpoint: Path, tmp_path: Path) -> None
     assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"  # runs the code file
     assert (folder / flavor["model_code_path"]).is_file() and "python_model" not in flavor
     assert _pickles(folder) == []
-    torch.load(folder / "artifacts" / "model.pt", weights_only=True)  # the only binary: weights-only
+    safetensors.torch.load_file(folder / "artifacts" / "model.safetensors")  # the only binary: tensors
 
 
 def test_registered_pt2_model_loads_with_pytorch_and_pyfunc(

@@ -98,7 +98,7 @@ def test_runs_and_pareto_from_tables_import_no_heavy_module(
 
 
 def test_export_from_the_trial_folder_and_verify_import_no_heavy_module(smoke_study: Path, tmp_path: Path) -> None:
-    # model.pt is checked by syncmodel.checkpoint_archive (weights-only, sha256): no torch
+    # model.safetensors is checked by syncmodel.checkpoint_format (header, sha256): no torch
     args = ["export", str(smoke_study / "study.yaml"), "--out", str(tmp_path / "out")]
     assert _modules_at_exit(args, tmp_path) == []
     assert _modules_at_exit(["export", "--verify", str(tmp_path / "out")], tmp_path) == []

@@ -4,6 +4,7 @@ anything is trained; a documented-valid value (val_fraction 0) trains."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import stat
@@ -13,9 +14,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from syncmodel.checkpoint import read_checkpoint, save_checkpoint
+from syncmodel.checkpoint_format import split
 from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
 from syncmodel.errors import CheckpointError, ConfigError, DataError
@@ -159,7 +160,7 @@ META = {"in_channels": 1, "num_classes": 10, "image_size": 8, "layers": ["featur
 )  # fmt: skip
 def test_checkpoint_meta_of_wrong_type_is_refused(tmp_path: Path, key: str, value: object, says: str) -> None:
     config = TrainConfig(dataset="digits", width=4)
-    path = save_checkpoint(tmp_path / "model.pt", build_model(config, 1, 10, 8), config, {**META, key: value})
+    path = save_checkpoint(tmp_path, build_model(config, 1, 10, 8), config, {**META, key: value})
     with pytest.raises(CheckpointError, match=f"^{path}: checkpoint meta '{key}' {says}"):
         read_checkpoint(path)
 
@@ -167,10 +168,10 @@ def test_checkpoint_meta_of_wrong_type_is_refused(tmp_path: Path, key: str, valu
 def test_checkpoint_meta_without_shapes_is_refused(tmp_path: Path) -> None:
     config = TrainConfig(dataset="digits", width=4)
     meta = {k: v for k, v in META.items() if k != "image_size"}
-    path = save_checkpoint(tmp_path / "model.pt", build_model(config, 1, 10, 8), config, meta)
+    path = save_checkpoint(tmp_path, build_model(config, 1, 10, 8), config, meta)
     with pytest.raises(CheckpointError, match="checkpoint meta lacks 'image_size'"):
         read_checkpoint(path)
-    assert torch.load(path, weights_only=True)["meta"] == meta  # the file itself loads
+    assert json.loads(split(path.read_bytes(), path)[1]["meta"]) == meta  # the file itself parses
 
 
 def test_atomic_write_follows_the_umask(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_cli_writes_report_table_and_pictures(tmp_path, capsys) -> None:
     config = TrainConfig(dataset="shapes", width=4, n_train=40, image_size=32)
     model = build_model(config, 1, 4, 16)
     meta = {"in_channels": 1, "num_classes": 4, "image_size": 32, "layers": ["block3"]}
-    ckpt = save_checkpoint(tmp_path / "model.pt", model, config, meta)
+    ckpt = save_checkpoint(tmp_path / "model.safetensors", model, config, meta)
     out = tmp_path / "eval"
     argv = [
         "evaluate",

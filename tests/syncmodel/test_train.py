@@ -74,8 +74,12 @@ def test_checkpoint_reloads_to_the_same_test_accuracy(digits, tmp_path):
 
 def test_checkpoint_holds_only_weights_and_plain_data(digits, tmp_path):
     result = train(TrainConfig(**{**FAST, "epochs": 1}), data=digits, out_dir=tmp_path)
-    payload = torch.load(result.checkpoint, weights_only=True)  # raises if anything else is inside
-    assert set(payload) == {"format", "state_dict", "config", "meta", "sha256"}
+    import safetensors
+
+    assert result.checkpoint.name == "model.safetensors"
+    with safetensors.safe_open(str(result.checkpoint), framework="pt") as f:  # tensors and strings only
+        assert set(f.metadata()) == {"format", "config", "meta", "sha256"}
+        assert set(f.keys()) == set(result.model.state_dict())
 
 
 def test_truncated_checkpoint_is_refused_with_the_file_named(digits, tmp_path):
@@ -101,7 +105,7 @@ def test_on_epoch_sees_every_epoch_and_its_checkpoint(digits, tmp_path):
     seen = []
     train(TrainConfig(**FAST), data=digits, out_dir=tmp_path, on_epoch=lambda rec, ck: seen.append((rec["epoch"], ck)))
     assert [e for e, _ in seen] == [1, 2]
-    assert all(ck is not None and (ck / "model.pt").is_file() for _, ck in seen)
+    assert all(ck is not None and (ck / "model.safetensors").is_file() for _, ck in seen)
 
 
 def test_train_command_prints_json_last(tmp_path, capsys):
@@ -116,7 +120,7 @@ def test_train_command_prints_json_last(tmp_path, capsys):
     for key in ("test_acc", "focus_loss", "sync_loss", "status", "checkpoint"):
         assert key in payload
     assert payload["status"] == "ok" and math.isfinite(payload["test_acc"])
-    assert (tmp_path / "checkpoint" / "model.pt").is_file()
+    assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
 
 
 def test_train_command_bad_value_exits_2_naming_the_field(capsys):
