@@ -23,7 +23,7 @@ from pipeline.record.tracking import (
     final_metrics,
     param_str,
 )
-from pipeline.spec.metrics import mlflow_name
+from pipeline.spec.metrics import BOOKKEEPING, EVAL_SECONDS, EVAL_SECONDS_TAG, mlflow_name
 from pipeline.trial import RESULT_KEYS, TUNE_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +71,10 @@ def test_one_child_run_per_trial_row_with_equal_params_and_metrics(smoke_study: 
         assert row["status"] == "ok" == run.data.tags["syncstudy.status"]
         assert run.data.tags[TAG_STUDY] == "digits"
         params = {k[len("params."):]: v for k, v in row.items() if k.startswith("params.")}
-        logged = {k: v for k, v in run.data.params.items() if not k.startswith("log10_")}
+        # the evaluation's bookkeeping (counts: eval/images, ...) is logged as params too
+        logged = {k: v for k, v in run.data.params.items() if not k.startswith(("log10_", "eval/"))}
         assert len(params) == len(logged) > 20  # the full resolved config
+        assert {"eval/images", "eval/neurons"} <= set(run.data.params)
         # the params searched on a log scale, also as log10 (MLflow's plots are linear)
         assert {k for k in run.data.params if k.startswith("log10_")} == {"log10_lambda_focus", "log10_coupling_K"}
         assert float(run.data.params["log10_coupling_K"]) == pytest.approx(math.log10(row["params.coupling_K"]), abs=1e-6)
@@ -86,13 +88,20 @@ def test_one_child_run_per_trial_row_with_equal_params_and_metrics(smoke_study: 
         objectives = ("val_acc", "interpretability")
         named = {mlflow_name(k, objectives): v for k, v in metrics.items() if not (k == "epsilon" and v == row["params.epsilon"])}
         named.pop(None, None)
+        # the evaluation's bookkeeping is not a metric: its counts are params, its seconds a tag
+        counts = {k: v for k, v in named.items() if k.rpartition("/")[2] in BOOKKEEPING}
+        seconds = named.pop(EVAL_SECONDS, None)
+        named = {k: v for k, v in named.items() if k not in counts}
         assert set(finals) == set(named)
         assert all(_same(finals[k], named[k]) for k in named)
+        assert counts and all(float(run.data.params[k]) == v for k, v in counts.items())
+        assert seconds is not None and run.data.tags[EVAL_SECONDS_TAG] == f"{seconds:.2f}"
         assert {"test_acc", "val_acc", "interpretability", "test/spread", "eval/modules"} <= set(finals)
         assert not {"accuracy", "spread", "train_loss", "eval/accuracy"} & set(finals)
         # read back under the bare names, the repeats from their epoch/ series
         read = final_metrics(run.data.metrics)
-        assert all(_same(read[k], metrics[k]) for k in metrics if k not in ("accuracy", "epsilon")), run.info.run_id
+        not_metrics = ("accuracy", "epsilon", "eval_seconds", *BOOKKEEPING)  # repeats, bookkeeping
+        assert all(_same(read[k], metrics[k]) for k in metrics if k not in not_metrics), run.info.run_id
         assert {m.step for k in finals for m in _client(smoke_study).get_metric_history(run.info.run_id, k)} == {0}
         for key in ("test_acc", "interpretability", "val_acc"):
             assert key in metrics
