@@ -186,19 +186,6 @@ def test_export_reloads_in_a_process_with_only_syncmodel(smoke_study: Path, tmp_
     assert result["acc"] == logged
 
 
-@pytest.mark.slow  # a study per spec of studies/ (the digits smoke study is the fast suite's)
-@pytest.mark.parametrize("study", ["shapes", "cifar10-resnet18"])
-def test_every_other_study_runs_in_its_smoke_form(study: str, ray_cluster: str, tmp_path: Path) -> None:
-    """digits' smoke form is the launch above; the others here (CIFAR's: fake data of
-    CIFAR's shape, with ASHA)."""
-    storage = tmp_path / study
-    spec = DIGITS.with_name(f"{study}.yaml")
-    assert cli.main(["launch", str(spec), "--smoke", "--storage", str(storage), "--quiet"]) == 0
-    rows = pq.read_table(storage / "trials.parquet").to_pylist()
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
-    assert all(r["metrics.interpretability"] is not None for r in rows)
-
-
 @pytest.mark.slow  # its own MLflow server and study
 def test_remote_server_trials_upload_their_own_files(
     ray_cluster: str, tmp_path: Path, write_spec  # noqa: ANN001
