@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from test_lock import _holder
 
 from pipeline import cli
 from pipeline.lock import LOCK_FILE, StudyLocked, acquire, held
@@ -168,23 +167,9 @@ def test_launch_resume_into_a_folder_with_a_planted_link_exits_2_and_leaves_the_
 # --------------------------------------------------------------------------- item 2: rm .lock
 
 
-def _driver(storage: Path) -> subprocess.Popen:
-    """A process that takes the study's lock as a driver does and keeps it until killed."""
-    code = (
-        "import sys, time; from pathlib import Path; from pipeline.lock import acquire; "
-        "acquire(Path(sys.argv[1])); print('held', flush=True); time.sleep(300)"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(storage)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    return proc
-
-
 def test_a_removed_lock_file_does_not_let_a_second_driver_in(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
     storage = tmp_path / "st"
-    proc = _driver(storage)
+    proc = _holder(storage)  # a driver's lock, held until killed
     try:
         (storage / LOCK_FILE).unlink()  # `rm st/.lock` beside the live driver
         assert held(storage)  # what `runs` and `pareto` ask
