@@ -31,8 +31,8 @@ def test_expands_into_one_study_per_arm_and_repeat(tmp_path: Path) -> None:
     comp = load_comparison(_write(tmp_path))
     assert list(comp.arms) == ["plain", "icnn", "sinn", "gate"]
     assert comp.repeats == 3 and comp.samples == 24
-    assert comp.reference == {"val_acc": 0.0, "location_instability": 0.2}
-    assert comp.margin == 0.004
+    assert comp.reference == {"val_acc": 0.0, "location_instability": 0.2, "interpretability": 0.0}
+    assert comp.margin == 0.002
     names = [s.name for _, _, s in comp.studies()]
     assert len(names) == len(set(names)) == 12
     # repeat by repeat, every arm in each
@@ -43,7 +43,7 @@ def test_expands_into_one_study_per_arm_and_repeat(tmp_path: Path) -> None:
     for arm, k, s in comp.studies():
         assert s.storage == str(tmp_path / "cmp" / f"{arm}-r{k}")
         assert s.sampler.seed == k and s.train.seed == k  # paired across arms, distinct across repeats
-        assert s.samples == 24 and [o.metric for o in s.objectives] == ["val_acc", "location_instability"]
+        assert s.samples == 24 and [o.metric for o in s.objectives] == ["val_acc", "location_instability", "interpretability"]
         assert s.train.image_size == 32 and s.train.dataset == "shapes"
     plain, icnn, sinn = comp.arms["plain"][0], comp.arms["icnn"][0], comp.arms["sinn"][0]
     assert list(plain.searched()) == ["lr", "weight_decay"] and plain.train.lambda_focus == 0.0
