@@ -1,0 +1,612 @@
+"""Issue 25: the comparison of methods each searched with the same budget
+(studies/compare-shapes.yaml), reported in docs/results.md from files kept in the repository.
+
+`--collect DIR` copies what the docs need from a finished comparison folder into
+docs/experiments/compare-shapes/: every trial of every arm x repeat (trials.jsonl: arm, repeat,
+the trial's params, every metric it recorded — objectives, test accuracy, the evaluation's —
+and its provenance), the answer of `syncstudy compare SPEC --storage DIR --json --no-log`
+(compare.json), the arms' fronts drawn by the code that draws the parent run's fronts.png,
+the spec as launched, and the comparison's wall time from its trials' start and end columns
+(meta.json). A folder that is not a finished comparison is refused (one line, exit 2).
+
+`--fill` rewrites, from those files only (and docs/experiments/baselines.jsonl for the 64-px
+plain nets), the comparison's section of docs/results.md and the headline at the top of it,
+then runs composite_ranking.py's fill (issue 24 item 1b) on the same trials.
+
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --collect runs/compare-shapes --machine "..."
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --fill
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DATA = HERE / "compare-shapes"
+BASELINES = HERE / "baselines.jsonl"
+SCRIPT = "compare_shapes.py"
+TRIALS_FILE, ANSWER, FRONTS, META, SPEC = "trials.jsonl", "compare.json", "fronts.png", "meta.json", "comparison.yaml"
+SAVED = "comparison.yaml"  # pipeline.spec.arms.SAVED_FILE: the spec as launched, in the folder
+REFERENCE_ARM = "plain"  # the arms are judged against it in the headline (else the spec's first)
+
+
+def _sibling(name: str) -> Any:
+    """A script beside this one (docs/experiments is no package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ranking = _sibling("composite_ranking")
+Refusal = ranking.Refusal
+plural = ranking.plural
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able: NaN/inf → None; numpy-ish scalars to Python; anything odd to text."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    return str(v)
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def open_comparison(folder: Path) -> Any:
+    """The comparison launched into `folder`, every study of it finished; else Refusal."""
+    from pipeline.comparison import finished
+    from pipeline.paths import storage_of
+    from pipeline.record.tables import TRIALS, has_parts
+    from pipeline.spec.arms import load_comparison
+    from syncmodel.errors import SyncStudyError
+
+    saved = folder / SAVED
+    if not folder.is_dir():
+        raise Refusal(f"{folder}: no such folder")
+    if saved.is_symlink() or not saved.is_file():
+        raise Refusal(f"{folder}: not a comparison folder (no {SAVED}; `syncstudy launch SPEC` writes it)")
+    try:
+        comp = load_comparison(saved, overrides={"storage": str(folder.resolve())}, writable=False)
+    except SyncStudyError as exc:
+        raise Refusal(f"{saved}: {exc}") from None
+    for arm, k, spec in comp.studies():
+        storage = storage_of(spec)
+        if storage.is_symlink() or (storage / TRIALS).is_symlink():
+            raise Refusal(f"{storage}: a symbolic link, not followed")
+        if not finished(spec):
+            state = "not launched" if not storage.is_dir() else (
+                "still running or interrupted" if has_parts(storage) or not (storage / TRIALS).is_file() else "not all its trials ended"
+            )  # fmt: skip
+            raise Refusal(f"{folder}: not a finished comparison: {storage.name} (arm {arm}, repeat {k}) is {state}")
+    return comp
+
+
+def compare_json(folder: Path) -> dict:
+    """What `syncstudy compare FOLDER/comparison.yaml --storage FOLDER --json --no-log` prints."""
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["compare", str(folder / SAVED), "--storage", str(folder.resolve()), "--json", "--no-log"])
+    if rc != 0:
+        raise Refusal(f"{folder}: syncstudy compare failed ({err.getvalue().strip() or rc})")
+    return json.loads(out.getvalue())
+
+
+def trial_records(result: Any) -> list[dict]:
+    """One record per trial of every arm x repeat (pipeline.record.tables.TrialRow)."""
+    from pipeline.record.provenance import KEYS as PROVENANCE
+
+    records = []
+    for arm, repeats in result.repeats.items():
+        searched = list(result.spec.arms[arm][0].searched())
+        for r in repeats:
+            for row in r.rows:
+                seconds = (row.end_time - row.start_time) if row.start_time and row.end_time else None
+                records.append({
+                    "arm": arm, "repeat": r.repeat, "study": r.study, "trial_id": row.trial_id,
+                    "status": row.status, "error": row.error,
+                    "start_time": _iso(row.start_time), "end_time": _iso(row.end_time), "seconds": _plain(None if seconds is None else round(seconds, 3)),
+                    **{k: _plain(getattr(row, k)) for k in PROVENANCE},
+                    "node_id": row.node_id, "mlflow_run_id": row.mlflow_run_id,
+                    "searched": {n: _plain(row.params.get(n)) for n in searched},
+                    "params": {k: _plain(v) for k, v in sorted(row.params.items())},
+                    "metrics": {k: _plain(v) for k, v in sorted(row.metrics.items())},
+                })  # fmt: skip
+    return records
+
+
+def wall_time(records: list[dict], result: Any) -> dict:
+    """From the trials' start_time/end_time columns: the first trial's start to the last one's
+    end, over the whole comparison and per study."""
+    def span(rs: list[dict]) -> dict:
+        starts = [datetime.fromisoformat(r["start_time"]) for r in rs if r["start_time"]]
+        ends = [datetime.fromisoformat(r["end_time"]) for r in rs if r["end_time"]]
+        if not starts or not ends:
+            return {"first_start": None, "last_end": None, "seconds": None}
+        return {"first_start": min(starts).isoformat(), "last_end": max(ends).isoformat(),
+                "seconds": (max(ends) - min(starts)).total_seconds()}  # fmt: skip
+
+    studies = []
+    for arm, repeats in result.repeats.items():
+        for r in repeats:
+            mine = [x for x in records if x["arm"] == arm and x["repeat"] == r.repeat]
+            studies.append({"arm": arm, "repeat": r.repeat, "study": r.study, "trials": len(mine), **span(mine)})
+    busy = [x["seconds"] for x in records if x["seconds"] is not None]
+    return {
+        "source": "trials.parquet start_time/end_time: the first trial's start to the last trial's end",
+        **span(records), "trial_seconds_sum": sum(busy), "studies": studies,
+    }  # fmt: skip
+
+
+def collect(folder: Path, out: Path, machine: str | None) -> None:
+    """Everything is computed before anything is written; `out` is replaced whole."""
+    import yaml
+
+    from pipeline.record.compare import compare, fronts_png
+
+    comp = open_comparison(folder)
+    answer = compare_json(folder)
+    result = compare(comp, importances=False)  # the rows and fronts the answer was made from
+    records = trial_records(result)
+    spec_text = (folder / SAVED).read_text()
+    raw = yaml.safe_load(spec_text)
+    meta = {
+        "comparison": comp.name,
+        "smoke": spec_text.startswith("# the comparison as launched (smoke form)"),
+        "source": str(folder.resolve()),
+        "collected": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "concurrency": raw.get("concurrency"),
+        "evaluation": raw.get("evaluation"),
+        "train": raw.get("train"),
+        "wall": wall_time(records, result),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
+    try:
+        (tmp / TRIALS_FILE).write_text("".join(json.dumps(r, sort_keys=False, allow_nan=False) + "\n" for r in records))
+        (tmp / ANSWER).write_text(json.dumps(answer, indent=2, allow_nan=False) + "\n")
+        (tmp / META).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        (tmp / SPEC).write_text(spec_text)
+        fronts_png(result, tmp / FRONTS)
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- read back
+
+
+def load(data: Path) -> tuple[dict, dict, list[dict]]:
+    for name in (ANSWER, META, TRIALS_FILE):
+        if not (data / name).is_file() or (data / name).is_symlink():
+            raise Refusal(f"{data}: no {name} (run --collect DIR first)")
+    try:
+        answer = json.loads((data / ANSWER).read_text())
+        meta = json.loads((data / META).read_text())
+    except json.JSONDecodeError as exc:
+        raise Refusal(f"{data}: a JSON file does not parse ({exc.msg})") from None
+    rows = ranking.read_trials(data / TRIALS_FILE)
+    check_consistent(answer, rows, data)
+    return answer, meta, rows
+
+
+def check_consistent(answer: dict, rows: list[dict], data: Path) -> None:
+    """Each repeat's hypervolume in compare.json, recomputed from trials.jsonl (the same front
+    and hypervolume code): the two files must be of one collection."""
+    from pipeline.hypervolume import hypervolume
+    from pipeline.record.summary import pareto_front
+
+    metrics = [o["metric"] for o in answer["objectives"]]
+    modes = [o["mode"] for o in answer["objectives"]]
+    reference = [answer["reference"][m] for m in metrics]
+    for arm, body in answer["arms"].items():
+        for study in body["studies"]:
+            done = [r for r in rows if r["arm"] == arm and r["repeat"] == study["repeat"] and r["status"] == "ok"
+                    and all(_finite(r["metrics"].get(m)) for m in metrics)]  # fmt: skip
+            points = [(r["trial_id"], [r["metrics"][m] for m in metrics]) for r in done]
+            front = set(pareto_front(points, modes))
+            hv = hypervolume([p for tid, p in points if tid in front], reference, modes) if done else 0.0
+            said = study["hypervolume"]
+            if said is None or abs(hv - said) > 1e-9 * max(1.0, abs(said)):
+                raise Refusal(f"{data}: {ANSWER} and {TRIALS_FILE} disagree ({arm} r{study['repeat']}: hypervolume "
+                              f"{said} vs {hv}); collect again")  # fmt: skip
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    """A number as the tables print it: 3 significant figures below 0.1, else 3 decimals."""
+    if not _finite(v):
+        return "–"
+    v = float(v) + 0.0  # -0.0 prints as 0
+    if v != 0 and abs(v) < 0.1:
+        return f"{v:#.{digits}g}"  # '#': trailing zeros kept, so 0.0800 beside 0.0650
+    return f"{v:.{digits}f}"
+
+
+def fp(v: Any) -> str:
+    return f"{v:.3g}" if _finite(v) else "–"
+
+
+def mean_sd(values: list[Any]) -> tuple[float, float]:
+    have = [float(v) for v in values if _finite(v)]
+    if not have:
+        return math.nan, math.nan
+    return statistics.fmean(have), (statistics.stdev(have) if len(have) > 1 else math.nan)
+
+
+def oriented(pair: dict, first: str) -> dict:
+    """The pair as `first` − the other: the difference and its interval negated, better/worse
+    swapped, where `first` is the pair's b."""
+    if pair["a"] == first:
+        return dict(pair)
+    flip = {"better": "worse", "worse": "better"}
+    neg = {k: (-pair[k] if _finite(pair[k]) else pair[k]) for k in ("mean",)}
+    return {**pair, "a": pair["b"], "b": pair["a"], **neg,
+            "low": -pair["high"] if _finite(pair["high"]) else None,
+            "high": -pair["low"] if _finite(pair["low"]) else None,
+            "verdict": flip.get(pair["verdict"], pair["verdict"])}  # fmt: skip
+
+
+def sentence(pair: dict, margin: float) -> str:
+    """One contrast, plainly, whatever its verdict."""
+    a, b, v = pair["a"], pair["b"], pair["verdict"]
+    diff = f"{fmt(pair['mean'])} (95% interval [{fmt(pair['low'])}, {fmt(pair['high'])}])"
+    if v in ("better", "worse"):
+        word = "larger" if v == "better" else "smaller"
+        return (f"**{a}'s front is {word} than {b}'s**: hypervolume difference {diff}, Holm-adjusted p "
+                f"{fp(pair['p_holm'])}")  # fmt: skip
+    if v == "equivalent":
+        return (f"**{a} and {b} are equivalent** within ±{margin:g}: difference {diff}, TOST p (Holm) "
+                f"{fp(pair['p_tost_holm'])}")  # fmt: skip
+    if v == "inconclusive":
+        return (f"**{a} vs {b} is inconclusive**: difference {diff}; neither a difference (Holm-adjusted p "
+                f"{fp(pair['p_holm'])}) nor equivalence within ±{margin:g} (TOST p, Holm, {fp(pair['p_tost_holm'])}) "
+                "is shown")  # fmt: skip
+    return f"**{a} vs {b}: no test** (fewer than two repeats with both hypervolumes)"
+
+
+def power_line(pair: dict, n: int, margin: float) -> str:
+    from syncmodel import stats
+
+    sd = pair.get("sd")
+    if not _finite(sd):
+        return f"{pair['a']} − {pair['b']}: no estimate (sd of the paired differences undefined)"
+    tost = stats.power(n, sd, margin, "tost")
+    diff = stats.power(n, sd, margin, "difference")
+    need = stats.seeds_for_power(sd, margin, kind="tost")
+    need_text = f"more than {need - 1}" if need > 1000 else str(need)
+    return (f"{pair['a']} − {pair['b']}: paired sd {fmt(sd)}; with {n} repeats the TOST at ±{margin:g} has power "
+            f"{tost:.2f} if the arms are equal, the paired t-test {diff:.2f} if they differ by {margin:g}; 80% power for "
+            f"the TOST needs {need_text} repeats")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _md(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _param(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _reference_arm(answer: dict) -> str:
+    return REFERENCE_ARM if REFERENCE_ARM in answer["arms"] else next(iter(answer["arms"]))
+
+
+def _duration(seconds: Any) -> str:
+    if not _finite(seconds):
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min {s % 60:02d} s"
+
+
+def against_reference(answer: dict) -> list[dict]:
+    ref = _reference_arm(answer)
+    return [oriented(p, p["b"] if p["a"] == ref else p["a"]) for p in answer["pairs"] if ref in (p["a"], p["b"])]
+
+
+def headline(answer: dict, meta: dict) -> str:
+    """The paragraph at the top of docs/results.md."""
+    from syncmodel import stats
+
+    ref, margin, n = _reference_arm(answer), answer["equivalence_margin"]["hypervolume"], answer["repeats"]
+    spread = []
+    for arm, body in answer["arms"].items():
+        hv = [v for v in body["hypervolume"] if _finite(v)]
+        m, s = mean_sd(hv)
+        spread.append(f"{arm} {fmt(m)} ± {fmt(s)} (range {fmt(min(hv) if hv else None)}–{fmt(max(hv) if hv else None)})")
+    contrasts = against_reference(answer)
+    verdicts = "; ".join(sentence(p, margin) for p in contrasts)
+    powers = [stats.power(n, p["sd"], margin, "tost") for p in contrasts if _finite(p.get("sd"))]
+    span = "" if not powers else (f"{min(powers):.2f}" if min(powers) == max(powers) else f"{min(powers):.2f}–{max(powers):.2f}")
+    power = (f"With {n} repeats and the paired sds observed, a TOST at the spec's margin ±{margin:g} has power "
+             f"{span} to show two equal arms equivalent (below). ") if powers else ""  # fmt: skip
+    smoke = " **Smoke form: a check that the pipeline runs, not a result.**" if meta.get("smoke") else ""
+    train = meta.get("train") or {}
+    return (
+        f"**Headline: the comparison (issue 25).**{smoke} Each method searched with the same budget, "
+        f"{answer['samples']} trials in each of {n} repeats, on {train.get('image_size', '–')}-px shapes; a front's "
+        "hypervolume counts validation accuracy, location instability and the composite together. Against "
+        f"{ref}: {verdicts}. Hypervolume per arm, mean ± sd over the {n} repeats: {'; '.join(spread)}. {power}"
+        "Details, fronts, wall time and machine: "
+        "[the comparison](#the-comparison-each-method-searched-with-the-same-budget-issue-25).\n"
+    )
+
+
+def section(answer: dict, meta: dict, rows: list[dict], baselines: list[dict]) -> str:
+    """The results.md section (without its markers)."""
+    metrics = [o["metric"] for o in answer["objectives"]]
+    margin, n = answer["equivalence_margin"]["hypervolume"], answer["repeats"]
+    evaluation = meta.get("evaluation") or {}
+    smoke = " — SMOKE FORM, not a result" if meta.get("smoke") else ""
+    objectives = ", ".join(f"`{o['metric']}` ({o['mode']})" for o in answer["objectives"])
+    out = [
+        f"## The comparison: each method searched with the same budget (issue 25){smoke}",
+        "",
+        f"`docs/experiments/{SCRIPT}` from `studies/compare-shapes.yaml` (the spec as launched: "
+        f"`docs/experiments/compare-shapes/{SPEC}`; every trial: `{TRIALS_FILE}`; the answer of `syncstudy compare "
+        f"--json --no-log`: `{ANSWER}`). Reproduce this section: `PYTHONPATH=$PWD .venv/bin/python "
+        f"docs/experiments/{SCRIPT} --fill`.",
+        "",
+        *setup(answer, meta, rows),
+        "",
+        f"Objectives: {objectives}. Validation accuracy "
+        "is the last epoch's, on the validation split. Location instability and the composite come from the trial's "
+        f"evaluation, which `syncmodel.evaluate` runs on the first {evaluation.get('max_images', '–')} images of the "
+        "**test** split: the front is selected on test images for two of its three objectives, and test accuracy (on "
+        "the whole test split) is the one metric beside it that nothing was selected on.",
+        "",
+        *where_and_how_long(meta, rows),
+        "",
+        "### Hypervolume",
+        "",
+        "Against the reference point " + ", ".join(f"{m} {answer['reference'][m]:g}" for m in metrics)
+        + " (fixed in the spec before the run). Per arm and repeat (finished trials / trials):",
+        "",
+        *hypervolume_table(answer),
+        "",
+        f"Paired differences (a − b, repeat k with repeat k: the same seeds) over {n} repeats, 95% t-interval; Holm "
+        f"over the table; TOST at the spec's margin ±{margin:g}, Holm too; the verdict from `syncmodel.stats.verdict` "
+        "(better/worse: Holm p < 0.05; else equivalent: TOST Holm p < 0.05; else inconclusive):",
+        "",
+        *pair_table(answer),
+        "",
+        f"What {n} repeats can show, from each pair's observed sd of paired differences (`syncmodel.stats.power`, "
+        "`seeds_for_power`):",
+        "",
+        *(f"- {power_line(p, n, margin)}" for p in answer["pairs"]),
+        "",
+        "### What it says",
+        "",
+        *(f"- {sentence(p, margin)}." for p in answer["pairs"]),
+        "",
+        f"![the arms' fronts](experiments/compare-shapes/{FRONTS})",
+        "",
+        "### The fronts",
+        "",
+        f"Per arm, the front of its finished trials over all {n} repeats (validation split; test accuracy beside, "
+        "never selected on), best first by the first objective; the searched params:",
+    ]
+    for arm, body in answer["arms"].items():
+        out += ["", f"**{arm}** ({', '.join(f'{k} {_param(v)}' for k, v in body['fields'].items()) or 'the common train'}; "
+                f"front sizes per repeat: {', '.join(str(len(s['front'])) for s in body['studies'])})", ""]  # fmt: skip
+        out += front_table(body, metrics)
+    out += ["", "### What the search found to matter", "",
+            "fANOVA importances of the searched params per arm and objective (pooled over the repeats; "
+            "`pipeline.importance`):", "", *importance_table(answer)]  # fmt: skip
+    out += ["", "### The cost of 32 px", "", *pixel_cost(answer, meta, rows, baselines)]
+    return "\n".join(out) + "\n"
+
+
+def setup(answer: dict, meta: dict, rows: list[dict]) -> list[str]:
+    from syncmodel.config import TrainConfig
+
+    train = meta.get("train") or {}
+    arms = ", ".join(f"`{a}`" for a in answer["arms"])
+    return [
+        f"Setup: arms {arms}; each searched with {answer['samples']} trials (TPE) in each of {answer['repeats']} "
+        f"repeats (repeat k of every arm has the same seeds); {train.get('dataset', '–')}, "
+        f"{train.get('image_size', '–')} px, {train.get('n_train', '–')} training images, "
+        f"{plural(train.get('epochs'), 'epoch')}, `{train.get('backbone') or TrainConfig().backbone}`; {len(rows)} trials, {sum(r['status'] == 'ok' for r in rows)} finished "
+        "(status ok)."
+    ]
+
+
+def where_and_how_long(meta: dict, rows: list[dict]) -> list[str]:
+    wall = meta.get("wall") or {}
+    devices = sorted({r.get("device") or "unrecorded" for r in rows})
+    torch = sorted({r.get("torch") or "unrecorded" for r in rows})
+    data = sorted({r.get("data_version") or "unrecorded" for r in rows})
+    commits = sorted({(r.get("commit") or "unrecorded")[:10] for r in rows})
+    dirty = sum(bool(r.get("dirty")) for r in rows)
+    nodes = len({r.get("node_id") for r in rows if r.get("node_id")})
+    machine = meta.get("machine") or "not described at --collect"
+    busy = wall.get("trial_seconds_sum")
+    per_study = [s["seconds"] for s in wall.get("studies", []) if _finite(s.get("seconds"))]
+    return [
+        f"Where and how long: {machine}; the trials' device column: {', '.join(devices)} ({plural(nodes, 'Ray node')}); "
+        f"torch {', '.join(torch)}; data {', '.join(data)}; commit {', '.join(commits)}"
+        f"{f' ({dirty} trials from a checkout with uncommitted changes)' if dirty else ''}. "
+        f"{plural(meta.get('concurrency'), 'trial')} at a time. Wall time **{_duration(wall.get('seconds'))}** "
+        f"({wall.get('seconds') or 0:.0f} s), from the first trial's start ({wall.get('first_start', '–')}) to the last "
+        "trial's end, read from the trials' `start_time`/`end_time` columns (the driver's start-up before the first "
+        f"trial and the answer after the last are not in it); the trials themselves took {_duration(busy)} together, "
+        f"and one arm × repeat study {_duration(min(per_study) if per_study else None)} to "
+        f"{_duration(max(per_study) if per_study else None)}."
+    ]
+
+
+def hypervolume_table(answer: dict) -> list[str]:
+    n = answer["repeats"]
+    rows = []
+    for arm, body in answer["arms"].items():
+        cells = [f"{fmt(s['hypervolume'])} ({s['finished']}/{s['trials']})" for s in body["studies"]]
+        m, s = mean_sd(body["hypervolume"])
+        rows.append([arm, *cells, f"{fmt(m)} ± {fmt(s)}"])
+    return _md(["arm", *(f"r{k}" for k in range(n)), "mean ± sd"], rows)
+
+
+def pair_table(answer: dict) -> list[str]:
+    rows = [[p["a"], p["b"], str(p["n"]), fmt(p["mean"]), f"[{fmt(p['low'])}, {fmt(p['high'])}]", fp(p["p"]),
+             fp(p["p_holm"]), fp(p["p_tost_holm"]), f"**{p['verdict']}**"] for p in answer["pairs"]]  # fmt: skip
+    return _md(["a", "b", "n", "mean a − b", "95% interval", "p", "p Holm", "TOST p Holm", "verdict"], rows)
+
+
+def front_table(body: dict, metrics: list[str]) -> list[str]:
+    front = body["front"]
+    if not front:
+        return ["no finished trial"]
+    tests = sorted({t for m in front for t in m["test"]})
+    names = list(front[0]["params"])
+    rows = [[f"r{m['repeat']}", m["trial_id"], *(fmt(m["objectives"][k]) for k in metrics),
+             *(fmt(m["test"].get(t)) for t in tests), *(_param(m["params"].get(p)) for p in names)] for m in front]  # fmt: skip
+    return _md(["repeat", "trial", *metrics, *tests, *names], rows)
+
+
+def importance_table(answer: dict) -> list[str]:
+    rows = []
+    for arm, body in answer["arms"].items():
+        for metric, found in body["importances"].items():
+            shares = ", ".join(f"{p} {v:.2f}" for p, v in found.items()) if found else "n/a (the objective or no param varies)"
+            rows.append([arm, metric, shares])
+    return _md(["arm", "objective", "importance"], rows)
+
+
+def pixel_cost(answer: dict, meta: dict, rows: list[dict], baselines: list[dict]) -> list[str]:
+    """Plain nets' test accuracy at 32 px (this comparison) beside 64 px (the issue-11 rows)."""
+    from scipy import stats
+
+    from syncmodel.config import TrainConfig
+    from syncmodel.data.shapes import DEFAULT_SIZE, DEFAULT_TRAIN
+
+    ref = _reference_arm(answer)
+    mine = ranking.best_settings([r for r in rows if r["arm"] == ref and r["status"] == "ok"
+                                  and _finite(r["metrics"].get("val_acc"))])  # fmt: skip
+    small = [r["metrics"].get("test_acc") for r in mine if _finite(r["metrics"].get("test_acc"))]
+    big_rows = [r for r in baselines if r.get("dataset") == "shapes" and r.get("condition") == "plain"
+                and r.get("status") != "diverged" and _finite(r.get("test_acc"))]  # fmt: skip
+    big = [r["test_acc"] for r in big_rows]
+    train = meta.get("train") or {}
+    (ms, ss), (mb, sb) = mean_sd(small), mean_sd(big)
+    lines = [
+        f"Test accuracy of plain nets. 32 px: per repeat, this comparison's `{ref}` trial with the highest "
+        "validation accuracy (ties to the one that started first) — "
+        + ", ".join(f"r{r['repeat']} {fmt(r['metrics']['test_acc'])}" for r in mine)
+        + f"; mean {fmt(ms)} ± {fmt(ss)} (sd, n {len(small)}). {train.get('n_train', '–')} training images, "
+        f"{plural(train.get('epochs'), 'epoch')}, lr and weight decay searched.",
+    ]
+    if not big:
+        return lines + ["", "64 px: no plain shapes row in `docs/experiments/baselines.jsonl`."]
+    epochs = sorted({r.get("epochs") for r in big_rows})
+    n_train = sorted({r.get("n_train") or DEFAULT_TRAIN for r in big_rows})
+    devices = sorted({r.get("device") or "unrecorded" for r in big_rows})
+    lines += [
+        "",
+        f"64 px: the issue-11 rows of `docs/experiments/baselines.jsonl` with dataset `shapes` and condition "
+        f"`plain` (seeds {', '.join(str(r['seed']) for r in big_rows)}; their `test_acc`): mean {fmt(mb)} ± {fmt(sb)} "
+        f"(sd, n {len(big)}). The rows carry no image size: the generator's default, {DEFAULT_SIZE} px; "
+        f"{', '.join(map(str, n_train))} training images, {', '.join(map(str, epochs))} epochs, lr "
+        f"{TrainConfig().lr:g} fixed, on {', '.join(devices)}.",
+    ]
+    if len(small) > 1 and len(big) > 1:
+        t = stats.ttest_ind(small, big, equal_var=False)
+        ci = t.confidence_interval(0.95)
+        lines += [
+            "",
+            f"32 px − 64 px: {fmt(ms - mb)} (Welch 95% interval [{fmt(ci.low)}, {fmt(ci.high)}], p {fp(t.pvalue)}; "
+            "unpaired: different seeds and runs). Not the pixels alone: the two also differ in training images, "
+            "epochs, tuning and device, as listed.",
+        ]
+    return lines
+
+
+# --------------------------------------------------------------------------- fill
+
+
+def read_baselines(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise Refusal(f"{path}: no such file (the issue-11 rows)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def fill(results: Path, design: Path, data: Path, baselines: Path, top: int = ranking.TOP) -> None:
+    answer, meta, rows = load(data)
+    base = read_baselines(baselines)
+    text = ranking.read_doc(results)
+    text = ranking.place_block(text, "compare-shapes-headline", headline(answer, meta), SCRIPT, results, after="# Results\n\n")
+    text = ranking.place_block(text, "compare-shapes", section(answer, meta, rows, base), SCRIPT, results,
+                               before=ranking.RESULTS_BEFORE)  # fmt: skip
+    ranking.write_doc(results, text)
+    ranking.fill(results, design, rows, top, bool(meta.get("smoke")))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--collect", type=Path, metavar="DIR", help="a finished comparison's folder (runs/compare-shapes)")
+    p.add_argument("--machine", help="with --collect: where it ran, in words (the folder does not record it)")
+    p.add_argument("--fill", action="store_true", help="rewrite the comparison's sections of --results (and --design)")
+    p.add_argument("--data", type=Path, default=DATA, help="the collected files (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=ranking.RESULTS)
+    p.add_argument("--design", type=Path, default=ranking.DESIGN)
+    p.add_argument("--baselines", type=Path, default=BASELINES)
+    args = p.parse_args(argv)
+    if not args.collect and not args.fill:
+        p.error("give --collect DIR, --fill, or both")
+    try:
+        if args.collect:
+            t = time.perf_counter()
+            collect(args.collect, args.data, args.machine)
+            print(f"collected {args.collect} into {args.data} ({time.perf_counter() - t:.1f} s)")
+        if args.fill:
+            fill(args.results, args.design, args.data, args.baselines)
+            print(f"filled {args.results} and {args.design} from {args.data}")
+    except Refusal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
