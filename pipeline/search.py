@@ -96,11 +96,15 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
             # A population of about a quarter of the budget gives small studies a few generations.
             population = min(50, max(2, spec.concurrency, spec.samples // 4))
         return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=population)
+    if s.name == "gp":
+        # Gaussian-process Bayesian optimisation (log EHVI with several objectives); needs torch
+        startup = s.n_startup_trials if s.n_startup_trials is not None else 10
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup)
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.name == "grid":
         return optuna.samplers.GridSampler(grid_space(spec), seed=s.seed)
-    raise ConfigError("sampler.name", f"unknown sampler {s.name!r}; known: grid, nsga2, random, tpe")
+    raise ConfigError("sampler.name", f"unknown sampler {s.name!r}; known: gp, grid, nsga2, random, tpe")
 
 
 def objective_values(result: dict[str, Any] | None, metrics: list[str]) -> list[float] | None:

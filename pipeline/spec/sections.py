@@ -51,7 +51,7 @@ TOP_KEYS = (
     "concurrency", "resources", "tracking", "evaluation", "storage", "retries", "smoke",
 )
 SMOKE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "description", "smoke"))
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 SCHEDULERS = ("none", "asha", "mo_asha")
 MODES = ("max", "min")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -388,14 +388,15 @@ def _parse_sampler(raw: Any) -> SamplerSpec:
     seed = coerce(raw.get("seed", 0), int | None, "sampler.seed")
     if seed is not None and not 0 <= seed < 2**32:
         raise ConfigError("sampler.seed", f"must be in [0, 2**32) or null, got {seed}")
-    only = {"n_startup_trials": ("tpe", 0), "population_size": ("nsga2", 2)}
+    only = {"n_startup_trials": (("tpe", "gp"), 0), "population_size": (("nsga2",), 2)}
     values: dict[str, int | None] = {}
-    for key, (owner, minimum) in only.items():
+    for key, (owners, minimum) in only.items():
         if raw.get(key) is None:
             values[key] = None
             continue
-        if name != owner:
-            raise ConfigError(f"sampler.{key}", f"only applies to sampler {owner}, not {name}")
+        if name not in owners:
+            which = f"sampler {owners[0]}" if len(owners) == 1 else f"samplers {' and '.join(owners)}"
+            raise ConfigError(f"sampler.{key}", f"only applies to {which}, not {name}")
         values[key] = _int(raw[key], f"sampler.{key}", minimum)
     return SamplerSpec(name, seed, values["n_startup_trials"], values["population_size"])
 

@@ -32,9 +32,9 @@ class Objective:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    name: str = "tpe"  # tpe | nsga2 | random | grid
+    name: str = "tpe"  # tpe | nsga2 | gp | random | grid
     seed: int | None = 0
-    n_startup_trials: int | None = None  # TPE (None → Optuna's default)
+    n_startup_trials: int | None = None  # TPE, GP (None → Optuna's default, 10)
     population_size: int | None = None  # NSGA-II (None → pipeline.search picks one)
 
 
