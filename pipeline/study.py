@@ -34,6 +34,7 @@ from pipeline import ray_join, search
 from pipeline.lock import acquire
 from pipeline.paths import EXPERIMENT_DIR, SPEC_FILE, storage_of, target_of
 from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ray_session
+from pipeline.record import experiment_owner
 from pipeline.record.callback import StateKeeper, StudyCallback
 from pipeline.record.digest import TAG_DIGEST, DamagedFile
 from pipeline.record.identity import INSTANCE_FILE, ensure_instance, read_instance
@@ -205,6 +206,8 @@ def _run_locked(
     else:
         ray_join.preflight(address)  # seconds, one line on failure; before anything is written
     check_target(target)  # seconds, before Ray starts
+    if not resume:  # its experiment keeps its artifacts in no other study's folder
+        experiment_owner.preflight(spec, target)
     if resume:
         restore_good_state(storage)  # a state file cut short by a full disk → the last good set
     # A folder from before instance ids gets one now (and adopts its old parent run).
@@ -275,6 +278,8 @@ def _prepare(
     """The parent run, and Optuna imported for the searcher (run in a thread while Ray starts)."""
     try:
         tracker = Tracker(target, spec.name, instance=instance, storage=storage, adopt=adopt)
+        if not resume:  # again, now that the experiment exists (another launch may have made it)
+            experiment_owner.check(tracker, spec)
         params = {
             "sampler": spec.sampler.name, "scheduler": spec.scheduler.name, "samples": spec.samples,
             "concurrency": spec.concurrency, "cpu_per_trial": spec.resources.cpu,
