@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if args.register:
         args.mlflow = True  # registering writes to the store: its runs, not the tables, decide
     ref, records, tracker = trials_from_args(args)
+    if tracker is None:  # from the tables: their digest against its copy in the tracking store
+        from pipeline.record.finished import check_parent_digest
+
+        check_parent_digest(ref.storage, ref.target, ref.name)
     objectives = ref.objectives or []
     metric = args.metric or (objectives[0][0] if objectives else "test_acc")
     mode = metric_mode(metric, objectives)

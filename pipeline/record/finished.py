@@ -7,6 +7,10 @@ so the run is rebuilt here by the same rules: params as `param_str` writes them 
 `log10_` ones, final metrics under their MLflow names and back (`mlflow_metrics`,
 `final_metrics`), runs in MLflow's order (start time, then run id). Tables that may not hold
 what MLflow holds give None, and the caller asks MLflow (see `finished_trials`).
+
+`export`, which ships the trial the tables pick, also holds their digest against its copy in
+the tracking store (`check_parent_digest`): a sqlite store is read directly (milliseconds),
+another store through MLflow's client (its import: seconds).
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.lock import LOCK_FILE, held, last_holder
-from pipeline.record import provenance
-from pipeline.record.digest import check
+from pipeline.record import provenance, store_read
+from pipeline.record.digest import DIGEST_FILE, TAG_DIGEST, DamagedFile, check
+from pipeline.record.identity import read_instance
 from pipeline.record.tables import REBUILD, TRIALS, TrialRow, has_parts, read_trials
 from pipeline.record.tracking import (
     EPOCH_PREFIX,
     FINISHED,
+    TAG_INSTANCE,
     TERMINAL,
+    TrackingError,
+    TrackingTarget,
     TrialRecord,
+    check_target,
     final_metrics,
     log10_params,
     param_str,
 )
+from pipeline.redact import redact
 from pipeline.spec.metrics import FINAL_FROM_LAST_EPOCH, mlflow_metrics, split_bookkeeping
 
 # MLflow's SQL stores keep +-inf as the largest finite double (SQL has no infinity), and give
@@ -60,6 +70,38 @@ def finished_trials(
         return None
     rows.sort(key=lambda r: (round(r.mlflow_start_time * 1000), r.mlflow_run_id))
     return [as_run(r, objectives, search) for r in rows]
+
+
+def check_parent_digest(storage: Path, target: TrackingTarget, study: str) -> None:
+    """`tables.sha256` of a finished study against its copy on the study's MLflow parent run
+    (tag `syncstudy.tables_sha256`, set with the file at the study's end), for `export` from
+    the tables. `check` holds a table to its digest; someone who rewrote a table and
+    `tables.sha256` together passes it, and this names them (`DamagedFile`: the file, the run,
+    the store). Nothing is said when the store cannot be asked (unreachable, no database
+    file), holds no parent run of the study, or its run has no tag (a study from before the
+    tag, or whose store was down when it ended): the tables' own digest then stands alone.
+    The parent run is this folder's instance's (`instance.json`), else the oldest of the name."""
+    path = Path(storage) / DIGEST_FILE
+    try:
+        text = path.read_bytes().decode("ascii")
+    except (OSError, UnicodeDecodeError):
+        return  # (no digest: the tables were not trusted; a garbled one: `check` named it)
+    try:
+        if not store_read.is_sqlite(target):
+            check_target(target)  # seconds at most: an unreachable server is not waited for
+        exp = store_read.experiment(target)
+        runs = store_read.parent_runs(target, exp.experiment_id, study) if exp else []
+    except TrackingError:
+        return
+    mine = read_instance(storage)
+    run = next((r for r in runs if mine and r.tags.get(TAG_INSTANCE) == mine), runs[0] if runs else None)
+    if run is None or TAG_DIGEST not in run.tags or run.tags[TAG_DIGEST] == text:
+        return
+    raise DamagedFile(
+        f"{path} differs from its copy on the study's MLflow parent run (tag {TAG_DIGEST} of run "
+        f"{run.run_id} in {redact(target.uri)}): the tables and their digest were rewritten after "
+        "the driver wrote them; `--mlflow` reads the study from its runs"
+    )
 
 
 def _driver_since(storage: Path) -> bool:

@@ -116,6 +116,25 @@ def test_a_deleted_row_is_refused(study: Path, syncstudy) -> None:  # noqa: ANN0
     assert "1 trials" not in run.stdout
 
 
+def test_a_table_and_its_digest_rewritten_together_are_refused_by_export(study: Path, syncstudy) -> None:  # noqa: ANN001
+    """Someone who knows the digest: the worst trial's score set to 0.99 and tables.sha256
+    rewritten to match, so the folder's own check passes. `export` holds the digest to its copy
+    on the parent run and refuses, naming both; `runs` and `pareto` stay off the store and
+    answer from the tables (docs/reliability.md)."""
+    rows = _rows(study)
+    worst = _worst(study)
+    for r in rows:
+        if r["trial_id"] == worst["trial_id"]:
+            r["metrics.interpretability"] = 0.99
+            r["metrics.val_acc"] = 0.99
+    _rewrite(study, rows, digest=True)
+    run = _read(study, syncstudy, ["export", "--out", "OUT"])
+    _one_line_refusal(run, f"{study / DIGEST_FILE} differs from its copy on the study's MLflow parent run")
+    assert TAG_DIGEST in run.stderr and "0.99" not in run.stdout
+    assert not (study.parent / "out").exists()
+    assert _read(study, syncstudy, ["runs"]).returncode == 0
+
+
 def test_a_table_without_its_columns_is_named_even_with_a_matching_digest(study: Path, syncstudy) -> None:  # noqa: ANN001
     """The digest rewritten too (someone who knows it): the columns' check still names the file."""
     table = pq.read_table(study / "trials.parquet").drop_columns(["status", "trial_id"])
