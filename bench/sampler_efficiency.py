@@ -5,7 +5,8 @@ on the digits study's search space and on the rigid-part comparison's (`sinn` ar
 Method: tabular replay. Training is the cost (15-30 s a trial on the 2-core VM), so each
 space has a table of real trials, trained once: random-sampler studies over the space
 (bench/sampler_table_digits.yaml, bench/sampler_table_shapes.yaml; more finished study
-folders of the same space and train settings may be pooled). A replay drives the sampler as
+folders of the same space, train settings (the seed aside) and evaluation may be pooled; any
+other is refused, naming the setting). A replay drives the sampler as
 `launch` does (pipeline.search builds the distributions and the sampler from the spec; at
 most `concurrency` trials run at once and end in the order they started; a proposal that
 repeats a running or finished trial is not a trial, as in pipeline.search.StudySearcher) and
