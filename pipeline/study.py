@@ -104,12 +104,21 @@ def _check_resume(spec: StudySpec, storage: Path, resume: bool) -> None:
         check_folder(storage)  # every file the resume reads, before Ray starts
         if saved.is_file():
             before = _saved_spec(saved)
+            evaluated = before.get("evaluation")
+            split = None
+            if isinstance(evaluated, dict):
+                # launched before evaluation.split: its trials were evaluated on the test split
+                split = evaluated.setdefault("split", "test")
             now = spec_to_dict(spec)
             changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             if changed:
+                hint = (
+                    f" (its trials were evaluated on the {split} split: evaluation.split {split} resumes it)"
+                    if split is not None and split != now["evaluation"]["split"] else ""
+                )  # fmt: skip
                 raise SyncStudyError(
                     f"--resume: the spec differs from the one the study in {storage} was launched "
-                    f"with ({saved}) in: {', '.join(changed)}"
+                    f"with ({saved}) in: {', '.join(changed)}{hint}"
                 )
     elif (exp / "tuner.pkl").is_file():
         # (a tune/ without tuner.pkl is a launch that died before Tune started: nothing ran)

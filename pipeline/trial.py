@@ -29,6 +29,7 @@ from pipeline.record.provenance import KEYS as PROVENANCE
 from pipeline.record.provenance import note, of_result, trial_provenance
 from pipeline.record.tracking import TrackingTarget, upload_from_trial
 from pipeline.search import decode_params
+from pipeline.spec.metrics import EVAL_SPLIT
 from pipeline.spec.types import EvaluationSpec, Param
 from pipeline.trial_files import TrialFiles
 from syncmodel.config import TrainConfig
@@ -202,9 +203,11 @@ def _run(ctx: TrialContext, cfg: TrainConfig, provenance: dict[str, Any], starte
             pictures = files.pictures if ctx.evaluation.pictures else None
             if pictures is not None:
                 pictures.mkdir()
+            # The validation split by default: evaluation metrics may be objectives, and the
+            # test split only reports (evaluation.split, docs/spec.md).
             report, _ = evaluate_into(
                 files.folder, result.model, data, result.layers, result.config,
-                max_images=ctx.evaluation.max_images, picture_dir=pictures,
+                split=ctx.evaluation.split, max_images=ctx.evaluation.max_images, picture_dir=pictures,
             )  # fmt: skip
             metrics = {**report, **metrics}
         if result.checkpoint is not None and result.checkpoint.is_file():
@@ -223,6 +226,8 @@ def _run(ctx: TrialContext, cfg: TrainConfig, provenance: dict[str, Any], starte
             "end_time": time.time(),
             **provenance,
         }
+        if isinstance(metrics.get("split"), str):
+            final[EVAL_SPLIT] = metrics["split"]  # text: the recorder's tag, not a metric
         files.history.write_text(json.dumps(result.history, allow_nan=True))
         files.config_json.write_text(json.dumps(cfg.to_dict(), indent=2))
         files.config_yaml.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -106,9 +106,14 @@ def launch_comparison(args: argparse.Namespace) -> int:
 
 def validate_comparison(args: argparse.Namespace) -> int:
     """`syncstudy validate` of a comparison spec: every arm x repeat study checked."""
+    from pipeline.commands.validate import evaluation_line
     from pipeline.spec import describe
+    from pipeline.spec.sections import selection_note
 
     comp = load_comparison(args.spec, smoke=args.smoke)
+    notes = {note for _, _, s in comp.studies() if (note := selection_note(s))}
+    for note in sorted(notes):  # the arms' objectives are the comparison's: one line, not one per study
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         from pipeline.spec.load import spec_to_dict
 
@@ -131,6 +136,7 @@ def validate_comparison(args: argparse.Namespace) -> int:
         f"objectives {objectives}",
         "reference  " + ", ".join(f"{m} {v:g}" for m, v in comp.reference.items()),
         f"margin     hypervolume ±{comp.margin:g} (TOST)",
+        "evaluation " + "; ".join(sorted({evaluation_line(s) for _, _, s in comp.studies()})),
         f"storage    {comp.storage}",
         f"studies    {len(comp.studies())} checked, one per arm and repeat",
         f"ok: {args.spec} is valid",

@@ -1,7 +1,10 @@
 """`syncstudy evaluate CHECKPOINT`: the interpretability report of a trained model.
 
-Writes report.json, neurons.parquet and the module PNGs to --out; `--json` makes the last
-stdout line the report as JSON (NaN → null).
+Measures the test split by default (a report on a finished model; a study's trials measure
+the validation split, `evaluation.split`); `--split val` measures what a trial of a study
+measured. Writes report.json (its "split" and "images" say what was measured),
+neurons.parquet and the module PNGs to --out; `--json` makes the last stdout line the report
+as JSON (NaN → null).
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2000,
         metavar="N",
-        help="held-out images used (default 2000)",
+        help="first images of the split used (default 2000)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "val"),
+        default="test",
+        help="split to evaluate: test (default: a report on a finished model) or val (what a "
+        "study's trial measures, evaluation.split)",
     )
     parser.add_argument(
         "--layers",
@@ -87,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     # every trial of a study: pipeline.evaluation is the one evaluation both run.
     report, neurons = evaluate_into(
         out, model.to(device), data, list(layers), config,
-        max_images=args.max_images, picture_dir=None if args.no_pictures else out,
+        split=args.split, max_images=args.max_images, picture_dir=None if args.no_pictures else out,
         epsilon=args.epsilon, mdl=args.mdl,
     )  # fmt: skip
     report = {k: _finite(v) for k, v in report.items()}
@@ -96,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         keys = ("accuracy", "interpretability", "spread", "selectivity", "modules", "coverage",
                 "consistency_ari", "specificity", "location_instability", "detectors")  # fmt: skip
-        print("  ".join(f"{k} {_fmt(report[k])}" for k in keys if k in report))
+        shown = "  ".join(f"{k} {_fmt(report[k])}" for k in keys if k in report)
+        print(f"{args.split} split, {report['images']} images: {shown}")
         print(f"wrote {out}/report.json, neurons.parquet ({neurons.num_rows} neurons) and PNGs",
               file=sys.stdout)  # fmt: skip
     return 0

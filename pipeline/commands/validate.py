@@ -36,9 +36,12 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.commands.compare import validate_comparison
 
         return validate_comparison(args)
+    from pipeline.spec.sections import selection_note
+
     spec = load_spec(args.spec, smoke=args.smoke)
-    if spec.tracking.note:
-        print(f"warning: {spec.tracking.note}", file=sys.stderr)
+    for note in (spec.tracking.note, selection_note(spec)):
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(spec_to_dict(spec), indent=2))
     else:
@@ -86,8 +89,23 @@ def summary(spec: StudySpec, path: Path) -> str:
         f"scheduler  {scheduler}",
         f"trials     {spec.samples}, {spec.concurrency} at a time, {spec.retries} retries each",
         f"resources  {r.cpu:g} cpu + {r.gpu:g} gpu per trial; fits this machine: {fits}",
+        f"evaluation {evaluation_line(spec)}",
         f"storage    {spec.storage}",
         f"tracking   {tracking}, experiment {spec.tracking.experiment or spec.name}",
         f"ok: {path} is valid",
     ]
     return "\n".join(lines)
+
+
+def evaluation_line(spec: StudySpec) -> str:
+    """What each trial's evaluation measures: its split and how many of its images."""
+    from pipeline.spec.static import split_sizes
+
+    e = spec.evaluation
+    if not e.enabled:
+        return "off"
+    sizes = split_sizes(spec.train)
+    if sizes is None:  # an image folder: known once loaded
+        return f"{e.split} split, its first {e.max_images} images at most"
+    n = getattr(sizes, e.split)
+    return f"{e.split} split, {min(n, e.max_images)} of its {n} images (max_images {e.max_images})"

@@ -29,7 +29,7 @@ from pipeline.record.tracking import (
     artifact_files,
     log10_params,
 )
-from pipeline.spec.metrics import mlflow_metrics
+from pipeline.spec.metrics import EVAL_SPLIT, EVAL_SPLIT_TAG, mlflow_metrics
 from pipeline.spec.types import Param
 from pipeline.trial import TUNE_KEYS, trial_config
 from pipeline.trial_files import TrialFiles
@@ -243,6 +243,8 @@ class StudyRecorder:
             trial_tags = prov.tags(made_by)
             if made_by.get("commit"):  # MLflow's "Source" commit: the trial's, not the driver's
                 trial_tags["mlflow.source.git.commit"] = str(made_by["commit"])
+            if status in FINISHED and isinstance(result.get(EVAL_SPLIT), str):
+                trial_tags[EVAL_SPLIT_TAG] = result[EVAL_SPLIT]  # the split eval/images counts
             try:
                 run_id = self.run_id(trial_id, sampled)
                 if history:

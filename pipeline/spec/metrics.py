@@ -89,7 +89,7 @@ RECORDED: dict[str, tuple[str, str]] = {
     "epoch_time": ("epoch", "the epoch's wall time, seconds (validation included)"),
     "estimate_time": ("epoch", "seconds of the epoch's interp_estimate (train.epoch_estimate)"),
     "epochs_run": ("final", "epochs trained (fewer than train.epochs when the trial was stopped)"),
-    "accuracy_class_{k}": ("evaluation", "test accuracy on class k"),
+    "accuracy_class_{k}": ("evaluation", "accuracy on class k, on the evaluated split (evaluation.split)"),
     "module_size": ("evaluation", "mean size of the modules of >= 2 neurons"),
     "detector_iou": ("evaluation", "mean best IoU of the units with their part (part data sets only)"),
 }
@@ -108,7 +108,9 @@ def per_epoch_metrics() -> list[str]:
 # test-set values train() reports beside its per-epoch validation ones are test/<name>; everything syncmodel.evaluate reports is
 # eval/<name>. Left out of MLflow (they repeat another value; read back from it):
 FINAL_FROM_LAST_EPOCH = ("train_loss", "ce_loss", "focus_loss", "sync_loss", "train_acc", "interp_estimate")  # epoch/<name>
-DROPPED = {"accuracy": "test_acc"}  # the evaluation's accuracy on the test split
+# the evaluation's accuracy on the first max_images images of its split (evaluation.split):
+# val_acc's images by default, test_acc's with split test
+DROPPED = {"accuracy": "val_acc / test_acc"}
 # train()'s own finals: val_acc is the last epoch's (the result), best_val_acc the best epoch's
 # (the highest epoch/val_acc; it differs from val_acc when a later epoch was worse).
 BARE = ("test_acc", "val_acc", "train_time", "epochs_run", "best_val_acc", "best_epoch")
@@ -125,6 +127,11 @@ TRAIN_FINALS = (*BARE, *FINAL_FROM_LAST_EPOCH, *TEST_SET)  # every other final k
 BOOKKEEPING = ("images", "neurons", "sync_steps", "epsilon")
 EVAL_SECONDS = EVAL_PREFIX + "eval_seconds"
 EVAL_SECONDS_TAG = "syncstudy.eval_seconds"
+# The split the evaluation measured (evaluation.split: "val" or "test"): text, so neither a
+# metric nor a Parquet column. A trial's final.json holds it as EVAL_SPLIT, and the driver
+# tags the trial's run with it (EVAL_SPLIT_TAG, beside the eval/images param it counts).
+EVAL_SPLIT = "eval_split"
+EVAL_SPLIT_TAG = "syncstudy.eval_split"
 
 
 def split_bookkeeping(logged: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:

@@ -54,6 +54,7 @@ SMOKE_KEYS = tuple(k for k in TOP_KEYS if k not in ("name", "description", "smok
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 SCHEDULERS = ("none", "asha", "mo_asha")
 MODES = ("max", "min")
+EVAL_SPLITS = ("val", "test")  # evaluation.split
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 # Fields a study may not search, and why (the message says it).
@@ -140,6 +141,7 @@ def build(
     _check_sampler(sampler, search, samples)
     _check_objectives(objectives, train, evaluation)
     _check_validation_split(objectives, scheduler, train)
+    _check_evaluation_split(evaluation, train)
     _check_device(train, resources)
     train = _check_data(train, check_data)
     _check_names(train, search)
@@ -525,11 +527,40 @@ def _check_granularity(value: float, path: str) -> None:
 
 
 def _parse_evaluation(raw: Any) -> EvaluationSpec:
-    raw = mapping(raw, "evaluation", ("enabled", "max_images", "pictures"))
+    raw = mapping(raw, "evaluation", ("enabled", "max_images", "pictures", "split"))
     enabled = coerce(raw.get("enabled", True), bool, "evaluation.enabled")
     max_images = _int(raw.get("max_images", 1000), "evaluation.max_images", 1)
     pictures = coerce(raw.get("pictures", True), bool, "evaluation.pictures")
-    return EvaluationSpec(enabled, max_images, pictures)
+    split = _string(raw.get("split", "val"), "evaluation.split")
+    if split not in EVAL_SPLITS:
+        raise ConfigError("evaluation.split", f"must be {' or '.join(EVAL_SPLITS)}, got {short(split)}")
+    return EvaluationSpec(enabled, max_images, pictures, split)
+
+
+def _check_evaluation_split(evaluation: EvaluationSpec, train: TrainConfig) -> None:
+    """An evaluation on the validation split needs one: val_fraction 0 holds none out (it
+    cannot be searched: the data set is shared by all trials)."""
+    if evaluation.enabled and evaluation.split == "val" and train.val_fraction == 0:
+        raise ConfigError(
+            "evaluation.split",
+            "val: the evaluation measures the validation split, and train.val_fraction 0 holds none "
+            "out: hold one out, or set evaluation.split: test (objectives from the evaluation are then "
+            "selected on test images) or evaluation.enabled: false",
+        )
+
+
+def selection_note(spec: StudySpec) -> str | None:
+    """The one-line warning `validate` prints when objectives are selected on test images
+    (`evaluation.split: test` and an objective the evaluation computes); None otherwise."""
+    e = spec.evaluation
+    chosen = [o.metric for o in spec.objectives if METRICS[o.metric].evaluation]
+    if not e.enabled or e.split != "test" or not chosen:
+        return None
+    return (
+        f"evaluation.split: test: the objective{'s' if len(chosen) > 1 else ''} {', '.join(chosen)} "
+        "will be selected on test images, so the chosen trials' test values are optimistic; "
+        "split: val (the default) selects on the validation split"
+    )
 
 
 def _parse_tracking(raw: Any) -> TrackingSpec:

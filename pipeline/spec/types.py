@@ -71,6 +71,9 @@ class EvaluationSpec:
     enabled: bool = True
     max_images: int = 1000
     pictures: bool = True
+    # The split a trial's evaluation measures: "val" (its objectives are then selected on
+    # validation images, and the test split stays a report) or "test".
+    split: str = "val"
 
 
 @dataclass

@@ -89,10 +89,12 @@ def test_validate_accepts_val_fraction_zero(tmp_path: Path, capsys: pytest.Captu
     doc = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     doc.setdefault("train", {})["val_fraction"] = 0
     doc["objectives"] = [{"metric": "test_acc", "mode": "max"}, {"metric": "interpretability", "mode": "max"}]
+    doc["evaluation"]["split"] = "test"  # no validation split to evaluate (evaluation_split_val_without_val.yaml)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(doc))
     rc, _, err = run_main(["validate", str(spec)], capsys)
     assert rc == 0, err
+    assert err.startswith("warning: evaluation.split: test: the objective interpretability will be selected on test images")
 
 
 # --- train --out -------------------------------------------------------------------------------

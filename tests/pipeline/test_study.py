@@ -135,9 +135,10 @@ def test_trial_evaluation_writes_report_neurons_and_pictures(tmp_path: Path) -> 
     result = train(config, data=data)
     (tmp_path / "pictures").mkdir()
     report, _ = evaluate_into(
-        tmp_path, result.model, data, result.layers, result.config, max_images=60,
+        tmp_path, result.model, data, result.layers, result.config, split="val", max_images=60,
         picture_dir=tmp_path / "pictures",
     )  # fmt: skip
+    assert report["split"] == "val" and report["images"] == min(len(data.val), 60)
     assert 0.0 <= report["interpretability"] <= 1.0
     assert (tmp_path / "report.json").is_file()
     assert pq.read_table(tmp_path / "neurons.parquet").num_rows == report["neurons"]

@@ -127,8 +127,11 @@ def test_resources_finer_than_rays_unit_are_refused(tmp_path: Path, value: float
 
 
 def test_val_fraction_zero_is_valid_when_nothing_reads_the_validation_split(tmp_path: Path) -> None:
-    spec = load_spec(_spec(tmp_path, "val_fraction: 0", "scheduler: {name: asha, metric: train_acc}\n"))
+    # the evaluation reads it unless told to measure the test split (evaluation.split)
+    extra = "scheduler: {name: asha, metric: train_acc}\nevaluation: {split: test}\n"
+    spec = load_spec(_spec(tmp_path, "val_fraction: 0", extra))
     assert spec.train.val_fraction == 0 and spec.scheduler.metric == "train_acc"
+    assert spec.evaluation.split == "test"
 
 
 def test_val_fraction_zero_with_asha_defaulting_to_a_validation_objective(tmp_path: Path) -> None:
