@@ -9,6 +9,7 @@ from pathlib import Path
 from pipeline.spec.metrics import (
     BOOKKEEPING,
     EVAL_SECONDS_TAG,
+    EVAL_SPLIT_TAG,
     METRICS,
     RECORDED,
     catalogue_name,
@@ -50,6 +51,7 @@ def test_every_metric_a_smoke_trial_logs_is_catalogued(smoke_study: Path) -> Non
         assert not {k for k in keys if k.startswith("eval/") and k.rpartition("/")[2] in (*BOOKKEEPING, "eval_seconds")}
         assert {"eval/images", "eval/neurons", "eval/sync_steps"} <= set(run.data.params)
         assert float(run.data.tags[EVAL_SECONDS_TAG]) > 0
+        assert run.data.tags[EVAL_SPLIT_TAG] == "val"  # the split eval/images counts (evaluation.split)
         # one name per quantity: a final under one name (an epoch/ series is another quantity)
         finals = [catalogue_name(k) for k in keys if not k.startswith("epoch/") and "accuracy_class_" not in k]
         assert len(finals) == len(set(finals)), sorted(finals)
