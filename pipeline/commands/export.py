@@ -92,16 +92,16 @@ def run(args: argparse.Namespace) -> int:
     verify(out)
     print(f"exported trial {record.trial_id} ({chosen_by}) of study {ref.name!r} to {out}")
     if args.register:
-        from pipeline.env_refs import expand
-        from pipeline.record.mlflow_model import log_pytorch_model
+        from pipeline.record.mlflow_model import log_registered_model
         from pipeline.redact import redact
 
-        # The registered version is MLflow's pytorch format ("pt2", no pickled code): both
-        # mlflow.pytorch.load_model and mlflow.pyfunc.load_model read it.
-        model_uri = log_pytorch_model(expand(ref.target.uri), record.run_id, out / TrialFiles.MODEL)
+        assert tracker is not None  # --register reads MLflow (above)
+        # The registered form is the run's logged model `registered_model`: MLflow's pytorch
+        # format ("pt2", no pickled code), logged on the trial's first registration and reused
+        # by later ones; mlflow.pytorch.load_model and mlflow.pyfunc.load_model read it.
+        model_uri = log_registered_model(tracker.client, record.run_id, out / TrialFiles.MODEL)
         shown = ", ".join(f"{m} {record.metrics[m]:.4g}" for m, _ in objectives if finite(record.metrics.get(m)))
         description = f"study {ref.name!r}, trial {record.trial_id} ({chosen_by}){': ' + shown if shown else ''}"
-        assert tracker is not None  # --register reads MLflow (above)
         version = tracker.register(
             record.run_id, args.register, model_uri, description=description, alias=args.alias
         )

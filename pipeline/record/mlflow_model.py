@@ -10,10 +10,15 @@
   `model` whose source is the trial's run (the run's outputs list it: the UI's Models column;
   `mlflow.search_logged_models`, `models:/<model_id>` and `runs:/<run>/model` find it): the
   calls `mlflow.pyfunc.log_model` makes, minus `save_model`.
-- `export --register`: the same weights as `mlflow.pytorch`'s "pt2" format (`torch.export`),
-  which `mlflow.pytorch.load_model` reads after checking that the archive holds only
-  weights-only records (MLflow refuses pickled models unless MLFLOW_ALLOW_PICKLE_DESERIALIZATION
-  is set). Exporting costs seconds, so it is done once, for the registered trial.
+- `export --register`: the same weights once more, as `mlflow.pytorch`'s "pt2" format
+  (`torch.export`), logged as the run's second logged model `registered_model`, the form the
+  registry's versions point at: `mlflow.pytorch.load_model` returns a graph module, and it loads
+  with torch and MLflow alone (no syncstudy, no pickled code; with
+  MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false MLflow checks the archive holds only raw tensors
+  and weights-only records first). Exporting costs seconds, so it is done once per run, on the
+  first registration. torch refuses `.eval()`/`.train()` on an exported program's module, and
+  MLflow loads TorchScript (which allows them) only through its pickle path: docs/pipeline.md,
+  "Registered model".
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pipeline.trial_files import TrialFiles
 
 FOLDER = TrialFiles.MLFLOW_MODEL  # in a trial's final checkpoint; logged as the run's model `model`
 ARTIFACT = "model"  # the logged model's name: `runs:/<run>/model` resolves to it
+REGISTERED = "registered_model"  # the pt2 form `export --register` logs beside it and registers
 # Run tags the logged model carries too, so `search_logged_models` can select a study's models.
 _COPIED_TAGS = ("syncstudy.study", "syncstudy.trial_id", "syncstudy.instance")
 CODE = Path(__file__).with_name("mlflow_pyfunc.py")
@@ -151,32 +157,39 @@ def write_for_trial(folder: Path, weights: Path, data: Any) -> Path:
     )  # fmt: skip
 
 
-def log_trial_model(client: Any, run_id: str, folder: Path) -> str:
-    """Log the pyfunc folder `folder` as the logged model `model` of run `run_id` (MLflow 3:
+def _ready_model(client: Any, run_id: str, name: str) -> tuple[Any | None, list[Any]]:
+    """Run `run_id`'s logged models named `name`: the oldest READY one (or None), and all."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment_id = client.get_run(run_id).info.experiment_id
+    # The run id is MLflow's own hex id and `name` one of this module's constants: nothing to quote.
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"name = '{name}' AND source_run_id = '{run_id}'", max_results=10
+    )
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    return (min(ready, key=lambda m: m.creation_timestamp) if ready else None), found
+
+
+def _log_folder(client: Any, run_id: str, folder: Path, name: str) -> str:
+    """Log the MLflow model folder `folder` as run `run_id`'s logged model `name` (MLflow 3:
     created with the run as its source, listed in the run's outputs, its files uploaded, then
     READY); returns the model id.
 
-    Once per run: a READY model of the run is kept as it is (the recorder replays a trial's
-    end after an outage); a PENDING one (an upload cut off) gets the files again and is
-    finalised. The model's params are the run's (the trial's config) and it carries the run's
-    study, trial and instance tags.
+    Once per run and name: a READY model is kept as it is; a PENDING one (an upload cut off)
+    gets the files again and is finalised. The model's params are the run's (the trial's
+    config) and it carries the run's study, trial and instance tags.
     """
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
+    ready, found = _ready_model(client, run_id, name)
+    if ready is not None:
+        return ready.model_id
     run = client.get_run(run_id)
-    experiment_id = run.info.experiment_id
-    # The run id is MLflow's own hex id: nothing to quote in the filter.
-    found = client.search_logged_models(
-        [experiment_id], filter_string=f"name = '{ARTIFACT}' AND source_run_id = '{run_id}'", max_results=10
-    )
-    ready = [m for m in found if m.status == LoggedModelStatus.READY]
-    if ready:
-        return min(ready, key=lambda m: m.creation_timestamp).model_id
     if found:
         model = min(found, key=lambda m: m.creation_timestamp)
     else:
         model = client.create_logged_model(
-            experiment_id, name=ARTIFACT, source_run_id=run_id,
+            run.info.experiment_id, name=name, source_run_id=run_id,
             tags={k: v for k, v in run.data.tags.items() if k in _COPIED_TAGS},
             params=dict(run.data.params),
         )  # fmt: skip
@@ -187,13 +200,42 @@ def log_trial_model(client: Any, run_id: str, folder: Path) -> str:
     return model.model_id
 
 
-def log_pytorch_model(uri: str, run_id: str, weights: Path, name: str = "pytorch_model") -> str:
-    """Log the checkpoint as `mlflow.pytorch` "pt2" model of `run_id`; returns its model URI.
+def log_trial_model(client: Any, run_id: str, folder: Path) -> str:
+    """Log the pyfunc folder `folder` as the logged model `model` of run `run_id`; returns the
+    model id. Once per run: the recorder replays a trial's end after an outage (`_log_folder`)."""
+    return _log_folder(client, run_id, folder, ARTIFACT)
 
-    `torch.export` with a dynamic batch dimension; the signature and input example as in the
-    pyfunc folder. Requirements are given, not inferred (inference takes tens of seconds).
+
+def exported_module(net: Any, example: Any) -> Any:
+    """`net` (in eval mode) through `torch.export` with a dynamic batch, as a graph module that
+    exports again to the same graph, which `mlflow.pytorch.save_model` does.
+
+    Dead nodes are dropped first: an `icnn` net's forward mask leaves an unused autocast region
+    (`wrap_with_autocast` without users) that `torch.export.save` writes without its output's
+    metadata, and `torch.export.load` then refuses the archive ("Node.meta wrap_with_autocast is
+    missing val field", torch 2.14).
     """
-    import mlflow
+    import torch
+
+    with torch.no_grad():
+        program = torch.export.export(net.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program.graph.eliminate_dead_code()
+    program.graph_module.recompile()
+    return program.module()
+
+
+def log_registered_model(client: Any, run_id: str, weights: Path) -> str:
+    """Run `run_id`'s logged model `registered_model`: the checkpoint `weights` in
+    `mlflow.pytorch`'s "pt2" format, the form `export --register` registers; returns its model
+    URI (`models:/<model id>`).
+
+    Once per run: a later registration of the same trial (another name or alias) gets the same
+    model. The signature and input example as in the pyfunc folder; requirements given, not
+    inferred (inference takes tens of seconds), and without syncstudy: the exported graph runs
+    on torch alone.
+    """
+    import tempfile
+
     import mlflow.pytorch
     import numpy as np
     import torch
@@ -202,6 +244,9 @@ def log_pytorch_model(uri: str, run_id: str, weights: Path, name: str = "pytorch
 
     from syncmodel.checkpoint import load_checkpoint
 
+    ready, _ = _ready_model(client, run_id, REGISTERED)
+    if ready is not None:
+        return f"models:/{ready.model_id}"
     net, _, meta = load_checkpoint(weights)
     shape = (-1, int(meta["in_channels"]), int(meta["image_size"]), int(meta["image_size"]))
     sig = ModelSignature(
@@ -209,16 +254,12 @@ def log_pytorch_model(uri: str, run_id: str, weights: Path, name: str = "pytorch
         Schema([TensorSpec(np.dtype("float32"), (-1, int(meta["num_classes"])))]),
     )
     example = np.zeros((2, *shape[1:]), dtype=np.float32)  # batch 2: torch.export keeps it dynamic
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    # The logged model is created here, in the run's experiment: left to log_model, it goes to
-    # the active (default) experiment, whose artifacts are ./mlruns of the current folder.
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment_id = client.get_run(run_id).info.experiment_id
-    logged = client.create_logged_model(experiment_id=experiment_id, name=name, source_run_id=run_id)
-    with torch.no_grad():
-        info = mlflow.pytorch.log_model(
-            net, name=name, run_id=run_id, model_id=logged.model_id, serialization_format="pt2",
-            signature=sig, input_example=example, pip_requirements=list(requirements()),
+    module = exported_module(net, torch.from_numpy(example))
+    reqs = [r for r in requirements() if r != "syncstudy"]
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        folder = Path(tmp) / REGISTERED
+        mlflow.pytorch.save_model(
+            module, str(folder), serialization_format="pt2", signature=sig, input_example=example,
+            pip_requirements=reqs,
         )  # fmt: skip
-    return info.model_uri
+        return f"models:/{_log_folder(client, run_id, folder, REGISTERED)}"

@@ -930,8 +930,10 @@ class Tracker:
     def register(
         self, run_id: str, name: str, model_uri: str, *, description: str = "", alias: str | None = None
     ) -> str:
-        """Register the MLflow model `model_uri` (logged by `run_id`) as a new version of model
-        `name`, with `description` and, if given, `alias` pointing at it; returns the version."""
+        """Register the MLflow model `model_uri` (logged by `run_id`; a logged model's
+        `models:/<model id>`) as a new version of model `name`, with `description` and, if
+        given, `alias` pointing at it; returns the version. A logged model lists its versions in
+        its `mlflow.modelVersions` tag, as `mlflow.register_model` leaves it (the UI shows them)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -941,13 +943,46 @@ class Tracker:
                 raise
         run = self.client.get_run(run_id)
         model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/") else None
-        version = self.client.create_model_version(
-            name, source=model_uri, run_id=run_id, description=description or None, model_id=model_id,
-            tags={TAG_STUDY: self.study, TAG_TRIAL: run.data.tags.get(TAG_TRIAL, "")},
-        )  # fmt: skip
+        # Given `models:/<id>`, MLflow's sqlite registry looks the model up in the process-wide
+        # tracking store, not the client's (mlflow/store/model_registry/sqlalchemy_store.py,
+        # create_model_version): that is this store for the call.
+        with _process_tracking_uri(expand(self.target.uri)):
+            version = self.client.create_model_version(
+                name, source=model_uri, run_id=run_id, description=description or None, model_id=model_id,
+                tags={TAG_STUDY: self.study, TAG_TRIAL: run.data.tags.get(TAG_TRIAL, "")},
+            )  # fmt: skip
+        if model_id:
+            listed = self.client.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG) or "[]"
+            try:
+                versions = [*json.loads(listed), {"name": name, "version": str(version.version)}]
+            except (ValueError, TypeError):  # not MLflow's list: start it again
+                versions = [{"name": name, "version": str(version.version)}]
+            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(versions)})
         if alias:
             self.client.set_registered_model_alias(name, alias, version.version)
         return str(version.version)
+
+
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"  # mlflow.utils.mlflow_tags.MLFLOW_MODEL_VERSIONS
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI (and the MLFLOW_TRACKING_URI variable it sets) is
+    `uri` inside the block and as it was after it."""
+    import mlflow
+
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 # Where a trial's files go in its child run: (file or folder in the trial's final checkpoint,

@@ -58,31 +58,51 @@ def test_export_named_trial_with_manifest_and_registry(
 def test_registered_model_predicts_the_exported_logits(
     smoke_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The registered version loads with pickle deserialization refused and gives the exported
+    checkpoint's logits exactly (the exported graph calls the same ATen kernels as the eager
+    net, on the same CPU). The trial's run holds two logged models, its own `model` and the
+    registered form `registered_model`, whichever names and how often the trial is registered."""
     import mlflow
     import mlflow.pyfunc
     import mlflow.pytorch
     import numpy as np
     import torch
+    from mlflow import MlflowClient
 
     from syncmodel.checkpoint import load_checkpoint
 
-    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # MLflow 3.17's default is true
     out = tmp_path / "best"
     assert cli.main(["export", *_args(smoke_study), "--out", str(out), "--register", "digits-best", "--alias", "prod"]) == 0
     net, _, meta = load_checkpoint(out / "model.safetensors")
     x = torch.randn(3, meta["in_channels"], meta["image_size"], meta["image_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = net(x).numpy()
-    mlflow.set_registry_uri(f"sqlite:///{smoke_study / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{smoke_study / 'mlflow.db'}")
+    uri = f"sqlite:///{smoke_study / 'mlflow.db'}"
+    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    loaded = mlflow.pytorch.load_model("models:/digits-best@prod").to("cpu")
     with torch.no_grad():
-        got = mlflow.pytorch.load_model("models:/digits-best@prod")(x).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(mlflow.pyfunc.load_model("models:/digits-best@prod").predict(x.numpy()), want, rtol=1e-5, atol=1e-6)
+        got = loaded(x).numpy()
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mlflow.pyfunc.load_model("models:/digits-best@prod").predict(x.numpy()), want)
     # every trial's run holds its pyfunc model (models from code) too
     run_id = json.loads((out / "metrics.json").read_text())["mlflow_run_id"]
     trial_model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     np.testing.assert_array_equal(trial_model.predict(x.numpy()), want)
+
+    again = tmp_path / "again"
+    assert cli.main(["export", *_args(smoke_study), "--out", str(again), "--register", "digits-best", "--alias", "again"]) == 0
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    first, second = (client.get_model_version_by_alias("digits-best", a) for a in ("prod", "again"))
+    assert second.run_id == first.run_id == run_id and second.source == first.source
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert sorted(m.name for m in models) == ["model", "registered_model"]
+    (registered,) = (m for m in models if m.name == "registered_model")
+    assert first.source == f"models:/{registered.model_id}"
+    listed = [v for v in json.loads(registered.tags["mlflow.modelVersions"]) if v["name"] == "digits-best"]
+    assert listed == [{"name": "digits-best", "version": str(v.version)} for v in (first, second)]
 
 
 def test_export_guards(smoke_study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,8 +85,9 @@ def test_a_copy_stands_alone_with_the_original_deleted(
     (stored,) = con.execute("SELECT storage_location FROM model_versions WHERE name = 'm'").fetchone()
     con.close()
     assert str(b) in stored and str(smoke_study) not in stored
-    saved = mlflow.get_tracking_uri()
+    saved = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # `models:/m@champion` below: export --register sets neither
     try:
         experiment_id = client.get_experiment_by_name("digits").experiment_id
         models = mlflow.search_logged_models(
@@ -98,7 +99,8 @@ def test_a_copy_stands_alone_with_the_original_deleted(
         assert mlflow.pyfunc.load_model(f"runs:/{models[0].source_run_id}/model") is not None
         assert mlflow.pyfunc.load_model("models:/m@champion") is not None
     finally:
-        mlflow.set_tracking_uri(saved)
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
     assert not a.exists() and not (tmp_path / "a").exists()  # nothing wrote where A used to be
     assert smoke_study.is_dir()
 
