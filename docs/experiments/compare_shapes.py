@@ -9,11 +9,18 @@ and its provenance), the answer of `syncstudy compare SPEC --storage DIR --json 
 the spec as launched, and the comparison's wall time from its trials' start and end columns
 (meta.json). A folder that is not a finished comparison is refused (one line, exit 2).
 
+Each trial's evaluation measured the first `evaluation.max_images` test images, so those
+images selected the fronts (two of the three objectives come from them). `--collect` therefore
+also re-measures every member of every arm x repeat front on the rest of the test split, which
+no trial saw, from its checkpoint in the study folder (compare_shapes_heldout.py: heldout.jsonl,
+the time it took in meta.json); the folder must still hold its trials' final checkpoints.
+
 `--fill` rewrites, from those files only (and docs/experiments/baselines.jsonl for the 64-px
-plain nets), the comparison's section of docs/results.md and the headline at the top of it,
+plain nets), the comparison's section of docs/results.md and the headline at the top of it
+(the hypervolumes re-measured on held-out images first, those the search saw beside them),
 then runs composite_ranking.py's fill (issue 24 item 1b) on the same trials.
 
-    PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --collect runs/compare-shapes --machine "..."
+    nice -n 19 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --collect runs/compare-shapes --machine "..."
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --fill
 """
 
@@ -56,8 +63,10 @@ def _sibling(name: str) -> Any:
 
 
 ranking = _sibling("composite_ranking")
+heldout = _sibling("compare_shapes_heldout")
 Refusal = ranking.Refusal
 plural = ranking.plural
+HELDOUT = heldout.FILE
 
 
 # --------------------------------------------------------------------------- collect
@@ -165,16 +174,22 @@ def wall_time(records: list[dict], result: Any) -> dict:
     }  # fmt: skip
 
 
-def collect(folder: Path, out: Path, machine: str | None) -> None:
-    """Everything is computed before anything is written; `out` is replaced whole."""
+def collect(folder: Path, out: Path, machine: str | None) -> dict:
+    """Everything is computed before anything is written; `out` is replaced whole. Returns the
+    held-out re-measurement's timing."""
     import yaml
 
     from pipeline.record.compare import compare, fronts_png
+    from syncmodel.errors import SyncStudyError
 
     comp = open_comparison(folder)
     answer = compare_json(folder)
     result = compare(comp, importances=False)  # the rows and fronts the answer was made from
     records = trial_records(result)
+    try:
+        held, timing = heldout.remeasure(comp, result, out=lambda line: print(line, flush=True))
+    except SyncStudyError as exc:  # a checkpoint missing, altered or not the trial's
+        raise Refusal(str(exc)) from None
     spec_text = (folder / SAVED).read_text()
     raw = yaml.safe_load(spec_text)
     meta = {
@@ -187,6 +202,7 @@ def collect(folder: Path, out: Path, machine: str | None) -> None:
         "evaluation": raw.get("evaluation"),
         "train": raw.get("train"),
         "wall": wall_time(records, result),
+        "heldout": timing,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -195,6 +211,7 @@ def collect(folder: Path, out: Path, machine: str | None) -> None:
         (tmp / TRIALS_FILE).write_text("".join(json.dumps(r, sort_keys=False, allow_nan=False) + "\n" for r in records))
         (tmp / ANSWER).write_text(json.dumps(answer, indent=2, allow_nan=False) + "\n")
         (tmp / META).write_text(json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        (tmp / HELDOUT).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in held))
         (tmp / SPEC).write_text(spec_text)
         fronts_png(result, tmp / FRONTS)
         old = out.with_name(f".{out.name}.old")
@@ -205,13 +222,19 @@ def collect(folder: Path, out: Path, machine: str | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return timing
 
 
 # --------------------------------------------------------------------------- read back
 
 
-def load(data: Path) -> tuple[dict, dict, list[dict]]:
-    for name in (ANSWER, META, TRIALS_FILE):
+def load(data: Path) -> tuple[dict, dict, list[dict], dict, dict | None]:
+    """compare.json, meta.json, trials.jsonl and the answer re-measured on held-out images (from
+    heldout.jsonl: on the whole held-out part, and on blocks of the selection's size), each
+    checked against the others."""
+    from syncmodel.errors import SyncStudyError
+
+    for name in (ANSWER, META, TRIALS_FILE, HELDOUT):
         if not (data / name).is_file() or (data / name).is_symlink():
             raise Refusal(f"{data}: no {name} (run --collect DIR first)")
     try:
@@ -221,7 +244,14 @@ def load(data: Path) -> tuple[dict, dict, list[dict]]:
         raise Refusal(f"{data}: a JSON file does not parse ({exc.msg})") from None
     rows = ranking.read_trials(data / TRIALS_FILE)
     check_consistent(answer, rows, data)
-    return answer, meta, rows
+    try:
+        records = heldout.read(data / HELDOUT)
+        check_records(answer, rows, records, data)
+        held = heldout.heldout_answer(answer, records, data)
+        blocks = heldout.block_answer(answer, records, data)
+    except SyncStudyError as exc:
+        raise Refusal(str(exc)) from None
+    return answer, meta, rows, held, blocks
 
 
 def check_consistent(answer: dict, rows: list[dict], data: Path) -> None:
@@ -244,6 +274,24 @@ def check_consistent(answer: dict, rows: list[dict], data: Path) -> None:
             if said is None or abs(hv - said) > 1e-9 * max(1.0, abs(said)):
                 raise Refusal(f"{data}: {ANSWER} and {TRIALS_FILE} disagree ({arm} r{study['repeat']}: hypervolume "
                               f"{said} vs {hv}); collect again")  # fmt: skip
+
+
+def check_records(answer: dict, rows: list[dict], records: list[dict], data: Path) -> None:
+    """heldout.jsonl is of the same collection: each member's objectives as searched are its
+    trials.jsonl row's; and the pair code the held-out table is computed with gives back
+    compare.json's pairs from compare.json's hypervolumes."""
+    metrics = [o["metric"] for o in answer["objectives"]]
+    by_id = {(r["arm"], r["repeat"], r["trial_id"]): r for r in rows}
+    for rec in records:
+        row = by_id.get((rec["arm"], rec["repeat"], rec["trial_id"]))
+        if row is None or any(rec["objectives"].get(m) != row["metrics"].get(m) for m in metrics):
+            raise Refusal(f"{data}: {HELDOUT} and {TRIALS_FILE} disagree ({rec['arm']} r{rec['repeat']} "
+                          f"{rec['trial_id']}); collect again")  # fmt: skip
+    # the same floats through the same code: equal, not close (JSON keeps a float exactly)
+    again = heldout.pair_dicts(answer, {arm: body["hypervolume"] for arm, body in answer["arms"].items()})
+    if again != answer["pairs"]:
+        raise Refusal(f"{data}: the pair table of {ANSWER} is not what the pair code gives for its hypervolumes "
+                      "now; collect again")  # fmt: skip
 
 
 def _finite(v: Any) -> bool:
@@ -347,17 +395,38 @@ def against_reference(answer: dict) -> list[dict]:
     return [oriented(p, p["b"] if p["a"] == ref else p["a"]) for p in answer["pairs"] if ref in (p["a"], p["b"])]
 
 
-def headline(answer: dict, meta: dict) -> str:
-    """The paragraph at the top of docs/results.md."""
-    from syncmodel import stats
+def images_read(held: dict) -> tuple[str, str, int]:
+    """In words: the images that selected the fronts, those re-measured on, and the number of
+    members (from the held-out records)."""
+    records = [r for body in held["arms"].values() for s in body["studies"] for r in s["front"]]
+    selected = sorted({(r["selected_on"]["split"], r["selected_on"]["images"]) for r in records})
+    spans = sorted({(r["held_out"]["first"], r["held_out"]["first"] + r["held_out"]["images"] - 1) for r in records})
+    chose = "; ".join(f"the first {n} {split} images" for split, n in selected) or "–"
+    on = "; ".join(f"test images {a}–{b}" for a, b in spans) or "–"
+    return chose, on, len(records)
 
-    ref, margin, n = _reference_arm(answer), answer["equivalence_margin"]["hypervolume"], answer["repeats"]
-    spread = []
+
+def brief(pair: dict) -> str:
+    return f"{pair['a']} − {pair['b']} {fmt(pair['mean'])} [{fmt(pair['low'])}, {fmt(pair['high'])}] {pair['verdict']}"
+
+
+def _spread(answer: dict) -> str:
+    out = []
     for arm, body in answer["arms"].items():
         hv = [v for v in body["hypervolume"] if _finite(v)]
         m, s = mean_sd(hv)
-        spread.append(f"{arm} {fmt(m)} ± {fmt(s)} (range {fmt(min(hv) if hv else None)}–{fmt(max(hv) if hv else None)})")
-    contrasts = against_reference(answer)
+        out.append(f"{arm} {fmt(m)} ± {fmt(s)} (range {fmt(min(hv) if hv else None)}–{fmt(max(hv) if hv else None)})")
+    return "; ".join(out)
+
+
+def headline(answer: dict, held: dict, meta: dict) -> str:
+    """The paragraph at the top of docs/results.md: the hypervolumes re-measured on held-out
+    images first, those the search saw after them."""
+    from syncmodel import stats
+
+    ref, margin, n = _reference_arm(answer), answer["equivalence_margin"]["hypervolume"], answer["repeats"]
+    chose, on, _ = images_read(held)
+    contrasts = against_reference(held)
     verdicts = "; ".join(sentence(p, margin) for p in contrasts)
     powers = [stats.power(n, p["sd"], margin, "tost") for p in contrasts if _finite(p.get("sd"))]
     span = "" if not powers else (f"{min(powers):.2f}" if min(powers) == max(powers) else f"{min(powers):.2f}–{max(powers):.2f}")
@@ -368,48 +437,143 @@ def headline(answer: dict, meta: dict) -> str:
     return (
         f"**Headline: the comparison (issue 25).**{smoke} Each method searched with the same budget, "
         f"{answer['samples']} trials in each of {n} repeats, on {train.get('image_size', '–')}-px shapes; a front's "
-        "hypervolume counts validation accuracy, location instability and the composite together. Against "
-        f"{ref}: {verdicts}. Hypervolume per arm, mean ± sd over the {n} repeats: {'; '.join(spread)}. {power}"
-        "Details, fronts, wall time and machine: "
+        "hypervolume counts validation accuracy, location instability and the composite together. The search measured "
+        f"location instability and the composite on {chose}, the images that then chose each front, so the "
+        f"hypervolumes it saw can be optimistic (a selection leak); here every front member is re-measured on {on}, "
+        "which no trial saw. "
+        f"Re-measured on held-out images, against {ref}: {verdicts}. Hypervolume per arm on held-out images, mean ± sd "
+        f"over the {n} repeats: {_spread(held)}. {power}As the search saw them: "
+        f"{'; '.join(brief(p) for p in against_reference(answer))}. Details, fronts, wall time and machine: "
         "[the comparison](#the-comparison-each-method-searched-with-the-same-budget-issue-25).\n"
     )
 
 
-def section(answer: dict, meta: dict, rows: list[dict], baselines: list[dict]) -> str:
+def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: list[dict], baselines: list[dict]) -> str:
     """The results.md section (without its markers)."""
     metrics = [o["metric"] for o in answer["objectives"]]
     margin, n = answer["equivalence_margin"]["hypervolume"], answer["repeats"]
     evaluation = meta.get("evaluation") or {}
+    chose, on, members = images_read(held)
     smoke = " — SMOKE FORM, not a result" if meta.get("smoke") else ""
     objectives = ", ".join(f"`{o['metric']}` ({o['mode']})" for o in answer["objectives"])
+    remeasured = sorted({m for body in held["arms"].values() for s in body["studies"] for r in s["front"]
+                         for m in r.get("remeasured", [])}, key=metrics.index)  # fmt: skip
     out = [
         f"## The comparison: each method searched with the same budget (issue 25){smoke}",
         "",
         f"`docs/experiments/{SCRIPT}` from `studies/compare-shapes.yaml` (the spec as launched: "
         f"`docs/experiments/compare-shapes/{SPEC}`; every trial: `{TRIALS_FILE}`; the answer of `syncstudy compare "
-        f"--json --no-log`: `{ANSWER}`). Reproduce this section: `PYTHONPATH=$PWD .venv/bin/python "
-        f"docs/experiments/{SCRIPT} --fill`.",
+        f"--json --no-log`: `{ANSWER}`; the fronts re-measured on held-out images: `{HELDOUT}`). Reproduce this "
+        f"section: `PYTHONPATH=$PWD .venv/bin/python docs/experiments/{SCRIPT} --fill`.",
         "",
         *setup(answer, meta, rows),
         "",
-        f"Objectives: {objectives}. Validation accuracy "
-        "is the last epoch's, on the validation split. Location instability and the composite come from the trial's "
-        f"evaluation, which `syncmodel.evaluate` runs on the first {evaluation.get('max_images', '–')} images of the "
-        "**test** split: the front is selected on test images for two of its three objectives, and test accuracy (on "
-        "the whole test split) is the one metric beside it that nothing was selected on.",
+        f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
+        f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on the first "
+        f"{evaluation.get('max_images', '–')} images of the **test** split. So the search selected each front on "
+        "those test images, and the values it saw for two of the three objectives, and the hypervolumes made from "
+        f"them, can be optimistic: a selection leak. The rest of the test split ({on}) was never seen by any trial; "
+        "**the headline numbers are the fronts re-measured there** (below), and the hypervolumes as searched follow "
+        "them for comparison. Test accuracy (whole test split) is reported beside the fronts; nothing was selected "
+        "on it. Future studies should select on validation images instead: the pipeline is being changed to run a "
+        "trial's evaluation on the validation split.",
         "",
         *where_and_how_long(meta, rows),
         "",
-        "### Hypervolume",
+        "### Hypervolume on held-out test images (the headline)",
         "",
-        "Against the reference point " + ", ".join(f"{m} {answer['reference'][m]:g}" for m in metrics)
-        + " (fixed in the spec before the run). Per arm and repeat (finished trials / trials):",
+        *heldout_method(held, meta, remeasured, chose, on, members),
+        "",
+        *hypervolume_table(held),
+        "",
+        *pairs_block(held, n, margin, "the re-measured hypervolumes"),
+        *blocks_line(blocks, held),
+        "",
+        "### What selection on test images did to the fronts",
+        "",
+        *shift_table(held, remeasured),
+        "",
+        f"### Hypervolume as searched (selected on {chose})",
+        "",
+        "What `syncstudy compare` reports: the values the search saw, against the reference point "
+        + ", ".join(f"{m} {answer['reference'][m]:g}" for m in metrics) + " (fixed in the spec before the run). "
+        "Per arm and repeat (finished trials / trials):",
         "",
         *hypervolume_table(answer),
         "",
-        f"Paired differences (a − b, repeat k with repeat k: the same seeds) over {n} repeats, 95% t-interval; Holm "
-        f"over the table; TOST at the spec's margin ±{margin:g}, Holm too; the verdict from `syncmodel.stats.verdict` "
-        "(better/worse: Holm p < 0.05; else equivalent: TOST Holm p < 0.05; else inconclusive):",
+        *pairs_block(answer, n, margin, "the hypervolumes as searched"),
+        "",
+        f"![the arms' fronts, as searched](experiments/compare-shapes/{FRONTS})",
+        "",
+        "### The fronts",
+        "",
+        f"Per arm, the front of its finished trials over all {n} repeats, as searched, best first by the first "
+        f"objective; beside it the members' {', '.join(f'`{m}`' for m in remeasured)} re-measured on held-out "
+        "images (\"held-out\") and test accuracy (never selected on); the searched params:",
+    ]  # fmt: skip
+    for arm, body in answer["arms"].items():
+        mine = {(r["repeat"], r["trial_id"]): r for s in held["arms"][arm]["studies"] for r in s["front"]}
+        out += ["", f"**{arm}** ({', '.join(f'{k} {_param(v)}' for k, v in body['fields'].items()) or 'the common train'}; "
+                f"front sizes per repeat: {', '.join(str(len(s['front'])) for s in body['studies'])})", ""]  # fmt: skip
+        out += front_table(body, metrics, mine, remeasured)
+    out += ["", "### What the search found to matter", "",
+            "fANOVA importances of the searched params per arm and objective (pooled over the repeats, as searched; "
+            "`pipeline.importance`):", "", *importance_table(answer)]  # fmt: skip
+    out += ["", "### The cost of 32 px", "", *pixel_cost(answer, meta, rows, baselines)]
+    return "\n".join(out) + "\n"
+
+
+def heldout_method(held: dict, meta: dict, remeasured: list[str], chose: str, on: str, members: int) -> list[str]:
+    """How the held-out hypervolumes were made, the reproduction check and the time it took."""
+    records = [r for body in held["arms"].values() for s in body["studies"] for r in s["front"]]
+    metrics = [o["metric"] for o in held["objectives"]]
+    kept = [m for m in metrics if m not in remeasured]
+    timing = meta.get("heldout") or {}
+
+    def sec(key: str, digits: int) -> str:
+        return f"{timing[key]:.{digits}f}" if _finite(timing.get(key)) else "–"
+
+    checks = []
+    for key in heldout.KEYS:
+        pairs = [(r["recorded"].get(key), r["reproduced"].get(key)) for r in records]
+        both = [abs(a - b) for a, b in pairs if _finite(a) and _finite(b)]
+        odd = sum(_finite(a) != _finite(b) for a, b in pairs)
+        checks.append(f"`{key}` {fp(max(both)) if both else '–'}" + (f" ({odd} defined on one side only)" if odd else ""))
+    return [
+        f"For every member of every arm × repeat front ({plural(members, 'trial')}: the fronts `syncstudy compare` "
+        "computes from the values the search saw) the trial's final checkpoint (`model.safetensors` in its study "
+        "folder) was loaded, its data rebuilt from its own config (`syncmodel.data.load_data`), and `syncmodel.evaluate` "
+        "run as the trial ran it (its layers, the Sync radius its training ended with, its seed) on "
+        f"{on}. Each front's hypervolume is then that of the same members with "
+        f"{', '.join(f'`{m}`' for m in remeasured)} re-measured and {', '.join(f'`{m}`' for m in kept) or 'nothing else'} "
+        "as recorded, against the same reference point "
+        + ", ".join(f"{m} {held['reference'][m]:g}" for m in metrics)
+        + "; re-measured members may dominate one another, and a dominated one adds nothing.",
+        "",
+        size_effect(held),
+        "",
+        f"Check: the same evaluation on the selection images ({chose}) gives back the values the trials recorded; "
+        f"largest absolute difference over the {plural(members, 'member')}: {'; '.join(checks)} (equal to the "
+        "last bit is not expected: the trials computed them in float32, in other processes).",
+        "",
+        f"Time: {sec('seconds', 0)} s wall for {plural(timing.get('members'), 'checkpoint')}: "
+        f"{sec('seconds_per_checkpoint', 1)} s wall and {sec('cpu_seconds_per_checkpoint', 1)} s CPU each (loading "
+        f"it and its evaluations: selection images, held-out images, the blocks), plus {sec('data_seconds', 1)} s "
+        "building data; "
+        f"{plural(timing.get('threads'), 'torch thread')} at nice {timing.get('nice', '–')}, on "
+        f"{meta.get('machine') or 'the machine --collect ran on'}.",
+        "",
+        "Per arm and repeat (members with finite re-measured values / front members):",
+    ]  # fmt: skip
+
+
+def pairs_block(answer: dict, n: int, margin: float, what: str) -> list[str]:
+    """The pair table, the power of the repeats and the verdicts in words, for `answer`'s pairs."""
+    return [
+        f"Paired differences of {what} (a − b, repeat k with repeat k: the same seeds) over {n} repeats, 95% "
+        f"t-interval; Holm over the table; TOST at the spec's margin ±{margin:g}, Holm too; the verdict from "
+        "`syncmodel.stats.verdict` (better/worse: Holm p < 0.05; else equivalent: TOST Holm p < 0.05; else "
+        "inconclusive):",
         "",
         *pair_table(answer),
         "",
@@ -418,26 +582,98 @@ def section(answer: dict, meta: dict, rows: list[dict], baselines: list[dict]) -
         "",
         *(f"- {power_line(p, n, margin)}" for p in answer["pairs"]),
         "",
-        "### What it says",
+        "What it says:",
         "",
         *(f"- {sentence(p, margin)}." for p in answer["pairs"]),
+    ]  # fmt: skip
+
+
+def _members(held: dict, arm: str | None = None) -> list[dict]:
+    return [r for a, body in held["arms"].items() if arm in (None, a) for s in body["studies"] for r in s["front"]]
+
+
+def _blocks_read(records: list[dict]) -> str:
+    spans = sorted({(b["first"], b["first"] + b["images"] - 1) for r in records for b in r.get("blocks") or []})
+    return " and ".join(f"{a}–{b}" for a, b in spans)
+
+
+def _block_mean(r: dict, key: str) -> float:
+    vs = [b["values"].get(key) for b in r.get("blocks") or []]
+    return statistics.fmean(vs) if vs and all(_finite(v) for v in vs) else math.nan
+
+
+def size_effect(held: dict) -> str:
+    """Location instability's mean over all members on the selection images, on held-out
+    blocks of their size and on the whole held-out part: how much the image count moves it."""
+    records = _members(held)
+    key = "location_instability"
+    trios = [(r["recorded"].get(key), _block_mean(r, key), r["heldout"].get(key)) for r in records]
+    trios = [t for t in trios if all(_finite(v) for v in t)]
+    if not trios:
+        return ""
+    a, b, c = (statistics.fmean(t[i] for t in trios) for i in range(3))
+    _, on, _ = images_read(held)
+    return (
+        f"Location instability depends on how many images it is measured on (ICNN's top K = 100 images per filter "
+        f"are picked among more): over the {plural(len(trios), 'member')} its mean is {fmt(a)} on the selection "
+        f"images, {fmt(b)} on held-out blocks of the same size (test images {_blocks_read(records)}) and {fmt(c)} "
+        f"on {on}. So the held-out hypervolumes below are not on the scale of those the search saw, and a "
+        "difference between the two is no measure of the leak (the next section measures it on blocks of the "
+        "same size); every arm is measured on the same images, so the contrasts between arms are fair."
+    )
+
+
+def shift_table(held: dict, remeasured: list[str]) -> list[str]:
+    """Per arm and value, over the arm's front members (all repeats): the mean as the search saw
+    it (the selection images), on held-out blocks of the same size, the change, how much the
+    blocks differ, and on the whole held-out part."""
+    keys = [*remeasured, *(k for k in heldout.KEYS if k not in remeasured)]
+    chose, on, _ = images_read(held)
+    records = _members(held)
+    rows = []
+    for arm in held["arms"]:
+        mine = _members(held, arm)
+        for k in keys:
+            have = [r for r in mine if _finite(r["recorded"].get(k)) and _finite(_block_mean(r, k))]
+            if not have:
+                rows.append([arm, f"`{k}`", "0", "–", "–", "–", "–", "–"])
+                continue
+            a = statistics.fmean(r["recorded"][k] for r in have)
+            b = statistics.fmean(_block_mean(r, k) for r in have)
+            spread = [abs(r["blocks"][0]["values"][k] - r["blocks"][1]["values"][k]) for r in have if len(r["blocks"]) > 1]
+            whole = [r["heldout"].get(k) for r in have if _finite(r["heldout"].get(k))]
+            rows.append([arm, f"`{k}`", str(len(have)), fmt(a), fmt(b), f"{'+' if b - a >= 0 else '−'}{fmt(abs(b - a))}",
+                         fmt(statistics.fmean(spread)) if spread else "–", fmt(statistics.fmean(whole)) if whole else "–"])  # fmt: skip
+    tests = "; ".join(f"{arm} {fmt(mean_sd([r.get('test_acc') for r in _members(held, arm)])[0])}" for arm in held["arms"])
+    return [
+        f"Per arm and value, the mean over the arm's front members (all repeats; members with the value defined on "
+        f"the selection images and every block): as searched ({chose}); on held-out blocks of the same size (test "
+        f"images {_blocks_read(records)}, the mean of the blocks); the change, which is what selecting on those "
+        "images did to the front; how much the blocks differ (mean over members of |block 1 − block 2|), the size "
+        f"of a change that chance alone makes; and on {on}. `class_purity` and `consistency_ari_corrected` (issue "
+        "24's primaries) were no objective but were measured on the selection images too; `accuracy` is the "
+        "evaluation's, on the same images:",
         "",
-        f"![the arms' fronts](experiments/compare-shapes/{FRONTS})",
+        *_md(["arm", "value", "members", "as searched", "held-out, same size", "change", "blocks differ by",
+              "held-out, all"], rows),  # fmt: skip
         "",
-        "### The fronts",
+        f"Test accuracy of the front members (whole test split), mean per arm: {tests}.",
+    ]  # fmt: skip
+
+
+def blocks_line(blocks: dict | None, held: dict) -> list[str]:
+    """The held-out hypervolumes again on blocks of the selection's size, and their verdicts."""
+    if blocks is None:
+        return []
+    margin = held["equivalence_margin"]["hypervolume"]
+    verdicts = "; ".join(brief(p) for p in against_reference(blocks))
+    return [
         "",
-        f"Per arm, the front of its finished trials over all {n} repeats (validation split; test accuracy beside, "
-        "never selected on), best first by the first objective; the searched params:",
+        f"The same on held-out blocks of the selection's size (test images {_blocks_read(_members(held))}; each "
+        f"repeat's hypervolume the mean over the {plural(blocks['blocks'], 'block')}), on the scale the search saw: "
+        f"{_spread(blocks)}; paired differences (Holm, TOST at ±{margin:g}) against {_reference_arm(blocks)}: "
+        f"{verdicts}.",
     ]
-    for arm, body in answer["arms"].items():
-        out += ["", f"**{arm}** ({', '.join(f'{k} {_param(v)}' for k, v in body['fields'].items()) or 'the common train'}; "
-                f"front sizes per repeat: {', '.join(str(len(s['front'])) for s in body['studies'])})", ""]  # fmt: skip
-        out += front_table(body, metrics)
-    out += ["", "### What the search found to matter", "",
-            "fANOVA importances of the searched params per arm and objective (pooled over the repeats; "
-            "`pipeline.importance`):", "", *importance_table(answer)]  # fmt: skip
-    out += ["", "### The cost of 32 px", "", *pixel_cost(answer, meta, rows, baselines)]
-    return "\n".join(out) + "\n"
 
 
 def setup(answer: dict, meta: dict, rows: list[dict]) -> list[str]:
@@ -494,15 +730,23 @@ def pair_table(answer: dict) -> list[str]:
     return _md(["a", "b", "n", "mean a − b", "95% interval", "p", "p Holm", "TOST p Holm", "verdict"], rows)
 
 
-def front_table(body: dict, metrics: list[str]) -> list[str]:
+def front_table(body: dict, metrics: list[str], held: dict[tuple[int, str], dict], remeasured: list[str]) -> list[str]:
+    """The pooled front's members, each with its values re-measured on held-out images (`held`
+    by (repeat, trial id): a member of the pooled front is on its own repeat's front)."""
     front = body["front"]
     if not front:
         return ["no finished trial"]
     tests = sorted({t for m in front for t in m["test"]})
     names = list(front[0]["params"])
+
+    def again(m: dict, k: str) -> str:
+        rec = held.get((m["repeat"], m["trial_id"]))
+        return fmt(rec["objectives_heldout"].get(k)) if rec else "–"
+
     rows = [[f"r{m['repeat']}", m["trial_id"], *(fmt(m["objectives"][k]) for k in metrics),
-             *(fmt(m["test"].get(t)) for t in tests), *(_param(m["params"].get(p)) for p in names)] for m in front]  # fmt: skip
-    return _md(["repeat", "trial", *metrics, *tests, *names], rows)
+             *(again(m, k) for k in remeasured), *(fmt(m["test"].get(t)) for t in tests),
+             *(_param(m["params"].get(p)) for p in names)] for m in front]  # fmt: skip
+    return _md(["repeat", "trial", *metrics, *(f"{k} held-out" for k in remeasured), *tests, *names], rows)
 
 
 def importance_table(answer: dict) -> list[str]:
@@ -572,11 +816,12 @@ def read_baselines(path: Path) -> list[dict]:
 
 
 def fill(results: Path, design: Path, data: Path, baselines: Path, top: int = ranking.TOP) -> None:
-    answer, meta, rows = load(data)
+    answer, meta, rows, held, blocks = load(data)
     base = read_baselines(baselines)
     text = ranking.read_doc(results)
-    text = ranking.place_block(text, "compare-shapes-headline", headline(answer, meta), SCRIPT, results, after="# Results\n\n")
-    text = ranking.place_block(text, "compare-shapes", section(answer, meta, rows, base), SCRIPT, results,
+    text = ranking.place_block(text, "compare-shapes-headline", headline(answer, held, meta), SCRIPT, results,
+                               after="# Results\n\n")  # fmt: skip
+    text = ranking.place_block(text, "compare-shapes", section(answer, held, blocks, meta, rows, base), SCRIPT, results,
                                before=ranking.RESULTS_BEFORE)  # fmt: skip
     ranking.write_doc(results, text)
     ranking.fill(results, design, rows, top, bool(meta.get("smoke")))
@@ -597,7 +842,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.collect:
             t = time.perf_counter()
-            collect(args.collect, args.data, args.machine)
+            timing = collect(args.collect, args.data, args.machine)
+            print(f"re-measured {timing['members']} front members on held-out test images in {timing['seconds']:.1f} s "
+                  f"({timing['seconds_per_checkpoint'] or 0:.2f} s per checkpoint, CPU "
+                  f"{timing['cpu_seconds_per_checkpoint'] or 0:.2f} s; {timing['data_seconds']:.1f} s "
+                  f"building data, {timing['threads']} torch thread(s), nice {timing['nice']})")  # fmt: skip
             print(f"collected {args.collect} into {args.data} ({time.perf_counter() - t:.1f} s)")
         if args.fill:
             fill(args.results, args.design, args.data, args.baselines)

@@ -1,7 +1,9 @@
 """docs/experiments/compare_shapes.py (issue 25 item 5): --collect copies a finished comparison
-folder's trials, `compare --json --no-log` answer, fronts and wall time into the repository and
+folder's trials, `compare --json --no-log` answer, fronts and wall time into the repository,
+re-measures every front member on the test images no trial saw (compare_shapes_heldout.py), and
 refuses anything else; --fill writes the results sections from those files alone, every number
-from them. A synthetic comparison (tables written with the tables module; no training, no Ray)."""
+from them. A synthetic comparison (tables written with the tables module; no training, no Ray),
+its checkpoints' evaluation replaced by a fake; and a tiny one with real checkpoints."""
 
 from __future__ import annotations
 
@@ -182,9 +184,10 @@ def test_fill_places_the_sections_and_states_every_verdict_from_the_files(script
     # the headline turns plain - gate into gate - plain: the interval negated
     fmt = script.fmt
     assert f"[{fmt(-pair['high'])}, {fmt(-pair['low'])}]" in text[head:section]
-    for arm, body in answer["arms"].items():
+    lines = text[section:].splitlines()
+    for arm, body in answer["arms"].items():  # as searched: the section's table
         mean, sd = script.mean_sd(body["hypervolume"])
-        assert f"{arm} {fmt(mean)} ± {fmt(sd)}" in text[head:section]
+        assert any(x.startswith(f"| {arm} |") and x.endswith(f"| {fmt(mean)} ± {fmt(sd)} |") for x in lines)
         assert all(f"{fmt(h)} (3/3)" in text for h in body["hypervolume"])
     from syncmodel import stats
 
@@ -235,3 +238,283 @@ def test_oriented_pair_swaps_the_sides_and_the_verdict(script) -> None:
     assert (flipped["a"], flipped["b"], flipped["verdict"]) == ("gate", "plain", "worse")
     assert (flipped["mean"], flipped["low"], flipped["high"]) == (-0.01, -0.018, -0.002)
     assert script.oriented(pair, "plain") == pair
+
+
+# --------------------------------------------------------------------------- held-out re-measurement
+#
+# The fronts re-measured on test images no trial saw (compare_shapes_heldout.py). The tests above
+# and the bookkeeping tests below replace the evaluation of a checkpoint (evaluate_member, the
+# boundary) with values made from the trial's own; one test runs it for real on a tiny comparison
+# with real checkpoints.
+
+HELD_LI, HELD_COMPOSITE = 0.02, 0.5  # the fake: held-out instability + 0.02, composite x 0.5
+BLOCK_LI = (0.010, 0.012)  # ... and on its two blocks of the selection's size, instability + these
+
+
+def _fake_member(module):  # noqa: ANN202 (a function of the module's Member)
+    def evaluate_member(m, cache: dict):  # noqa: ANN001, ANN202
+        met = m.row.metrics
+        keys = module.KEYS
+        selected = {k: met.get(k) for k in keys}
+        held = {**selected, "location_instability": met["location_instability"] + HELD_LI,
+                "interpretability": met["interpretability"] * HELD_COMPOSITE}  # fmt: skip
+        if (m.arm, m.repeat, m.row.trial_id) == ("gate", 2, "g2t2"):
+            held["location_instability"] = math.nan  # undefined on the held-out images: counts for nothing
+        first = m.spec.evaluation.max_images
+        blocks = [(first * (j + 1), {**selected, "location_instability": met["location_instability"] + d})
+                  for j, d in enumerate(BLOCK_LI)]  # fmt: skip
+        return module.Measured("tune/x/model.safetensors", "test", first, first, 1000 - first, 0.5, m.row.params["seed"],
+                               ["block3"], selected, held, blocks, 0.0, 0.01, 0.01)  # fmt: skip
+
+    return evaluate_member
+
+
+@pytest.fixture(autouse=True)
+def fake_evaluation(request, script, monkeypatch):  # noqa: ANN001, ANN201
+    """Every test but those on the `tiny` comparison (real checkpoints) evaluates no checkpoint."""
+    if "tiny" not in request.fixturenames:
+        monkeypatch.setattr(script.heldout, "evaluate_member", _fake_member(script.heldout))
+
+
+def _expected_heldout(answer: dict) -> dict[str, list[float]]:
+    """Each repeat's front with the fake's held-out values, its hypervolume: computed here."""
+    from pipeline.hypervolume import hypervolume
+
+    metrics = [o["metric"] for o in answer["objectives"]]
+    out = {}
+    for arm, body in answer["arms"].items():
+        out[arm] = []
+        for study in body["studies"]:
+            points = []
+            for m in study["front"]:
+                acc, li, comp = (m["objectives"][k] for k in metrics)
+                if (arm, study["repeat"], m["trial_id"]) != ("gate", 2, "g2t2"):
+                    points.append([acc, li + HELD_LI, comp * HELD_COMPOSITE])
+            out[arm].append(hypervolume(points, [answer["reference"][k] for k in metrics], ["max", "min", "max"]))
+    return out
+
+
+def test_collect_writes_one_heldout_record_per_front_member(script, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    assert script.main(["--collect", str(_comparison(tmp_path)), "--data", str(out)]) == 0
+    answer = json.loads((out / "compare.json").read_text())
+    records = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
+    fronts = [(arm, s["repeat"], m["trial_id"]) for arm, body in answer["arms"].items() for s in body["studies"]
+              for m in s["front"]]  # fmt: skip
+    assert [(r["arm"], r["repeat"], r["trial_id"]) for r in records] == fronts
+    assert len(fronts) == 3 * (2 + 3)  # plain's third trial is dominated by its first
+    one = next(r for r in records if r["trial_id"] == "g1t0")
+    assert one["objectives"] == {"val_acc": 0.98, "location_instability": 0.06, "interpretability": 0.30 + SHIFT[1]}
+    assert one["objectives_heldout"] == {
+        "val_acc": 0.98, "location_instability": pytest.approx(0.06 + HELD_LI), "interpretability": pytest.approx((0.30 + SHIFT[1]) * HELD_COMPOSITE)}  # fmt: skip
+    assert one["remeasured"] == ["location_instability", "interpretability"]
+    assert one["selected_on"] == {"split": "test", "first": 0, "images": 60}
+    assert one["held_out"] == {"split": "test", "first": 60, "images": 940}
+    assert one["heldout"]["consistency_ari_corrected"] is None  # NaN kept as JSON null
+    assert one["test_acc"] == pytest.approx(0.98 - 0.01 - 1 / 1000)
+    timing = json.loads((out / "meta.json").read_text())["heldout"]
+    assert timing["members"] == len(fronts) and timing["threads"] == 1
+
+
+def test_fill_reports_both_hypervolumes_and_leads_with_the_heldout_ones(script, tmp_path: Path) -> None:
+    from syncmodel import stats
+
+    text, _, answer = _filled(script, tmp_path)
+    head = text[text.index("<!-- compare-shapes-headline"): text.index("<!-- /compare-shapes-headline")]
+    section = text[text.index("<!-- compare-shapes (generated"):]
+    fmt = script.fmt
+    held = _expected_heldout(answer)
+    for arm, hvs in held.items():
+        for k, hv in enumerate(hvs):
+            n = len(answer["arms"][arm]["studies"][k]["front"])
+            finite = n - ((arm, k) == ("gate", 2))
+            assert f"{fmt(hv)} ({finite}/{n})" in section
+        mean, sd = script.mean_sd(hvs)
+        assert f"{arm} {fmt(mean)} ± {fmt(sd)}" in head
+    # the held-out contrast, computed here from the hypervolumes: gate − plain in the headline
+    diff = stats.paired_difference(held["gate"], held["plain"])
+    p_tost = stats.tost([g - p for g, p in zip(held["gate"], held["plain"])], 0.002)
+    verdict = stats.verdict(diff.mean, diff.p, p_tost, better="higher")  # one pair: Holm leaves p as it is
+    assert f"[{fmt(diff.low)}, {fmt(diff.high)}]" in head
+    said = {"better": "larger than plain", "worse": "smaller than plain", "equivalent": "are equivalent",
+            "inconclusive": "is inconclusive"}[verdict]  # fmt: skip
+    assert said in head.split("As the search saw them")[0]
+    # as searched: compare.json's contrast, after the held-out one
+    pair = answer["pairs"][0]
+    assert f"gate − plain {fmt(-pair['mean'])} [{fmt(-pair['high'])}, {fmt(-pair['low'])}]" in head.split("As the search saw them")[1]
+    assert section.index("### Hypervolume on held-out test images") < section.index("### Hypervolume as searched")
+    assert "selection leak" in section and "the first 60 test images" in section and "test images 60–999" in head
+    # what the selection did, on blocks of its size: plain's members' instability 0.10, 0.08 (x 3
+    # repeats); blocks + 0.010 and + 0.012, the whole held-out part + 0.02
+    assert "| plain | `location_instability` | 6 | 0.0900 | 0.101 | +0.0110 | 0.00200 | 0.110 |" in section
+    assert "test images 60–119 and 120–179" in section
+    assert "validation split" in section.split("### Hypervolume on held-out")[0]
+
+
+@pytest.mark.parametrize("damage", ["member-missing", "objective-changed"])
+def test_fill_refuses_heldout_records_of_another_collection(script, tmp_path: Path, damage: str,
+                                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    out = tmp_path / "data"
+    assert script.main(["--collect", str(_comparison(tmp_path)), "--data", str(out)]) == 0
+    lines = (out / "heldout.jsonl").read_text().splitlines()
+    if damage == "member-missing":
+        lines = lines[1:]
+    else:
+        first = json.loads(lines[0])
+        first["objectives"]["location_instability"] += 0.001
+        lines[0] = json.dumps(first)
+    (out / "heldout.jsonl").write_text("\n".join(lines) + "\n")
+    results, design = _docs(tmp_path)
+    before = results.read_text()
+    rc = script.main(["--fill", "--data", str(out), "--results", str(results), "--design", str(design),
+                      "--baselines", str(_baselines(tmp_path))])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disagree" in err[0] and "plain r0" in err[0]
+    assert results.read_text() == before
+
+
+# --------------------------------------------------------------------------- a real one, tiny
+
+# A comparison of two arms of plain nets (lr searched; weight decay searched), 2 repeats x 2
+# trials, whose checkpoints are real: one net trained for an epoch on 40 shapes images at 32 px,
+# each trial's copy nudged by its own seeded noise, evaluated as a trial is (the first 60 test
+# images) and its report and checkpoint left where a trial leaves them. epsilon_final makes the
+# trained epsilon differ from `epsilon`; the folder is moved after it is written.
+TINY_TRAIN = {"dataset": "shapes", "image_size": 32, "n_train": 40, "epochs": 2, "width": 4, "epsilon": 0.5,
+              "epsilon_final": 0.3, "bn_stats_images": 40}  # fmt: skip
+TINY_VAL_ACC = {0: 0.9, 1: 0.8}  # per trial: with instability and composite a front of 1-2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    import copy
+
+    import torch
+
+    from pipeline.evaluation import trained_epsilon
+    from pipeline.paths import SPEC_FILE
+    from pipeline.spec.load import dump_resolved
+    from syncmodel.checkpoint import read_checkpoint, save_checkpoint
+    from syncmodel.config import TrainConfig
+    from syncmodel.data import load_data
+    from syncmodel.evaluation import evaluate
+    from syncmodel.training import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    launched = root / "launched" / "cmp"
+    doc = {
+        "name": "tiny", "train": TINY_TRAIN,
+        "arms": {"lr": {"search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+                 "wd": {"search": {"weight_decay": {"low": 1e-6, "high": 1e-3, "log": True}}}},
+        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "location_instability", "mode": "min"},
+                       {"metric": "interpretability", "mode": "max"}],
+        "samples": 2, "repeats": 2, "concurrency": 1,
+        "reference": {"val_acc": 0.0, "location_instability": 0.5, "interpretability": 0.0},
+        "equivalence_margin": {"hypervolume": 0.002},
+        "evaluation": {"enabled": True, "max_images": 60, "pictures": False},
+        "storage": str(launched),
+    }  # fmt: skip
+    spec_path = root / "tiny.yaml"
+    spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    comp = load_comparison(spec_path)
+    launched.mkdir(parents=True)
+    (launched / SAVED_FILE).write_text("# the comparison as launched\n" + yaml.safe_dump(saved_form(comp), sort_keys=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trials (resources.cpu 1) and the re-measurement run
+    try:
+        base = TrainConfig.from_dict(TINY_TRAIN)
+        bundle = load_data(base)
+        trained = train(base, data=bundle, out_dir=root / "train")
+        meta = read_checkpoint(trained.checkpoint)["meta"]
+        for arm, k, spec in comp.studies():
+            storage = storage_of(spec)
+            (storage / EXPERIMENT_DIR).mkdir(parents=True)
+            (storage / EXPERIMENT_DIR / "tuner.pkl").write_bytes(b"")
+            dump_resolved(spec, storage / SPEC_FILE)
+            rows = []
+            for i in range(2):
+                name = "lr" if arm == "lr" else "weight_decay"
+                config = spec.train.replace(**{name: 10.0 ** -(i + 3)})
+                model = copy.deepcopy(trained.model)
+                noise = torch.Generator().manual_seed(100 * k + 10 * i + (arm == "wd"))
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(0.3 * p.std() * torch.randn(p.shape, generator=noise))
+                trial_id = f"{arm}{k}t{i}"
+                folder = storage / EXPERIMENT_DIR / trial_id / "checkpoint_000000"
+                save_checkpoint(folder, model, config, meta)
+                report, _ = evaluate(model, bundle, trained.layers, max_images=60, epsilon=trained_epsilon(config),
+                                     seed=config.seed)  # the trial's evaluation (pipeline.evaluation)
+                (folder / "report.json").write_text(json.dumps(report, allow_nan=True))
+                metrics = {**report, "val_acc": TINY_VAL_ACC[i], "test_acc": 0.5}
+                rows.append(TrialRow(trial_id, "ok", config.to_dict(), metrics, checkpoint=str(folder),
+                                     start_time=T0 + len(rows), end_time=T0 + len(rows) + 1.0))  # fmt: skip
+            write_table(trials_table(rows), storage / TRIALS)
+    finally:
+        torch.set_num_threads(threads)
+    moved = root / "moved" / "cmp"
+    moved.parent.mkdir()
+    launched.rename(moved)
+    return moved, bundle
+
+
+def test_collect_remeasures_real_checkpoints_on_the_test_images_no_trial_saw(script, tiny, tmp_path: Path) -> None:
+    import torch
+
+    from syncmodel.checkpoint import load_checkpoint
+
+    folder, bundle = tiny
+    out = tmp_path / "data"
+    assert script.main(["--collect", str(folder), "--data", str(out)]) == 0
+    answer = json.loads((out / "compare.json").read_text())
+    records = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
+    fronts = {(arm, s["repeat"], m["trial_id"]) for arm, body in answer["arms"].items() for s in body["studies"]
+              for m in s["front"]}  # fmt: skip
+    assert {(r["arm"], r["repeat"], r["trial_id"]) for r in records} == fronts
+    rows = {(r["arm"], r["trial_id"]): r for r in map(json.loads, (out / "trials.jsonl").read_text().splitlines())}
+    for rec in records:
+        # the trial's evaluation, run again on the same images, gives back what it recorded: the
+        # checkpoint, data, layers, epsilon and seed are the trial's
+        assert rec["reproduced"] == {k: rows[rec["arm"], rec["trial_id"]]["metrics"].get(k) for k in rec["reproduced"]}
+        assert rec["epsilon"] == pytest.approx(0.3) and rec["seed"] == rec["repeat"]
+        assert rec["selected_on"] == {"split": "test", "first": 0, "images": 60}
+        assert rec["held_out"] == {"split": "test", "first": 60, "images": len(bundle.test) - 60}
+        # the held-out accuracy is the checkpoint's on test images 60..999, counted here
+        model, _, _ = load_checkpoint(folder / rec["study"].removeprefix("tiny-") / rec["checkpoint"])
+        with torch.no_grad():
+            pred = torch.cat([model(x).argmax(1) for x in bundle.test.images[60:].split(256)])
+        assert rec["heldout"]["accuracy"] == pytest.approx(float((pred == bundle.test.labels[60:]).float().mean()), abs=0.5 / 940)
+        assert rec["objectives_heldout"]["location_instability"] == rec["heldout"]["location_instability"]
+        assert rec["objectives_heldout"]["val_acc"] == rec["objectives"]["val_acc"]
+    assert any(r["heldout"]["location_instability"] != r["reproduced"]["location_instability"] for r in records)
+    timing = json.loads((out / "meta.json").read_text())["heldout"]
+    assert timing["members"] == len(records) and timing["seconds_per_checkpoint"] > 0
+
+
+@pytest.mark.parametrize("damage", ["symlink", "another-trial", "missing"])
+def test_collect_refuses_a_checkpoint_that_is_not_the_trials(script, tiny, tmp_path: Path, damage: str,
+                                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    import shutil
+
+    folder = tmp_path / "cmp"
+    shutil.copytree(tiny[0], folder, symlinks=True)
+    result = compare(load_comparison(folder / SAVED_FILE, overrides={"storage": str(folder)}, writable=False))
+    first = result.repeats["lr"][0].front[0].trial_id  # the first member re-measured
+    other = next(t for t in ("lr0t0", "lr0t1") if t != first)
+    model = folder / "lr-r0" / EXPERIMENT_DIR / first / "checkpoint_000000" / "model.safetensors"
+    if damage == "symlink":
+        model.unlink()
+        model.symlink_to(folder / "lr-r0" / EXPERIMENT_DIR / first / ".." / other / "checkpoint_000000" / "model.safetensors")
+    elif damage == "another-trial":
+        shutil.copyfile(folder / "lr-r0" / EXPERIMENT_DIR / other / "checkpoint_000000" / "model.safetensors", model)
+    else:
+        model.unlink()
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "heldout.jsonl").write_text("kept\n")
+    assert script.main(["--collect", str(folder), "--data", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(model) in err[0]
+    assert ("ran with" in err[0]) == (damage == "another-trial")
+    assert sorted(p.name for p in out.iterdir()) == ["heldout.jsonl"] and (out / "heldout.jsonl").read_text() == "kept\n"
