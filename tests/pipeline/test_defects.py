@@ -23,10 +23,17 @@ def _spec(space: dict[str, Param], sampler: SamplerSpec, samples: int = 8) -> St
 
 
 def test_population_size_reaches_nsga2() -> None:
-    """(1) studies/digits.yaml asks NSGA-II for a population of 4 (12 samples)."""
-    spec = load_spec(ROOT / "studies" / "digits.yaml")
+    """(1) A spec's NSGA-II population (4 here) reaches the sampler."""
+    spec = _spec({"lr": Param("lr", "float", 1e-4, 1e-2, log=True)}, SamplerSpec("nsga2", seed=0, population_size=4), 12)
     assert spec.sampler.population_size == 4
     assert search.make_sampler(spec)._population_size == 4
+
+
+def test_digits_study_samples_with_tpe_and_six_startup_trials() -> None:
+    """studies/digits.yaml's sampler, chosen by bench/sampler_efficiency.py, reaches Optuna."""
+    spec = load_spec(ROOT / "studies" / "digits.yaml")
+    sampler = search.make_sampler(spec)
+    assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 6
 
 
 def test_validate_and_launch_count_one_grid() -> None:
