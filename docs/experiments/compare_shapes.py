@@ -475,8 +475,8 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
         f"them, can be optimistic: a selection leak. The rest of the test split ({on}) was never seen by any trial; "
         "**the headline numbers are the fronts re-measured there** (below), and the hypervolumes as searched follow "
         "them for comparison. Test accuracy (whole test split) is reported beside the fronts; nothing was selected "
-        "on it. Future studies should select on validation images instead: the pipeline is being changed to run a "
-        "trial's evaluation on the validation split.",
+        "on it. Since commit f4a4e52 a trial's evaluation runs on the validation split (`evaluation.split`, default "
+        "`val`), so a rerun of this spec selects on validation images and reports on test images.",
         "",
         *where_and_how_long(meta, rows),
         "",
