@@ -36,7 +36,8 @@ class Hooks:
         return TrialHooks()
 
     def driver_point(self, point: str, count: int = 0) -> None:
-        """`before_first_result` (count: trials started) or `after_trial` (trials recorded)."""
+        """`ray_started` (a local ray.init returned), `before_first_result` (count: trials
+        started) or `after_trial` (trials recorded)."""
 
 
 _ACTIVE: Hooks | None = None

@@ -11,6 +11,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.hooks import hooks
+
 # What a trial's worker process imports before its first trial (a local Ray only): Ray
 # starts its workers while the driver prepares the study, so the first trial does not wait
 # seconds for torch. Evaluation adds its own modules (preload_modules).
@@ -58,6 +60,7 @@ def ray_session(
         ray.init(
             address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, _system_config=system, **kwargs
         )
+        hooks().driver_point("ray_started")  # a test seam (pipeline.hooks): a driver killed here
         started()
         try:
             yield True

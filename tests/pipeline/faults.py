@@ -13,8 +13,9 @@ trial fail, or stop the driver at a chosen point, so the reliability tests
   SYNCSTUDY_TEST_DIR: the study cannot finish before the test acts).
   ``once``: only in a trial that did not start from a checkpoint, so a retry (spec
   ``retries``) restored from epoch E's checkpoint gets through.
-- ``SYNCSTUDY_CRASH_AT=POINT``: ``before_first_result`` (the driver, when the first trial
-  starts), ``after_trial:N`` (the driver, once N trials are recorded) or ``checkpoint_write``
+- ``SYNCSTUDY_CRASH_AT=POINT``: ``ray_started`` (the driver, the moment its local ray.init
+  returns, before the reaper is handed Ray's processes), ``before_first_result`` (the driver,
+  when the first trial starts), ``after_trial:N`` (the driver, once N trials are recorded) or ``checkpoint_write``
   (a trial, with its epoch-1 model.safetensors written to a temporary name but not yet renamed).
   The driver SIGKILLs itself; a trial leaves a marker and pauses (as ``pause``: the test kills
   the driver).
@@ -216,8 +217,9 @@ def _pause_in_checkpoint_write(number: int) -> None:
 
 
 def driver_point(point: str, count: int = 0) -> None:
-    """Driver-side crash points: `before_first_result` (count: trials started so far) and
-    `after_trial` (count: trials recorded so far). SIGKILLs the driver when it matches."""
+    """Driver-side crash points: `ray_started`, `before_first_result` (count: trials started
+    so far) and `after_trial` (count: trials recorded so far). SIGKILLs the driver when it
+    matches."""
     crash = os.environ.get(CRASH_ENV, "")
     if not crash:
         return
