@@ -37,7 +37,7 @@ from pipeline.ray_local import actors_in_prestarted_workers, preload_modules, ra
 from pipeline.record import experiment_owner
 from pipeline.record.callback import StateKeeper, StudyCallback
 from pipeline.record.digest import TAG_DIGEST, DamagedFile
-from pipeline.record.identity import INSTANCE_FILE, ensure_instance, read_instance
+from pipeline.record.identity import INSTANCE_FILE, ensure_instance, read_instance, restore_instance
 from pipeline.record.recorder import RECORDED, StudyRecorder
 from pipeline.record.state import disk_full, quiet_disk_full_logs, restore_good_state
 from pipeline.record.tables import StudyTables, TrialRow
@@ -255,6 +255,7 @@ def _run_locked(
             actors_in_prestarted_workers()
         parent_id = prep["parent"]
         search.forget_repeats(spec.name)
+        instance = prep["tracker"].instance  # the folder's own id, taken back if instance.json was deleted
         tuner = _tuner(spec, storage, target, parent_id, resume, quiet, data_ref, instance)
         state["started"] = True
         quiet_disk_full_logs()
@@ -300,6 +301,8 @@ def _prepare(
             "mlflow.note.content": spec.description or "",
         }
         parent = tracker.parent_run(params, tags)
+        if tracker.reclaimed is not None and storage is not None:  # instance.json was deleted
+            restore_instance(Path(storage), tracker.reclaimed)
         with tempfile.TemporaryDirectory() as tmp:
             import yaml
 

@@ -43,3 +43,10 @@ def ensure_instance(storage: Path) -> tuple[str, bool]:
     # the umask's permissions, like the rest; never through a planted link (pipeline.safe_files)
     write_text(storage / INSTANCE_FILE, json.dumps(info) + "\n", within=storage)
     return info["id"], True
+
+
+def restore_instance(storage: Path, instance: str) -> None:
+    """Write back the id of the folder's own study (its parent run's tag, found by the folder's
+    path: pipeline.record.tracking) after `instance.json` was deleted and a resume made a new one."""
+    info = {"id": instance, "created": time.time(), "host": socket.gethostname(), "storage": str(storage), "restored": True}
+    write_text(storage / INSTANCE_FILE, json.dumps(info) + "\n", within=storage)

@@ -555,6 +555,7 @@ class Tracker:
         self.instance = instance
         self.storage = storage
         self.adopt = adopt
+        self.reclaimed: str | None = None  # the instance id taken back from the parent run (see parent_run)
         prepare_store(target.uri)
         self.client = GuardedClient(_client(target.uri), target.uri)
         self._experiment_id: str | None = None
@@ -630,9 +631,15 @@ class Tracker:
         if run is None and self.instance is not None:
             others = self._others()
             legacy = [r for r in others if TAG_INSTANCE not in r.data.tags]
+            own = [r for r in others if self.storage and r.data.tags.get(TAG_STORAGE) == self.storage]
             if self.adopt and legacy and len(legacy) == len(others):
                 run = legacy[0]
                 self._adopt(run)
+            elif self.adopt and len(own) == 1 == len(others):
+                # this folder's own study, its instance.json deleted: take its id back
+                run = own[0]
+                self.instance = run.data.tags[TAG_INSTANCE]
+                self.reclaimed = self.instance
             elif others:
                 raise StudyConflict(self._conflict(others[0]))
         if run is None:

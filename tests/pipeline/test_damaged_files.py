@@ -258,3 +258,25 @@ def test_a_damaged_table_moved_aside_is_rebuilt_by_resume(study: Path, syncstudy
         assert after[tid]["metrics.val_acc"] == row["metrics.val_acc"]
     listed = _read(study, syncstudy, ["runs"])
     assert listed.returncode == 0 and "2 trials of study" in listed.stdout, listed.stdout + listed.stderr
+
+
+@pytest.mark.slow
+def test_a_deleted_instance_file_is_taken_back_by_resume(tmp_path: Path, write_spec, syncstudy) -> None:  # noqa: ANN001
+    """`instance.json` deleted: `launch --resume` finds the folder's own parent run (its
+    `syncstudy.storage` tag names this folder), takes its id back into `instance.json` and
+    resumes the study (it made a new id and then refused, naming its own folder as another
+    study's). Another folder's parent run of the name is still refused (test_identity.py)."""
+    from pipeline.record.identity import read_instance
+
+    storage = tmp_path / "study"
+    spec = write_spec(tmp_path / "s.yaml", storage=str(storage), **SMALL)
+    first = syncstudy("launch", str(spec), "--smoke", cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before_id, before = read_instance(storage), {r["trial_id"]: r["mlflow_run_id"] for r in _rows(storage)}
+    (storage / "instance.json").unlink()
+    run = syncstudy("launch", str(storage / "study.yaml"), "--resume", cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert read_instance(storage) == before_id
+    assert {r["trial_id"]: r["mlflow_run_id"] for r in _rows(storage)} == before  # the same runs, none retrained
+    listed = _read(storage, syncstudy, ["runs"])
+    assert listed.returncode == 0 and "2 trials of study" in listed.stdout, listed.stdout + listed.stderr
