@@ -230,7 +230,12 @@ def report(result: ComparisonResult) -> list[str]:
         for k, row in front:
             rows.append([f"r{k}", row.trial_id, *(_f(row.metrics[m]) for m in metrics),
                          *(_f(row.metrics.get(m)) for m in tests), *(_param(row.params.get(n)) for n in names)])  # fmt: skip
-        lines += ["  front over its repeats (validation split; test metrics beside, never selected on):"]
+        split = getattr(spec.arms[arm][0].evaluation, "split", "val")
+        where = (
+            "validation split" if split == "val"
+            else "evaluation metrics on the test split's first images: selected on them"
+        )  # fmt: skip
+        lines += [f"  front over its repeats ({where}; test metrics beside, never selected on):"]
         lines += ["  " + line for line in _table(rows)]
         for metric, found in result.importances.get(arm, {}).items():
             shares = ", ".join(f"{n} {v:.2f}" for n, v in found.items()) if found else "n/a (the objective or no param varies)"

@@ -136,3 +136,14 @@ def test_compare_refuses_a_comparison_never_launched(tmp_path: Path, capsys: pyt
     assert main(["compare", str(_spec(tmp_path)), "--no-log"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "launch it first" in err[0]
+
+
+@pytest.mark.parametrize(("split", "heading"), [("val", "validation split;"), ("test", "test split's first images")])
+def test_the_front_heading_names_the_split_that_selected_it(tmp_path: Path, split: str, heading: str) -> None:
+    path = _spec(tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["evaluation"] = {"split": split}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    _write_tables(path)
+    text = "\n".join(report(compare(load_comparison(path), importances=False)))
+    assert text.count(heading) == len(HV), text
