@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fake_tracker import FakeTracker
 
 from pipeline import cli, paths, study
 from pipeline.hooks import Hooks, TrialHooks
@@ -152,29 +153,11 @@ def test_split_test_evaluates_the_test_split(
 # ------------------------------------------------------------------ the recorder's tag
 
 
-class _Tracker:
-    """The recorder's side of pipeline.record.tracking.Tracker, keeping the tags it was given."""
-
-    def __init__(self) -> None:
-        self.tags: dict[str, dict[str, str]] = {}
-        self.run_start: dict[str, int] = {}
-
-    def trial_run(self, trial_id: str, parent_id: str, params: dict[str, Any]) -> str:
-        return "run-" + trial_id
-
-    def finish_trial(self, run_id: str, *, tags: dict[str, str], **_: Any) -> bool:
-        self.tags[run_id] = dict(tags)
-        return False  # nothing new written: no data set or images to log
-
-    def log_epochs(self, run_id: str, records: list[dict[str, float]]) -> None:
-        pass
-
-
 def test_the_recorder_tags_a_finished_trial_with_its_split(tmp_path: Path) -> None:
     from pipeline.record.recorder import StudyRecorder
     from pipeline.record.tracking import TrackingTarget
 
-    tracker = _Tracker()
+    tracker = FakeTracker()
     recorder = StudyRecorder(
         study="s", target=TrackingTarget(uri="sqlite:///unused.db", experiment="s"), parent_id="p",
         storage=str(tmp_path), base=TrainConfig(), search_params={}, objectives=["val_acc"], total=2,

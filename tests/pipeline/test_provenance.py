@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from fake_tracker import FakeTracker
 
 from pipeline.record import provenance as prov
 from pipeline.record.finished import as_run
@@ -25,25 +26,6 @@ MEASURED = {
     "commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True, "torch": "2.99.0+test",
     "device": "cuda:1 (Test Card)", "data_version": "shapes generator 2",
 }  # fmt: skip
-
-
-class FakeTracker:
-    """The recorder's side of pipeline.record.tracking.Tracker, keeping what it was told."""
-
-    def __init__(self) -> None:
-        self.tags: dict[str, dict[str, str]] = {}
-        self.run_start: dict[str, int] = {}
-
-    def trial_run(self, trial_id: str, parent_id: str, params: dict[str, Any]) -> str:
-        self.run_start["run-" + trial_id] = 1_700_000_000_000
-        return "run-" + trial_id
-
-    def finish_trial(self, run_id: str, *, tags: dict[str, str], **_: Any) -> bool:
-        self.tags[run_id] = dict(tags)
-        return False  # nothing new written: no data set or images to log
-
-    def log_epochs(self, run_id: str, records: list[dict[str, float]]) -> None:
-        pass
 
 
 def _recorder(tmp_path: Path) -> tuple[StudyRecorder, FakeTracker]:
