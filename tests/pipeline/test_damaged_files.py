@@ -78,6 +78,17 @@ def _worst(study: Path) -> dict:
     return min(_rows(study), key=lambda r: r["metrics.val_acc"])
 
 
+def _worst_scored_099(study: Path) -> list[dict]:
+    """The rows with the worst trial's score and accuracy edited to 0.99 (export would take it)."""
+    rows = _rows(study)
+    worst = _worst(study)["trial_id"]
+    for r in rows:
+        if r["trial_id"] == worst:
+            r["metrics.interpretability"] = 0.99
+            r["metrics.val_acc"] = 0.99
+    return rows
+
+
 # --------------------------------------------------------------------------- the readers
 
 
@@ -94,13 +105,7 @@ def test_a_damaged_trials_table_is_named_by_the_readers(study: Path, syncstudy, 
 
 def test_an_edited_metric_is_refused_before_export_picks_a_trial(study: Path, syncstudy) -> None:  # noqa: ANN001
     """Before: the worst trial's score set to 0.99 made export take it, and its README said 0.99."""
-    rows = _rows(study)
-    worst = _worst(study)
-    for r in rows:
-        if r["trial_id"] == worst["trial_id"]:
-            r["metrics.interpretability"] = 0.99
-            r["metrics.val_acc"] = 0.99
-    _rewrite(study, rows)
+    _rewrite(study, _worst_scored_099(study))
     for argv in READERS:
         run = _read(study, syncstudy, argv)
         _one_line_refusal(run, f"{study / 'trials.parquet'} is not the table the driver wrote")
@@ -121,13 +126,7 @@ def test_a_table_and_its_digest_rewritten_together_are_refused_by_export(study: 
     rewritten to match, so the folder's own check passes. `export` holds the digest to its copy
     on the parent run and refuses, naming both; `runs` and `pareto` stay off the store and
     answer from the tables (docs/reliability.md)."""
-    rows = _rows(study)
-    worst = _worst(study)
-    for r in rows:
-        if r["trial_id"] == worst["trial_id"]:
-            r["metrics.interpretability"] = 0.99
-            r["metrics.val_acc"] = 0.99
-    _rewrite(study, rows, digest=True)
+    _rewrite(study, _worst_scored_099(study), digest=True)
     run = _read(study, syncstudy, ["export", "--out", "OUT"])
     _one_line_refusal(run, f"{study / DIGEST_FILE} differs from its copy on the study's MLflow parent run")
     assert TAG_DIGEST in run.stderr and "0.99" not in run.stdout
