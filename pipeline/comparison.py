@@ -43,7 +43,7 @@ from pipeline.record.tracking import (
     check_target,
 )
 from pipeline.safe_files import write_text
-from pipeline.spec.arms import SAVED_FILE, ComparisonSpec, saved_form
+from pipeline.spec.arms import SAVED_FILE, ComparisonSpec, saved_form, saved_text
 from pipeline.spec.types import StudySpec
 from syncmodel.errors import SyncStudyError
 
@@ -183,8 +183,7 @@ def run_comparison(
     storage = Path(comp.storage)
     storage.mkdir(parents=True, exist_ok=True)
     if not (storage / SAVED_FILE).is_file():
-        header = f"# the comparison as launched{' (smoke form)' if comp.smoke else ''}, from {comp.source}\n"
-        write_text(storage / SAVED_FILE, header + yaml.safe_dump(saved_form(comp), sort_keys=False))
+        write_text(storage / SAVED_FILE, saved_text(comp))
     outcome = ComparisonOutcome(parent)
     evaluate = any(s.evaluation.enabled for _, _, s in comp.studies())
     with ray_session(address, None, preload_modules(evaluate)) as local:

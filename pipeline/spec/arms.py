@@ -258,3 +258,12 @@ def saved_form(spec: ComparisonSpec) -> dict[str, Any]:
     out["storage"] = spec.storage
     out.pop("smoke", None)
     return out
+
+
+def saved_text(spec: ComparisonSpec) -> str:
+    """The text of `<storage>/comparison.yaml`: a header line (smoke form or not, and the spec
+    it came from) over `saved_form`."""
+    import yaml
+
+    header = f"# the comparison as launched{' (smoke form)' if spec.smoke else ''}, from {spec.source}\n"
+    return header + yaml.safe_dump(saved_form(spec), sort_keys=False)

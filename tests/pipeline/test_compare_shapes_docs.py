@@ -7,6 +7,7 @@ its checkpoints' evaluation replaced by a fake; and a tiny one with real checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -19,7 +20,7 @@ import yaml
 from pipeline.paths import EXPERIMENT_DIR, storage_of
 from pipeline.record.compare import compare
 from pipeline.record.tables import PARTS, TRIALS, TrialRow, trials_table, write_table
-from pipeline.spec.arms import SAVED_FILE, load_comparison, saved_form
+from pipeline.spec.arms import SAVED_FILE, load_comparison, saved_text
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "docs" / "experiments"
 T0 = 1_800_000_000.0  # the first trial's start, seconds since the epoch
@@ -63,10 +64,9 @@ def _comparison(tmp_path: Path, smoke: bool = False) -> Path:
     }  # fmt: skip
     spec_path = tmp_path / "cmp.yaml"
     spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    comp = load_comparison(spec_path)
+    comp = dataclasses.replace(load_comparison(spec_path), smoke=smoke)  # as launched (--smoke or not)
     folder.mkdir(parents=True)
-    header = f"# the comparison as launched{' (smoke form)' if smoke else ''}, from {spec_path}\n"
-    (folder / SAVED_FILE).write_text(header + yaml.safe_dump(saved_form(comp), sort_keys=False))
+    (folder / SAVED_FILE).write_text(saved_text(comp))
     start = T0
     for arm, k, spec in comp.studies():
         rows = []
@@ -419,7 +419,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
     comp = load_comparison(spec_path)
     launched.mkdir(parents=True)
-    (launched / SAVED_FILE).write_text("# the comparison as launched\n" + yaml.safe_dump(saved_form(comp), sort_keys=False))
+    (launched / SAVED_FILE).write_text(saved_text(comp))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trials (resources.cpu 1) and the re-measurement run
     try:
