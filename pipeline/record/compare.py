@@ -230,7 +230,7 @@ def report(result: ComparisonResult) -> list[str]:
         for k, row in front:
             rows.append([f"r{k}", row.trial_id, *(_f(row.metrics[m]) for m in metrics),
                          *(_f(row.metrics.get(m)) for m in tests), *(_param(row.params.get(n)) for n in names)])  # fmt: skip
-        split = getattr(spec.arms[arm][0].evaluation, "split", "val")
+        split = spec.arms[arm][0].evaluation.split
         where = (
             "validation split" if split == "val"
             else "evaluation metrics on the test split's first images: selected on them"
