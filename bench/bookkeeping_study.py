@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def spec_doc(trials: int, storage: Path, concurrency: int) -> dict:
+def spec_doc(trials: int, storage: Path, concurrency: int, evaluation: bool = True) -> dict:
     doc = yaml.safe_load((ROOT / "studies" / "digits.yaml").read_text())
     doc.pop("smoke", None)
     doc["name"] = "bookkeeping"
@@ -42,7 +42,11 @@ def spec_doc(trials: int, storage: Path, concurrency: int) -> dict:
     doc["sampler"] = {"name": "random", "seed": 0}
     doc["samples"] = trials
     doc["concurrency"] = concurrency
-    doc["evaluation"] = {"enabled": True, "max_images": 64, "pictures": False}
+    if evaluation:
+        doc["evaluation"] = {"enabled": True, "max_images": 64, "pictures": False}
+    else:  # the objectives that need no evaluation: training's own
+        doc["evaluation"] = {"enabled": False}
+        doc["objectives"] = [{"metric": "val_acc", "mode": "max"}]
     doc["storage"] = str(storage)
     doc["retries"] = 0
     return doc
@@ -53,6 +57,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--no-evaluation", action="store_true", help="trials without the evaluation step (issue 28's 5,000-trial study)")
+    ap.add_argument(
+        "--spy", type=Path, default=None,
+        help="py-spy the whole driver (all its threads) while trials 5-10%% and 90-100%% of the way end: PREFIX-first.txt, PREFIX-last.txt (collapsed stacks)",
+    )  # fmt: skip
     ap.add_argument("--profile", type=Path, default=None, help="cProfile the recorder of the first and last 10%% of trials: PREFIX-first.txt, PREFIX-last.txt")
     ap.add_argument(
         "--snapshot-s", type=float, default=None,
@@ -104,6 +113,37 @@ def main() -> None:
             return profiles["first"]
         return profiles["last"] if len(ended) >= args.trials - tenth_n else None
 
+    spying: dict[str, object] = {}
+
+    def spy(verb: str, part: str) -> None:
+        import signal
+        import subprocess
+
+        if verb == "start":
+            out = f"{args.spy}-{part}.txt"
+            cmd = ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "50", "--output", out]
+            spying[part] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spying[part + "_n"] = len(ended)
+        elif part in spying and part + "_trials" not in spying:
+            spying[part].send_signal(signal.SIGINT)
+            spying[part].wait()
+            spying[part + "_trials"] = len(ended) - spying[part + "_n"]
+
+    def spy_at(n: int) -> None:
+        """py-spy this process while trials 5-10% and 90-100% of the way end, and from the last
+        trial's end until `launch` returns (the wrap-up)."""
+        if args.spy is None:
+            return
+        if n == max(1, args.trials // 20):
+            spy("start", "first")
+        if n == tenth_n:
+            spy("stop", "first")
+        if n == args.trials - tenth_n:
+            spy("start", "last")
+        if n == args.trials:
+            spy("stop", "last")
+            spy("start", "wrapup")
+
     def timed(name: str):  # noqa: ANN202
         real = getattr(Recorder, name)
 
@@ -122,6 +162,7 @@ def main() -> None:
                 waited[trial_id] += run_delay() - w0
                 if name == "finish":
                     ended.append((t1, trial_id))
+                    spy_at(len(ended))
 
         setattr(Recorder, name, wrapper)
 
@@ -132,7 +173,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-study-") as tmp:
         storage = Path(tmp) / "study"
         spec = Path(tmp) / "spec.yaml"
-        spec.write_text(yaml.safe_dump(spec_doc(args.trials, storage, args.concurrency), sort_keys=False))
+        spec.write_text(
+            yaml.safe_dump(spec_doc(args.trials, storage, args.concurrency, not args.no_evaluation), sort_keys=False)
+        )
+        phases: dict[str, float] = {}
+        import pipeline.study as study_mod
+
+        real_run = study_mod.run_study
+
+        def run_and_keep_phases(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+            outcome = real_run(*a, **kw)
+            phases.update(getattr(outcome, "phases", {}) or {})
+            return outcome
+
+        study_mod.run_study = run_and_keep_phases
         sampler = None
         if args.procs:
             from proc_sampler import ProcSampler
@@ -142,11 +196,22 @@ def main() -> None:
         t0, launched = time.perf_counter(), time.time()
         code = cli.main(["launch", str(spec), "--quiet"])
         wall = time.perf_counter() - t0
+        if args.spy is not None:
+            spy("stop", "wrapup")
+            spy("stop", "last")  # trials failed: the last window ends with the study
         if sampler is not None:
             sampler.stop()
         import pyarrow.parquet as pq
 
         rows = pq.read_table(storage / "trials.parquet").to_pylist()
+        sizes: dict[str, int] = defaultdict(int)
+        for dirpath, _dirs, files in os.walk(storage):
+            top = Path(dirpath).relative_to(storage).parts[:1]
+            for f in files:
+                try:
+                    sizes[top[0] if top else "(top)"] += os.lstat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    pass
     per_trial = [spent[tid] for _, tid in ended]
     per_cpu = [cpu[tid] for _, tid in ended]
     per_gc = [gc_spent[tid] for _, tid in ended]
@@ -168,6 +233,18 @@ def main() -> None:
         "cpu_wait_first_10pct_ms": round(statistics.mean(per_wait[:tenth]) * 1e3, 1),
         "cpu_wait_last_10pct_ms": round(statistics.mean(per_wait[-tenth:]) * 1e3, 1),
         "gap_first_10pct_s": round(statistics.mean(gaps[:tenth]), 3) if gaps else None,
+        "gap_median_first_10pct_s": round(statistics.median(gaps[:tenth]), 4) if gaps else None,
+        "gap_median_last_10pct_s": round(statistics.median(gaps[-tenth:]), 4) if gaps else None,
+        "gap_median_ratio": round(statistics.median(gaps[-tenth:]) / statistics.median(gaps[:tenth]), 3) if gaps else None,
+        "gap_mean_ratio": round(statistics.mean(gaps[-tenth:]) / statistics.mean(gaps[:tenth]), 3) if gaps else None,
+        "phases_s": {k: round(v, 1) for k, v in phases.items()},
+        "wrap_up_s": round(phases.get("wrap-up", float("nan")), 1),
+        "after_last_trial_s": round(t0 + wall - ended[-1][0], 1) if ended else None,
+        "folder_bytes": sum(sizes.values()),
+        "folder_bytes_per_trial": round(sum(sizes.values()) / max(1, len(rows))),
+        "folder_bytes_by_part": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:12]),
+        "spy_trials": {k: spying.get(k + "_trials") for k in ("first", "last") if k in spying},
+        "spy_files": sorted(f"{args.spy}-{k}.txt" for k in ("first", "last", "wrapup") if k in spying),
         "gap_last_10pct_s": round(statistics.mean(gaps[-tenth:]), 3) if gaps else None,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }  # fmt: skip
