@@ -561,6 +561,9 @@ class Tracker:
         self._experiment_id: str | None = None
         self._last_epoch: dict[str, int] = {}
         self.run_start: dict[str, int] = {}  # run id → its start_time (ms), as MLflow holds it
+        # trial id → run id of this instance's trial runs: listed once, then kept by trial_run
+        # (a search per trial start scans every run's tags: its cost grew with the study)
+        self._trial_runs: tuple[str | None, dict[str, str]] | None = None
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -726,9 +729,26 @@ class Tracker:
                 self.client.log_artifact(run_id, str(png))
         return summary
 
+    def _known_trial_runs(self) -> dict[str, str]:
+        """This instance's trial runs, trial id → run id (the oldest where a creation raced),
+        listed from the store at the first call and kept up to date by `trial_run` after it.
+        One driver holds a study (pipeline.lock), so no other process adds to them meanwhile."""
+        if self._trial_runs is None or self._trial_runs[0] != self.instance:
+            known: dict[str, str] = {}
+            for record in self.trials():  # oldest first
+                known.setdefault(record.trial_id, record.run_id)
+            self._trial_runs = (self.instance, known)
+        return self._trial_runs[1]
+
     def trial_run(self, trial_id: str, parent_id: str, params: dict[str, Any]) -> str:
-        """The trial's child run (found by tags, else created), with every param logged."""
-        run = self._find("trial", trial_id)
+        """The trial's child run (found among the study's, else created), with every param logged.
+
+        Constant in the study's size: the study's trial runs are listed once per tracker
+        (`_known_trial_runs`), then a run is fetched by its id (issue 28, item 4)."""
+        known = self._known_trial_runs()
+        run = self.client.get_run(known[trial_id]) if trial_id in known else None
+        if run is not None and run.info.lifecycle_stage == "deleted":
+            run = None  # soft-deleted as an orphan meanwhile: a new run, as a search would find none
         if run is None:
             run = self.client.create_run(
                 self.experiment_id,
@@ -742,6 +762,7 @@ class Tracker:
                     TAG_STATUS: "running",
                 },
             )
+            known[trial_id] = run.info.run_id
         self._log_params(run.info.run_id, params, existing=run.data.params)
         self._last_epoch[run.info.run_id] = int(run.data.tags.get(TAG_LAST_EPOCH, 0))
         self.run_start[run.info.run_id] = run.info.start_time
@@ -862,6 +883,8 @@ class Tracker:
         gone = [r for r in self.trials() if r.trial_id not in keep]
         for r in gone:
             self.client.delete_run(r.run_id)
+            if self._trial_runs is not None and self._trial_runs[1].get(r.trial_id) == r.run_id:
+                del self._trial_runs[1][r.trial_id]
         return [r.trial_id for r in gone]
 
     # ------------------------------------------------------------------ queries

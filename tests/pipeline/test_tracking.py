@@ -69,6 +69,34 @@ def test_orphans_are_soft_deleted(tracker: Tracker) -> None:
     assert "lost" not in {r.trial_id for r in tracker.trials()}
 
 
+def test_trial_runs_are_listed_once_and_found_by_a_new_driver(tmp_path: Path) -> None:
+    """A trial's start costs no search of the study's runs (issue 28, item 4): the runs are
+    listed once per tracker; a second driver (resume) still finds the first one's runs, and a
+    run deleted as an orphan is made again, as a search would."""
+    target = resolve_target(None, "unit", tmp_path)
+    first = Tracker(target, "listed", instance="i1")
+    parent = first.parent_run({}, {})
+    searches: list[str] = []
+    real = first.client.search_runs
+
+    def counted(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        searches.append(kw.get("filter_string", ""))
+        return real(*a, **kw)
+
+    first.client.search_runs = counted
+    runs = [first.trial_run(f"t{i}", parent, {"i": i}) for i in range(5)]
+    assert first.trial_run("t3", parent, {"i": 3}) == runs[3]  # a retry: the same run
+    assert len(searches) == 1  # the one listing, before the first trial
+
+    again = Tracker(target, "listed", instance="i1")  # the next driver, resuming
+    assert again.trial_run("t2", parent, {"i": 2}) == runs[2]
+    assert again.delete_orphans({"t0", "t1", "t2", "t3"}) == ["t4"]
+    made = again.trial_run("t4", parent, {"i": 4})
+    assert made != runs[4] and again.client.get_run(made).info.lifecycle_stage == "active"
+    other = Tracker(target, "another", instance="i2")  # another study in the experiment: its own runs
+    assert other.trial_run("t2", other.parent_run({}, {}), {"i": 2}) not in runs
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
