@@ -70,6 +70,8 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.callback import Callback
 from ray.tune.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
+from pipeline.live_fifo import LiveOrder
+
 # The spec section lives apart (no Ray import when a spec is validated); re-exported here.
 from pipeline.spec.mo_asha import MODES, SPEC_KEYS, MOASHASpec, parse_mo_asha  # noqa: F401
 
@@ -193,7 +195,7 @@ def rung_milestones(grace_period: float, reduction_factor: float, max_t: float) 
     return tuple(out)
 
 
-class MOASHA(FIFOScheduler):
+class MOASHA(LiveOrder, FIFOScheduler):
     """Multi-objective ASHA (module docstring: the rule and its sources).
 
     Args:
@@ -273,13 +275,16 @@ class MOASHA(FIFOScheduler):
             values = self._values(result)
             if values is not None:
                 self._record(trial.trial_id, result[self._time_attr], values, decide=False)
+        super().on_trial_complete(tune_controller, trial, result)  # the live-trial order
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         """Nothing to undo: what the trial recorded at its rungs was measured, so it stays
         (as in Ray's ASHA); if Tune retries the trial, its rungs already recorded continue."""
+        super().on_trial_error(tune_controller, trial)  # the live-trial order
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         """Nothing kept per trial besides its rung records, which stay (as on_trial_error)."""
+        super().on_trial_remove(tune_controller, trial)  # the live-trial order
 
     def debug_string(self) -> str:
         rungs = " | ".join(f"{m:g}: {len(r)} recorded" for m, r in zip(self._milestones, self._rungs))

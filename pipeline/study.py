@@ -473,18 +473,19 @@ def prune_checkpoints(grid: Any, rows: dict[str, TrialRow]) -> int:
     return removed
 
 
-def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler or None
+def _scheduler(spec: StudySpec):  # noqa: ANN202 - a ray.tune scheduler
+    """The spec's scheduler; each chooses the next trial among live ones (pipeline.live_fifo)."""
     s = spec.scheduler
     if s.name == "mo_asha":
         from pipeline.mo_asha import MOASHASpec
 
         mo = MOASHASpec(grace_period=s.grace_period, reduction_factor=s.reduction_factor, objectives=s.objectives)
         return mo.scheduler(max_t=spec.train.epochs, time_attr="epoch")
-    if s.name != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
+    from pipeline.live_fifo import LiveASHA, LiveFIFO
 
-    return ASHAScheduler(
+    if s.name != "asha":
+        return LiveFIFO()
+    return LiveASHA(
         time_attr="epoch", metric=s.metric or ASHA_METRIC, mode=s.mode, max_t=spec.train.epochs,
         grace_period=s.grace_period, reduction_factor=s.reduction_factor,
     )  # fmt: skip
