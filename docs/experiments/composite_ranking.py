@@ -175,6 +175,54 @@ def kendall(conds: list[Condition], a: str, b: str) -> Tau:
     return Tau(a, b, len(pairs), float(res.statistic), float(res.pvalue))
 
 
+def beyond_margin(conds: list[Condition], a: str, ref: str) -> tuple[float, int, int]:
+    """Agreement of `a` with `ref` over the pairs of conditions that `ref` tells apart by more
+    than its equivalence margin (`syncmodel.stats.MARGINS`, fixed before the runs): (C - D) /
+    (C + D) over those pairs, C concordant, D discordant, ties in `a` in neither (Goodman and
+    Kruskal's γ restricted to them); also how many pairs that is, and of how many pairs with
+    both values. A diagnostic beside τ-b, not issue 24's check: a difference inside the margin
+    is, by the project's own rule, too small to change a reading, so a ranking built on it
+    ranks noise."""
+    from syncmodel.stats import MARGINS
+
+    margin = MARGINS[ref]
+    vals = [(oriented(c, a), oriented(c, ref)) for c in conds]
+    vals = [(x, y) for x, y in vals if math.isfinite(x) and math.isfinite(y)]
+    agree = disagree = apart = 0
+    for (xa, ya), (xb, yb) in combinations(vals, 2):
+        if abs(ya - yb) <= margin:
+            continue
+        apart += 1
+        s = (xa - xb) * (ya - yb)
+        agree, disagree = agree + (s > 0), disagree + (s < 0)
+    gamma = (agree - disagree) / (agree + disagree) if agree + disagree else math.nan
+    return gamma, apart, len(vals) * (len(vals) - 1) // 2
+
+
+def margin_table(conds: list[Condition], primaries: list[str]) -> list[str]:
+    """Per primary (the reference): γ of the composite and of each other primary with it, over
+    the pairs it tells apart beyond its margin."""
+    from syncmodel.stats import MARGINS
+
+    others = [COMPOSITE, *primaries]
+    head = ["reference (margin)", "pairs told apart", *(f"{SHORT[m]}" for m in others),
+            "composite agrees at least as the other primaries do"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for ref in primaries:
+        cells, apart, total, gammas = [], 0, 0, {}
+        for m in others:
+            if m == ref:
+                cells.append("–")
+                continue
+            gammas[m], apart, total = beyond_margin(conds, m, ref)
+            cells.append(_t(gammas[m]))
+        rivals = [g for m, g in gammas.items() if m != COMPOSITE]
+        at_least = all(_ge(gammas[COMPOSITE], g) for g in rivals if math.isfinite(g))
+        lines.append(f"| {SHORT[ref]} (±{MARGINS[ref]:g}) | {apart} of {total} | " + " | ".join(cells)
+                     + f" | {'yes' if at_least else 'no'} |")  # fmt: skip
+    return lines
+
+
 def taus(conds: list[Condition], primaries: list[str]) -> tuple[dict[str, Tau], dict[tuple[str, str], Tau]]:
     """The composite against each primary, and every two primaries against each other."""
     with_composite = {p: kendall(conds, COMPOSITE, p) for p in primaries}
@@ -372,6 +420,16 @@ def section(rows: list[dict], top: int = TOP, smoke: bool = False) -> str:
             f"lowered bound); **{'met' if strict else 'not met'}** strictly (τ ≥ {TAU} with every primary).",
         ]
     out += [
+        "",
+        "### Beyond each primary's margin (a diagnostic, not the check)",
+        "",
+        "Where a primary's values differ by less than its equivalence margin (`syncmodel.stats.MARGINS`, fixed before "
+        "the runs; docs/design.md §1.5), the project reads the difference as too small to matter, so part of every τ "
+        "above ranks noise. Over every kept trial, per reference primary: the pairs of trials it tells apart by more "
+        "than its margin, and on those pairs the agreement of the composite and of the other primaries with it "
+        "((concordant − discordant) / (concordant + discordant), pairs tied in the other metric left out):",
+        "",
+        *margin_table(conds, primaries),
         "",
         f"### Rankings side by side: the {min(top, len(conds))} kept trials the composite ranks highest",
         "",

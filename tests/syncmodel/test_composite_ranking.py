@@ -60,6 +60,19 @@ def test_undefined_consistency_counts_as_zero_and_undefined_instability_is_left_
     assert cr.kendall(conds, cr.COMPOSITE, "location_instability").n == 5
 
 
+def test_beyond_margin_counts_only_the_pairs_the_reference_tells_apart(cr) -> None:
+    # consistency's margin is 0.05: 0.96 / 0.97 / 0.98 are one value to it; 0.5 is apart
+    cons = [0.96, 0.97, 0.98, 0.5]
+    comp = [0.3, 0.2, 0.1, 0.05]  # reversed among the three near-equal, right against 0.5
+    rows = [_row("a", 0, f"t{i}", 0.99, c, 0.1, 0.5, k) for i, (c, k) in enumerate(zip(comp, cons))]
+    gamma, apart, total = cr.beyond_margin(_conds(cr, rows), cr.COMPOSITE, "consistency_ari_corrected")
+    assert (gamma, apart, total) == (1.0, 3, 6)
+    assert cr.kendall(_conds(cr, rows), cr.COMPOSITE, "consistency_ari_corrected").tau == 0.0  # τ-b: 3 noise pairs reversed
+    # location instability is lower-is-better: a composite that falls as it rises disagrees
+    rows = [_row("a", 0, f"t{i}", 0.99, 0.1 * i, 0.01 * i, 0.5, 0.5) for i in range(4)]
+    assert cr.beyond_margin(_conds(cr, rows), cr.COMPOSITE, "location_instability")[0] == -1.0
+
+
 def test_a_constant_ranking_has_no_tau(cr) -> None:
     rows = [_row("a", 0, f"t{i}", 0.99, 0.1 * i, 0.1, 0.5, 0.5) for i in range(4)]
     assert math.isnan(cr.kendall(_conds(cr, rows), cr.COMPOSITE, "class_purity").tau)
