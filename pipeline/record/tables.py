@@ -206,10 +206,14 @@ class StudyTables:
         if path.is_file():
             with _readable(path):
                 table = pq.read_table(path)
-                ids = table.column("trial_id").to_pylist()
-                for tid in dict.fromkeys(ids):
-                    mask = pa.array([i == tid for i in ids])
-                    self.neurons[tid] = table.filter(mask).drop_columns(["trial_id"])
+                # Rows grouped by trial in one pass (a mask per trial was quadratic in the
+                # study's size: 5,000 trials of 64 neurons, 1.6e9 comparisons), order kept.
+                rows: dict[str, list[int]] = {}
+                for i, tid in enumerate(table.column("trial_id").to_pylist()):
+                    rows.setdefault(tid, []).append(i)
+                body = table.drop_columns(["trial_id"])
+                for tid, idx in rows.items():
+                    self.neurons[tid] = body.take(pa.array(idx, type=pa.int64()))
         parts = self.storage / PARTS
         for file in sorted((parts / "trials").glob("*.parquet")):
             with _readable(file):

@@ -55,6 +55,20 @@ def test_upserts_are_keyed_and_round_trip(tmp_path: Path) -> None:
     assert sorted(pq.read_table(tmp_path / NEURONS).column("trial_id").to_pylist()) == ["a"]
 
 
+def test_a_compacted_neuron_table_is_split_back_per_trial_in_order(tmp_path: Path) -> None:
+    tables = StudyTables(tmp_path)
+    mine = {}
+    for k, tid in enumerate(["c", "a", "b"]):
+        mine[tid] = pa.table({"layer": ["f"] * (k + 2), "neuron": list(range(k + 2)), "module": [k] * (k + 2)})
+        tables.upsert_trial(_row(tid))
+        tables.set_neurons(tid, mine[tid])
+    tables.write()
+    tables.compact()
+    again = StudyTables(tmp_path)  # read back from the one compacted file
+    assert not any((tmp_path / "parts" / "neurons").glob("*.parquet"))
+    assert {tid: t.to_pylist() for tid, t in again.neurons.items()} == {tid: t.to_pylist() for tid, t in mine.items()}
+
+
 def test_metric_columns_are_the_union_with_nulls(tmp_path: Path) -> None:
     tables = StudyTables(tmp_path)
     tables.upsert_trial(_row("a"))
