@@ -681,9 +681,12 @@ class Tracker:
             "(launch --name NEW), or --resume that study in its own folder"
         )
 
-    def finish_parent(self, run_id: str, status: str = "FINISHED") -> None:
-        """End the study's parent run, holding the study's results (`summarize_parent`)."""
-        self.summarize_parent(run_id)
+    def finish_parent(
+        self, run_id: str, status: str = "FINISHED", records: list[TrialRecord] | None = None
+    ) -> None:
+        """End the study's parent run, holding the study's results (`summarize_parent`;
+        `records`: the trial runs as just listed, else listed here)."""
+        self.summarize_parent(run_id, records)
         self.client.set_terminated(run_id, status=status)
 
     def describe_experiment(self, description: str) -> None:
@@ -696,7 +699,7 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_experiment_tag(self.experiment_id, key, value)
 
-    def summarize_parent(self, run_id: str) -> Any:
+    def summarize_parent(self, run_id: str, records: list[TrialRecord] | None = None) -> Any:
         """Write the study's results to its parent run (idempotent: values are overwritten at
         the same step): metrics `best/<objective>`, `pareto_front_size`, `trials_finished`,
         `trials`; tags `syncstudy.best.<objective>` (the trial) and `syncstudy.pareto_front`;
@@ -710,7 +713,7 @@ class Tracker:
         objectives = [(o["metric"], o["mode"]) for o in json.loads(run.data.tags.get(TAG_OBJECTIVES, "[]"))]
         searched = json.loads(run.data.tags.get(TAG_SEARCH, "[]"))
         self.describe_experiment(run.data.tags.get(TAG_NOTE, ""))
-        records = self.trials()
+        records = self.trials() if records is None else records
         summary = summarize(records, objectives)
         ts = _now_ms()
         metrics = [Metric(k, float(v), ts, 0) for k, v in summary.metrics().items()]
@@ -877,10 +880,11 @@ class Tracker:
                 self.client.log_image(run_id, image.convert("RGB"), key=path.stem, step=0, synchronous=True)
         return len(chosen)
 
-    def delete_orphans(self, keep: set[str]) -> list[str]:
+    def delete_orphans(self, keep: set[str], records: list[TrialRecord] | None = None) -> list[str]:
         """Soft-delete trial runs whose trial Tune no longer knows (created after the last
-        experiment snapshot of a driver that died); they stay restorable in MLflow's trash."""
-        gone = [r for r in self.trials() if r.trial_id not in keep]
+        experiment snapshot of a driver that died); they stay restorable in MLflow's trash.
+        `records`: the trial runs as just listed (`trials`), else listed here."""
+        gone = [r for r in (self.trials() if records is None else records) if r.trial_id not in keep]
         for r in gone:
             self.client.delete_run(r.run_id)
             if self._trial_runs is not None and self._trial_runs[1].get(r.trial_id) == r.run_id:

@@ -97,6 +97,24 @@ def test_trial_runs_are_listed_once_and_found_by_a_new_driver(tmp_path: Path) ->
     assert other.trial_run("t2", other.parent_run({}, {}), {"i": 2}) not in runs
 
 
+def test_the_wrap_up_lists_the_trial_runs_once(tmp_path: Path) -> None:
+    """Orphan clean-up and the parent's summary share one listing (pipeline.study._reconcile)."""
+    tracker = Tracker(resolve_target(None, "unit", tmp_path), "wrap", instance="w")
+    parent = tracker.parent_run({}, {"syncstudy.objectives": '[{"metric": "val_acc", "mode": "max"}]'})
+    for tid, acc in (("a", 0.5), ("b", 0.9), ("lost", 1.0)):
+        run = tracker.trial_run(tid, parent, {})
+        tracker.finish_trial(run, status="ok", metrics={"val_acc": acc}, step=1)
+    listed = tracker.trials()
+    searches: list[str] = []
+    real = tracker.client.search_runs
+    tracker.client.search_runs = lambda *a, **kw: searches.append("x") or real(*a, **kw)
+    assert tracker.delete_orphans({"a", "b"}, listed) == ["lost"]
+    tracker.finish_parent(parent, records=[r for r in listed if r.trial_id != "lost"])
+    assert searches == []
+    tags = {r.trial_id: r.tags.get("syncstudy.pareto") for r in tracker.trials()}
+    assert tags == {"a": "false", "b": "true"}  # the orphan left out of the front, and deleted
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
