@@ -5,9 +5,12 @@ the trial's MLflow run, its Parquet parts, its files). Reports the recorder's ti
 in the first and the last 10% of the trials, in the order they ended, and the gap between
 trial ends; and, to tell where the recorder's time goes, its own thread's CPU time, the
 time it sat runnable waiting for a core (Linux schedstat) and Python's garbage collections
-inside it. `bench/bookkeeping.py` times the Parquet part alone, without Ray.
+inside it; the wrap-up's time and the study folder's size per trial. `bench/bookkeeping.py`
+times the Parquet part alone, without Ray.
 
     python bench/bookkeeping_study.py --trials 1000 --json out.json
+    python bench/bookkeeping_study.py --trials 5000 --no-evaluation --spy prof   # issue 28's setting, profiled
+    python bench/spy_diff.py prof-first.txt 250 prof-last.txt 500                # where the driver's time grew
 """
 
 from __future__ import annotations
