@@ -43,30 +43,40 @@ def script():  # noqa: ANN201 (a module loaded from a path)
     return module
 
 
-def _comparison(tmp_path: Path, smoke: bool = False) -> Path:
-    """A finished comparison folder as `syncstudy launch` leaves it: the saved spec, and per
-    arm x repeat a compacted trials.parquet and Tune's experiment folder."""
-    folder = tmp_path / "runs" / "cmp"
+def _launched(spec_dir: Path, folder: Path, smoke: bool = False, **varying: object):  # noqa: ANN202
+    """A comparison spec (`varying`: its name, train, arms, sizes and reference) on the three
+    objectives these tests compare, written to `spec_dir` and loaded as launched (--smoke or
+    not); `folder` made with the saved spec `launch` leaves in it. Returns the comparison."""
     doc = {
-        "name": "cmp",
-        "train": {"dataset": "shapes", "image_size": 32, "n_train": 200, "epochs": 2},
-        "arms": {
-            "plain": {"train": {"lambda_focus": 0.0}, "search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
-            "gate": {"train": {"focus_kind": "gate"}, "search": {"lambda_focus": {"low": 1e-3, "high": 1.0, "log": True}}},
-        },
+        **varying,
         "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "location_instability", "mode": "min"},
                        {"metric": "interpretability", "mode": "max"}],
-        "samples": 3, "repeats": 3, "concurrency": 2,
-        "reference": {"val_acc": 0.0, "location_instability": 0.2, "interpretability": 0.0},
         "equivalence_margin": {"hypervolume": 0.002},
         "evaluation": {"enabled": True, "max_images": 60, "pictures": False},
         "storage": str(folder),
     }  # fmt: skip
-    spec_path = tmp_path / "cmp.yaml"
+    spec_path = spec_dir / f"{varying['name']}.yaml"
     spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    comp = dataclasses.replace(load_comparison(spec_path), smoke=smoke)  # as launched (--smoke or not)
+    comp = dataclasses.replace(load_comparison(spec_path), smoke=smoke)
     folder.mkdir(parents=True)
     (folder / SAVED_FILE).write_text(saved_text(comp))
+    return comp
+
+
+def _comparison(tmp_path: Path, smoke: bool = False) -> Path:
+    """A finished comparison folder as `syncstudy launch` leaves it: the saved spec, and per
+    arm x repeat a compacted trials.parquet and Tune's experiment folder."""
+    folder = tmp_path / "runs" / "cmp"
+    comp = _launched(
+        tmp_path, folder, smoke=smoke, name="cmp",
+        train={"dataset": "shapes", "image_size": 32, "n_train": 200, "epochs": 2},
+        arms={
+            "plain": {"train": {"lambda_focus": 0.0}, "search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+            "gate": {"train": {"focus_kind": "gate"}, "search": {"lambda_focus": {"low": 1e-3, "high": 1.0, "log": True}}},
+        },
+        samples=3, repeats=3, concurrency=2,
+        reference={"val_acc": 0.0, "location_instability": 0.2, "interpretability": 0.0},
+    )  # fmt: skip
     start = T0
     for arm, k, spec in comp.studies():
         rows = []
@@ -403,23 +413,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
     root = tmp_path_factory.mktemp("tiny")
     launched = root / "launched" / "cmp"
-    doc = {
-        "name": "tiny", "train": TINY_TRAIN,
-        "arms": {"lr": {"search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
-                 "wd": {"search": {"weight_decay": {"low": 1e-6, "high": 1e-3, "log": True}}}},
-        "objectives": [{"metric": "val_acc", "mode": "max"}, {"metric": "location_instability", "mode": "min"},
-                       {"metric": "interpretability", "mode": "max"}],
-        "samples": 2, "repeats": 2, "concurrency": 1,
-        "reference": {"val_acc": 0.0, "location_instability": 0.5, "interpretability": 0.0},
-        "equivalence_margin": {"hypervolume": 0.002},
-        "evaluation": {"enabled": True, "max_images": 60, "pictures": False},
-        "storage": str(launched),
-    }  # fmt: skip
-    spec_path = root / "tiny.yaml"
-    spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    comp = load_comparison(spec_path)
-    launched.mkdir(parents=True)
-    (launched / SAVED_FILE).write_text(saved_text(comp))
+    comp = _launched(
+        root, launched, name="tiny", train=TINY_TRAIN,
+        arms={"lr": {"search": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}},
+              "wd": {"search": {"weight_decay": {"low": 1e-6, "high": 1e-3, "log": True}}}},
+        samples=2, repeats=2, concurrency=1,
+        reference={"val_acc": 0.0, "location_instability": 0.5, "interpretability": 0.0},
+    )  # fmt: skip
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the trials (resources.cpu 1) and the re-measurement run
     try:
