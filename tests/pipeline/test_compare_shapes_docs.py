@@ -217,6 +217,19 @@ def test_fill_marks_a_smoke_collection(script, tmp_path: Path) -> None:
     assert text.count("SMOKE FORM, not a result") == 2  # both sections' titles
 
 
+def _fill_refuses_disagreement(script, tmp_path: Path, out: Path, capsys: pytest.CaptureFixture, study: str) -> None:
+    """--fill on the collection `out` exits 2 with one line saying it disagrees and naming
+    `study` (arm and repeat), and leaves results.md as it was."""
+    results, design = _docs(tmp_path)
+    before = results.read_text()
+    rc = script.main(["--fill", "--data", str(out), "--results", str(results), "--design", str(design),
+                      "--baselines", str(_baselines(tmp_path))])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disagree" in err[0] and study in err[0]
+    assert results.read_text() == before
+
+
 def test_fill_refuses_an_answer_that_does_not_match_the_trials(script, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     out = tmp_path / "data"
@@ -224,14 +237,7 @@ def test_fill_refuses_an_answer_that_does_not_match_the_trials(script, tmp_path:
     answer = json.loads((out / "compare.json").read_text())
     answer["arms"]["gate"]["studies"][1]["hypervolume"] += 0.01
     (out / "compare.json").write_text(json.dumps(answer))
-    results, design = _docs(tmp_path)
-    before = results.read_text()
-    rc = script.main(["--fill", "--data", str(out), "--results", str(results), "--design", str(design),
-                      "--baselines", str(_baselines(tmp_path))])  # fmt: skip
-    assert rc == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "disagree" in err[0] and "gate r1" in err[0]
-    assert results.read_text() == before
+    _fill_refuses_disagreement(script, tmp_path, out, capsys, "gate r1")
 
 
 def test_fill_refuses_without_a_collection(script, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -374,14 +380,7 @@ def test_fill_refuses_heldout_records_of_another_collection(script, tmp_path: Pa
         first["objectives"]["location_instability"] += 0.001
         lines[0] = json.dumps(first)
     (out / "heldout.jsonl").write_text("\n".join(lines) + "\n")
-    results, design = _docs(tmp_path)
-    before = results.read_text()
-    rc = script.main(["--fill", "--data", str(out), "--results", str(results), "--design", str(design),
-                      "--baselines", str(_baselines(tmp_path))])  # fmt: skip
-    assert rc == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "disagree" in err[0] and "plain r0" in err[0]
-    assert results.read_text() == before
+    _fill_refuses_disagreement(script, tmp_path, out, capsys, "plain r0")
 
 
 # --------------------------------------------------------------------------- a real one, tiny
