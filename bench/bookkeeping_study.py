@@ -21,7 +21,9 @@ import gc
 import json
 import os
 import pstats
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -116,21 +118,22 @@ def main() -> None:
             return profiles["first"]
         return profiles["last"] if len(ended) >= args.trials - tenth_n else None
 
-    spying: dict[str, object] = {}
+    # per window ("first", "last", "wrapup"): its py-spy process, the trials ended when it
+    # started, and (once stopped) the trials that ended while it ran
+    spies: dict[str, subprocess.Popen] = {}
+    spy_from: dict[str, int] = {}
+    spy_trials: dict[str, int] = {}
 
     def spy(verb: str, part: str) -> None:
-        import signal
-        import subprocess
-
         if verb == "start":
             out = f"{args.spy}-{part}.txt"
             cmd = ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "50", "--output", out]
-            spying[part] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            spying[part + "_n"] = len(ended)
-        elif part in spying and part + "_trials" not in spying:
-            spying[part].send_signal(signal.SIGINT)
-            spying[part].wait()
-            spying[part + "_trials"] = len(ended) - spying[part + "_n"]
+            spies[part] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy_from[part] = len(ended)
+        elif part in spies and part not in spy_trials:
+            spies[part].send_signal(signal.SIGINT)
+            spies[part].wait()
+            spy_trials[part] = len(ended) - spy_from[part]
 
     def spy_at(n: int) -> None:
         """py-spy this process while trials 5-10% and 90-100% of the way end, and from the last
@@ -246,8 +249,8 @@ def main() -> None:
         "folder_bytes": sum(sizes.values()),
         "folder_bytes_per_trial": round(sum(sizes.values()) / max(1, len(rows))),
         "folder_bytes_by_part": dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:12]),
-        "spy_trials": {k: spying.get(k + "_trials") for k in ("first", "last") if k in spying},
-        "spy_files": sorted(f"{args.spy}-{k}.txt" for k in ("first", "last", "wrapup") if k in spying),
+        "spy_trials": {k: spy_trials.get(k) for k in ("first", "last") if k in spies},
+        "spy_files": sorted(f"{args.spy}-{k}.txt" for k in spies),
         "gap_last_10pct_s": round(statistics.mean(gaps[-tenth:]), 3) if gaps else None,
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }  # fmt: skip
