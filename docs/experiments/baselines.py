@@ -350,6 +350,70 @@ def headline(rows: list[dict], commit: str | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# issue 24's primary metrics (docs/experiments/composite_ranking.py names them): location
+# instability needs part annotations, so digits has the other two only
+PRIMARY = {"location_instability": "lower", "class_purity": "higher", "consistency_ari_corrected": "higher"}
+COMPOSITE = "interpretability"
+
+
+def _seed_sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) >= 2 else math.nan
+
+
+def coupling_check(rows: list[dict], commit: str | None = None) -> str:
+    """Issue 24 item 1c: switching the coupling on where it leaves the primary metrics unchanged
+    must not lower the composite beyond its own seed-to-seed spread.
+
+    Per group and base condition with a `+sync` twin: each primary's paired difference
+    (+sync − base) with its 95% interval and verdict (`syncmodel.stats.verdict`: paired t-test
+    and TOST at the primary's margin, both Holm-corrected over this table's primary cells); the
+    composite's paired difference; and its seed-to-seed spread, the pooled within-condition
+    standard deviation over seeds, sqrt((sd_base² + sd_sync²) / 2). The check applies where
+    every primary is shown unchanged ("equivalent": inside its margin by the TOST) or
+    "better" — a fortiori: a score that falls where the metrics it summarises hold or improve
+    is the fault the issue names — and is met where the composite's mean paired difference is
+    ≥ −spread. Where a primary is "inconclusive" the row says "n/a" and still whether the
+    composite fell beyond its spread; where one is "worse" the check does not apply."""
+    rows, commit = select(rows, commit)
+    parts = []
+    for group in sorted({_group(r) for r in rows}):
+        rs = [r for r in rows if _group(r) == group and r["status"] != "diverged"]
+        by_cond = {c: [r for r in rs if r["condition"] == c] for c in CONDITIONS}
+        keys = [k for k in PRIMARY if _values(rs, k, None)]
+        pairs = [(f"{b}+sync", b) for b in FOCUS if by_cond[b] and by_cond[f"{b}+sync"]]
+        if not pairs or not keys or not _values(rs, COMPOSITE, None):
+            continue
+        results = {(a, b, k): contrast(by_cond[a], by_cond[b], k, None) for a, b in pairs for k in keys}
+        cells = list(results)
+        p_diff, _ = st.holm([results[c][0].p for c in cells])
+        p_eq, _ = st.holm([results[c][1] for c in cells])
+        words = {c: st.verdict(results[c][0].mean, p_diff[i], p_eq[i], PRIMARY[c[2]]) for i, c in enumerate(cells)}
+        lines = [f"### {_title(group)}", "",
+                 f"Primary verdicts: +sync − base, paired by seed; Holm over the {len(cells)} cells of this table "
+                 "(difference and TOST); spread = the composite's pooled seed-to-seed sd.", "",
+                 "| base | seeds | " + " | ".join(keys) + f" | {COMPOSITE} Δ [95% CI] | spread | check (1c) |",
+                 "|" + "---|" * (len(keys) + 5)]  # fmt: skip
+        for a, b in pairs:
+            comp, _ = contrast(by_cond[a], by_cond[b], COMPOSITE, None)
+            sd = math.sqrt((_seed_sd(_values(by_cond[a], COMPOSITE, None)) ** 2
+                            + _seed_sd(_values(by_cond[b], COMPOSITE, None)) ** 2) / 2)  # fmt: skip
+            lowered = comp.mean < -sd
+            verdicts = [words[(a, b, k)] for k in keys]
+            if all(w in ("equivalent", "better") for w in verdicts):
+                check = "**NOT MET**: fell beyond its spread" if lowered else "met"
+            elif "worse" in verdicts or "–" in verdicts:
+                check = "n/a: a primary " + ("is worse" if "worse" in verdicts else "is undefined")
+            else:
+                check = "n/a (a primary inconclusive); " + ("**fell beyond its spread**" if lowered else "did not fall beyond its spread")
+            cells_ = [f"{words[(a, b, k)]} {_num(results[(a, b, k)][0].mean)} "
+                      f"[{_num(results[(a, b, k)][0].low)}, {_num(results[(a, b, k)][0].high)}]" for k in keys]  # fmt: skip
+            n = min(results[(a, b, k)][0].n for k in keys)
+            lines.append(f"| {b} | {n} | " + " | ".join(cells_)
+                         + f" | {_num(comp.mean)} [{_num(comp.low)}, {_num(comp.high)}] | {sd:.4f} | {check} |")  # fmt: skip
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n" if parts else "No group has both a base condition and its +sync twin with the composite.\n"
+
+
 def spread(rows: list[dict]) -> str:
     """Run-to-run spread of the final test accuracy per group and condition (issue 15's
     measure, as `seed_spread.py`): mean, std, min, 95% t-interval; target std <= 0.01 and
@@ -385,7 +449,7 @@ def tables(rows: list[dict], commit: str | None = None, same_commit: bool = Fals
     one most rows carry) are marked in the headline, or left out with `same_commit`."""
     rows, commit = select(rows, commit, same_commit)
     parts = ["## Headline\n\n" + headline(rows, commit), "## Seed spread of test accuracy\n\n" + spread(rows),
-             "## Every report key"]
+             "## Switching the coupling on (issue 24 item 1c)\n\n" + coupling_check(rows, commit), "## Every report key"]
     for group in sorted({_group(r) for r in rows}):
         rs = [r for r in rows if _group(r) == group]
         keys = sorted({k for r in rs for k, v in r.get("report", {}).items()
@@ -404,16 +468,27 @@ def tables(rows: list[dict], commit: str | None = None, same_commit: bool = Fals
     return "\n\n".join(parts) + "\n"
 
 
-def fill(doc: Path, rows: list[dict], commit: str | None = None, same_commit: bool = False) -> None:
+def _subsections(text: str) -> str:
+    return text.replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
+
+
+def fill(doc: Path, rows: list[dict], commit: str | None = None, same_commit: bool = False, block: str = "") -> None:
     """Rewrite the generated blocks of `doc` (docs/results.md) from `rows`: the text between
     `<!-- NAME (generated by baselines.py --table) -->` and `<!-- /NAME -->` for NAME in
-    headline, spread. Everything else in `doc` (the prose that reads the tables) is kept."""
+    headline, spread and coupling (issue 24 item 1c), each prefixed `block-` when `block` is
+    given (one set of rows per set of blocks: a rerun's rows beside the earlier ones). The
+    headline and spread blocks must be there; the coupling block is written where it is.
+    Everything else in `doc` (the prose that reads the tables) is kept."""
     text = doc.read_text()
     rows, commit = select(rows, commit, same_commit)
-    blocks = {"headline": headline(rows, commit).replace("\n### ", "\n#### ").replace("### ", "#### ", 1), "spread": spread(rows)}
+    blocks = {"headline": _subsections(headline(rows, commit)), "spread": spread(rows),
+              "coupling": _subsections(coupling_check(rows, commit))}  # fmt: skip
     for name, body in blocks.items():
+        name = f"{block}-{name}" if block else name
         start, end = f"<!-- {name} (generated by baselines.py --table) -->\n", f"<!-- /{name} -->"
         i, j = text.find(start), text.find(end)
+        if (i < 0 or j < i) and name.endswith("coupling"):
+            continue
         if i < 0 or j < i:
             raise SystemExit(f"{doc}: no generated block {name!r} (markers {start.strip()} ... {end})")
         text = text[: i + len(start)] + body + text[j:]
@@ -442,6 +517,8 @@ def main() -> None:
                    help="leave out rows of another commit instead of marking them")
     p.add_argument("--fill", type=Path, default=None, metavar="DOC",
                    help="also rewrite DOC's generated blocks (docs/results.md) from --out")
+    p.add_argument("--block", default="", metavar="NAME",
+                   help="with --fill: the blocks NAME-headline, NAME-spread, NAME-coupling instead of headline, ...")
     args = p.parse_args()
     suffix = "_quick" if args.quick else ""
     out = args.out or OUT.with_name(f"baselines{suffix}.jsonl")
@@ -457,7 +534,7 @@ def main() -> None:
     text = tables(read(out), args.commit, args.same_commit)
     table_out.write_text(text)
     if args.fill:
-        fill(args.fill, read(out), args.commit, args.same_commit)
+        fill(args.fill, read(out), args.commit, args.same_commit, args.block)
     print(text)
 
 

@@ -104,3 +104,51 @@ def test_holm_family_is_the_table(baselines) -> None:
     )
     assert m >= 2 and (pair.p * m < stats.ALPHA) == ("better" in _verdict_line(text).split("|")[4])
     assert not math.isnan(pair.p)
+
+
+def _coupled(composite_shift: float, purity_shift: float = 0.0) -> list[dict]:
+    """plain and plain+sync over 8 seeds: purity and corrected consistency equal up to a tiny
+    per-seed wobble (well inside their margins, 0.02 and 0.05), unless `purity_shift`; the
+    composite of plain+sync = plain's + `composite_shift` (per-seed sd of the composite 0.01)."""
+    wobble = [0.001, -0.002, 0.0015, -0.001, 0.0005, -0.0005, 0.002, -0.0015]
+    composite = [0.20, 0.21, 0.19, 0.205, 0.195, 0.215, 0.185, 0.20]
+    out = []
+    for seed, (w, c) in enumerate(zip(wobble, composite)):
+        for cond, dc, dp in (("plain", 0.0, 0.0), ("plain+sync", composite_shift, purity_shift)):
+            row = _row(cond, seed, 0.95)
+            row["report"].update({"class_purity": 0.6 + dp + (w if dc or dp else 0.0),
+                                  "consistency_ari_corrected": 0.9 + (w if cond == "plain" else -w),
+                                  "interpretability": c + dc + w})  # fmt: skip
+            out.append(row)
+    return out
+
+
+def _check_line(baselines, rows: list[dict]) -> list[str]:
+    line = next(x for x in baselines.coupling_check(rows).splitlines() if x.startswith("| plain |"))
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
+def test_coupling_check_1c(baselines) -> None:
+    # primaries shown unchanged (TOST) and the composite unmoved: met
+    same = _check_line(baselines, _coupled(0.0))
+    assert same[2].startswith("equivalent") and same[3].startswith("equivalent") and same[-1] == "met"
+    spread = float(same[-2])
+    assert 0.008 < spread < 0.012  # the pooled seed-to-seed sd of the composite (0.0099)
+    # the same primaries, the composite lower by twice its spread: the check fails
+    fell = _check_line(baselines, _coupled(-2 * spread))
+    assert fell[-1].startswith("**NOT MET**")
+    # ... but by half its spread only: met (a fall inside the seed spread is allowed)
+    assert _check_line(baselines, _coupled(-0.5 * spread))[-1] == "met"
+    # a primary that is better keeps the pair in the check (a fortiori), one that is worse
+    # takes it out, one that is inconclusive leaves it undecided
+    better = _check_line(baselines, _coupled(-2 * spread, purity_shift=0.1))
+    assert better[2].startswith("better") and better[-1].startswith("**NOT MET**")
+    worse = _check_line(baselines, _coupled(-2 * spread, purity_shift=-0.1))
+    assert worse[2].startswith("worse") and worse[-1] == "n/a: a primary is worse"
+    unsure = _coupled(-2 * spread)
+    for r, d in zip(unsure[1::2], [0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01, -0.01]):
+        r["report"]["class_purity"] += d
+    assert _check_line(baselines, unsure)[-1] == "n/a (a primary inconclusive); **fell beyond its spread**"
+    # legacy rows (first composite only) give no check, not a wrong one
+    legacy = [baselines.upgrade({k: v for k, v in r.items() if k != "provenance"}) for r in _coupled(0.0)]
+    assert "No group" in baselines.coupling_check(legacy)
