@@ -414,6 +414,69 @@ def coupling_check(rows: list[dict], commit: str | None = None) -> str:
     return "\n\n".join(parts) + "\n" if parts else "No group has both a base condition and its +sync twin with the composite.\n"
 
 
+def _ranking_module():  # noqa: ANN202 (a script beside this one; docs/experiments is no package)
+    import importlib.util
+    import sys
+
+    if "composite_ranking" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("composite_ranking", HERE / "composite_ranking.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["composite_ranking"] = module  # before running it: its dataclasses look it up
+        spec.loader.exec_module(module)
+    return sys.modules["composite_ranking"]
+
+
+def ranking_check(rows: list[dict], commit: str | None = None) -> str:
+    """Issue 24 item 1b on this comparison: Kendall's τ-b between the composite's ranking and
+    each primary's (and between the primaries) over the conditions at kept accuracy (mean
+    accuracy at least plain's mean − 0.01, the tables' "acc within 1 pt of plain"), two ways:
+    each condition's mean over its seeds, and every net of those conditions. The check and its
+    two readings are composite_ranking.py's (`acceptance`); a primary's undefined value (NaN: a
+    degenerate partition) counts as 0 there and here."""
+    cr = _ranking_module()
+    rows, commit = select(rows, commit)
+    parts = []
+    for group in sorted({_group(r) for r in rows}):
+        rs = [r for r in rows if _group(r) == group and r["status"] != "diverged" and "report" in r]
+        keys = [k for k in PRIMARY if _values(rs, k, None)]
+        plain = _values([r for r in rs if r["condition"] == "plain"], "accuracy", None)
+        if not keys or not plain or not _values(rs, COMPOSITE, None):
+            continue
+        bar = statistics.fmean(plain) - 0.01
+        metrics = [COMPOSITE, *keys]
+
+        def value(r: dict, k: str) -> float:
+            v = r["report"].get(k)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            return float(v) if ok else (0.0 if k in cr.NO_CREDIT and k in r["report"] else math.nan)
+
+        kept_conds = [c for c in CONDITIONS
+                      if (acc := _values([r for r in rs if r["condition"] == c], "accuracy", None))
+                      and statistics.fmean(acc) >= bar]  # fmt: skip
+        means, nets = [], []
+        for c in kept_conds:
+            cr_rows = [r for r in rs if r["condition"] == c]
+            vals = {k: statistics.fmean(value(r, k) for r in cr_rows) for k in metrics}
+            means.append(cr.Condition(c, c, 0, c, statistics.fmean(_values(cr_rows, "accuracy", None)), vals))
+            nets += [cr.Condition(f"{c} seed {r['seed']}", c, r["seed"], str(r["seed"]), value(r, "accuracy"),
+                                  {k: value(r, k) for k in metrics}) for r in cr_rows]  # fmt: skip
+        lines = [f"### {_title(group)}", "",
+                 f"Conditions at kept accuracy (mean ≥ plain's {bar + 0.01:.4f} − 0.01): {', '.join(kept_conds)}.", "",
+                 *cr.tau_table([("condition means", means), ("every net of them", nets)], keys), ""]  # fmt: skip
+        for title, conds in (("condition means", means), ("every net", nets)):
+            checks, as_written, strict = cr.acceptance(*cr.taus(conds, keys))
+            lines += [f"The check over the {title} (n {len(conds)}): as written **{cr._word(as_written)}**, "
+                      f"strictly (τ ≥ {cr.TAU} with every primary) **{cr._word(strict)}**.", ""]  # fmt: skip
+            lines += [f"- {c.text}" for c in checks] + [""]
+        head = ["condition", *(cr.SHORT.get(k, k) for k in metrics)]
+        lines += ["Condition means and their ranks (1 = best):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rank = {k: cr.ranks(means, k) for k in metrics}
+        lines += [f"| {c.label} | " + " | ".join(f"{cr._v(c.values[k])} ({cr._r(rank[k].get(c.label))})" for k in metrics) + " |"
+                  for c in sorted(means, key=lambda c: rank[COMPOSITE].get(c.label, math.inf))]  # fmt: skip
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n" if parts else "No group has plain runs and the composite with a primary metric.\n"
+
+
 def spread(rows: list[dict]) -> str:
     """Run-to-run spread of the final test accuracy per group and condition (issue 15's
     measure, as `seed_spread.py`): mean, std, min, 95% t-interval; target std <= 0.01 and
@@ -449,7 +512,9 @@ def tables(rows: list[dict], commit: str | None = None, same_commit: bool = Fals
     one most rows carry) are marked in the headline, or left out with `same_commit`."""
     rows, commit = select(rows, commit, same_commit)
     parts = ["## Headline\n\n" + headline(rows, commit), "## Seed spread of test accuracy\n\n" + spread(rows),
-             "## Switching the coupling on (issue 24 item 1c)\n\n" + coupling_check(rows, commit), "## Every report key"]
+             "## Switching the coupling on (issue 24 item 1c)\n\n" + coupling_check(rows, commit),
+             "## The composite's ranking against the primaries' (issue 24 item 1b)\n\n" + ranking_check(rows, commit),
+             "## Every report key"]
     for group in sorted({_group(r) for r in rows}):
         rs = [r for r in rows if _group(r) == group]
         keys = sorted({k for r in rs for k, v in r.get("report", {}).items()
@@ -468,6 +533,9 @@ def tables(rows: list[dict], commit: str | None = None, same_commit: bool = Fals
     return "\n\n".join(parts) + "\n"
 
 
+OPTIONAL_BLOCKS = ("coupling", "ranking")
+
+
 def _subsections(text: str) -> str:
     return text.replace("\n### ", "\n#### ").replace("### ", "#### ", 1)
 
@@ -475,19 +543,21 @@ def _subsections(text: str) -> str:
 def fill(doc: Path, rows: list[dict], commit: str | None = None, same_commit: bool = False, block: str = "") -> None:
     """Rewrite the generated blocks of `doc` (docs/results.md) from `rows`: the text between
     `<!-- NAME (generated by baselines.py --table) -->` and `<!-- /NAME -->` for NAME in
-    headline, spread and coupling (issue 24 item 1c), each prefixed `block-` when `block` is
-    given (one set of rows per set of blocks: a rerun's rows beside the earlier ones). The
-    headline and spread blocks must be there; the coupling block is written where it is.
+    headline, spread, coupling (issue 24 item 1c) and ranking (item 1b), each prefixed
+    `block-` when `block` is given (one set of rows per set of blocks: a rerun's rows beside
+    the earlier ones). The headline and spread blocks must be there; the others
+    (`OPTIONAL_BLOCKS`) are written where they are.
     Everything else in `doc` (the prose that reads the tables) is kept."""
     text = doc.read_text()
     rows, commit = select(rows, commit, same_commit)
     blocks = {"headline": _subsections(headline(rows, commit)), "spread": spread(rows),
-              "coupling": _subsections(coupling_check(rows, commit))}  # fmt: skip
+              "coupling": _subsections(coupling_check(rows, commit)),
+              "ranking": _subsections(ranking_check(rows, commit))}  # fmt: skip
     for name, body in blocks.items():
         name = f"{block}-{name}" if block else name
         start, end = f"<!-- {name} (generated by baselines.py --table) -->\n", f"<!-- /{name} -->"
         i, j = text.find(start), text.find(end)
-        if (i < 0 or j < i) and name.endswith("coupling"):
+        if (i < 0 or j < i) and name.endswith(OPTIONAL_BLOCKS):
             continue
         if i < 0 or j < i:
             raise SystemExit(f"{doc}: no generated block {name!r} (markers {start.strip()} ... {end})")

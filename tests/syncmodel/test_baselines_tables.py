@@ -152,3 +152,27 @@ def test_coupling_check_1c(baselines) -> None:
     # legacy rows (first composite only) give no check, not a wrong one
     legacy = [baselines.upgrade({k: v for k, v in r.items() if k != "provenance"}) for r in _coupled(0.0)]
     assert "No group" in baselines.coupling_check(legacy)
+
+
+def test_ranking_check_1b_over_the_kept_conditions(baselines) -> None:
+    # four conditions that keep accuracy, ranked alike by the composite and both primaries,
+    # and one that loses it (left out, whatever its values)
+    rows = []
+    for rank, cond in enumerate(["plain", "spread", "gate", "outside", "icnn"]):
+        for seed in range(3):
+            row = _row(cond, seed, 0.95 if cond != "icnn" else 0.5)
+            v = 0.1 * (4 - rank) + 0.001 * seed
+            row["report"].update({"interpretability": v, "class_purity": v, "consistency_ari_corrected": v})
+            rows.append(row)
+    text = baselines.ranking_check(rows)
+    assert "plain, spread, gate, outside." in text  # icnn's mean accuracy misses plain's − 0.01
+    assert "| condition means | 4 | 1.000 (n 4" in text and "| every net of them | 12 |" in text
+    assert text.count("as written **pass**, strictly (τ ≥ 0.5 with every primary) **pass**") == 2
+    # the composite reversed: the check fails, and the ranks say why
+    for r in rows:
+        r["report"]["interpretability"] = 1 - r["report"]["interpretability"]
+    text = baselines.ranking_check(rows)
+    assert "| condition means | 4 | -1.000 (n 4" in text and "**FAIL**" in text
+    # an undefined consistency (a degenerate partition) ranks as 0, as composite_ranking.py does
+    rows[0]["report"]["consistency_ari_corrected"] = None
+    assert "No group" not in baselines.ranking_check(rows)
