@@ -106,7 +106,7 @@ def test_holm_family_is_the_table(baselines) -> None:
     assert not math.isnan(pair.p)
 
 
-def _coupled(composite_shift: float, purity_shift: float = 0.0) -> list[dict]:
+def _coupled(composite_shift: float, purity_shift: float = 0.0, acc_shift: float = 0.0) -> list[dict]:
     """plain and plain+sync over 8 seeds: purity and corrected consistency equal up to a tiny
     per-seed wobble (well inside their margins, 0.02 and 0.05), unless `purity_shift`; the
     composite of plain+sync = plain's + `composite_shift` (per-seed sd of the composite 0.01)."""
@@ -115,7 +115,7 @@ def _coupled(composite_shift: float, purity_shift: float = 0.0) -> list[dict]:
     out = []
     for seed, (w, c) in enumerate(zip(wobble, composite)):
         for cond, dc, dp in (("plain", 0.0, 0.0), ("plain+sync", composite_shift, purity_shift)):
-            row = _row(cond, seed, 0.95)
+            row = _row(cond, seed, 0.95 + (w if cond == "plain" else -w) + acc_shift * (cond != "plain"))
             row["report"].update({"class_purity": 0.6 + dp + (w if dc or dp else 0.0),
                                   "consistency_ari_corrected": 0.9 + (w if cond == "plain" else -w),
                                   "interpretability": c + dc + w})  # fmt: skip
@@ -131,7 +131,7 @@ def _check_line(baselines, rows: list[dict]) -> list[str]:
 def test_coupling_check_1c(baselines) -> None:
     # primaries shown unchanged (TOST) and the composite unmoved: met
     same = _check_line(baselines, _coupled(0.0))
-    assert same[2].startswith("equivalent") and same[3].startswith("equivalent") and same[-1] == "met"
+    assert all(same[i].startswith("equivalent") for i in (2, 3, 4)) and same[-1] == "met"  # accuracy, 2 primaries
     spread = float(same[-2])
     assert 0.008 < spread < 0.012  # the pooled seed-to-seed sd of the composite (0.0099)
     # the same primaries, the composite lower by twice its spread: the check fails
@@ -142,9 +142,12 @@ def test_coupling_check_1c(baselines) -> None:
     # a primary that is better keeps the pair in the check (a fortiori), one that is worse
     # takes it out, one that is inconclusive leaves it undecided
     better = _check_line(baselines, _coupled(-2 * spread, purity_shift=0.1))
-    assert better[2].startswith("better") and better[-1].startswith("**NOT MET**")
+    assert better[3].startswith("better") and better[-1].startswith("**NOT MET**")
     worse = _check_line(baselines, _coupled(-2 * spread, purity_shift=-0.1))
-    assert worse[2].startswith("worse") and worse[-1] == "n/a: a primary is worse"
+    assert worse[3].startswith("worse") and worse[-1] == "n/a (a primary worse); **fell beyond its spread**"
+    # accuracy lost: the composite's accuracy factor may fall with it, so no check
+    lost = _check_line(baselines, _coupled(-2 * spread, acc_shift=-0.05))
+    assert lost[2].startswith("worse") and lost[-1] == "n/a (accuracy worse); **fell beyond its spread**"
     unsure = _coupled(-2 * spread)
     for r, d in zip(unsure[1::2], [0.04, -0.04, 0.03, -0.03, 0.02, -0.02, 0.01, -0.01]):
         r["report"]["class_purity"] += d
