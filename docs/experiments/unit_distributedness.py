@@ -10,6 +10,7 @@ alone and the free neurons' alone, with the same responses and modules the evalu
 (checked: the script's D_u must equal the report's).
 
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/unit_distributedness.py --seeds 0 1 2 3 4 5 6 7
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/unit_distributedness.py --table   # the table of docs/results.md §2b
 
 Writes docs/experiments/unit_distributedness.json (one row per net, with provenance) and
 prints the paired table (+sync − base, mean and 95% t-interval over the seeds).
