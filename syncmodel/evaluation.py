@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from syncmodel.data import DataBundle, Split
 from syncmodel.errors import ConfigError
 from syncmodel.metrics import (
+    between_module_distributedness,
     class_means,
     class_selectivity,
     distributedness,
@@ -56,7 +57,7 @@ LAYER_KEYS = (
     "selectivity", "mis", "mis_chance", "mis_above_chance", "effective_neurons", "distributedness",
     "modules", "coverage", "module_size", "largest_module", "sync_steps", "epsilon",
     "consistency_ari", "consistency_ari_null", "consistency_ari_corrected", "consistency_nmi",
-    "effective_units", "module_distributedness", "within_corr", "between_corr", "specificity",
+    "effective_units", "module_distributedness", "between_module_distributedness", "within_corr", "between_corr", "specificity",
     "class_purity", "ablation_own_drop", "ablation_other_drop",
     "ablation_own_drop_beyond_random", "ablation_other_drop_beyond_random", "interpretability",
     "interpretability_v1",
@@ -262,9 +263,11 @@ def _layer_modules(
         consistency_ari_null=corrected["null_quantile"],
         consistency_ari_corrected=corrected["corrected"],
         consistency_nmi=cons["nmi"],
-        # distributedness between functional units: a module counts once (docs/design.md §1.4)
+        # distributedness between functional units: a module counts once (docs/design.md §1.4);
+        # between the modules alone: the composite's (a neuron joining a module costs nothing)
         effective_units=effective_units(responses, modules),
         module_distributedness=module_distributedness(responses, modules, num_classes),
+        between_module_distributedness=between_module_distributedness(responses, modules, num_classes),
         **spec,
     )
     nan = math.nan
@@ -297,7 +300,7 @@ def _layer_modules(
     )  # fmt: skip
     rep["interpretability"] = interpretability(
         scores,
-        distributedness=rep["module_distributedness"],
+        distributedness=rep["between_module_distributedness"],
         consistency=corrected["corrected"],
         **common,
     )

@@ -39,6 +39,7 @@ MARGINS: dict[str, float] = {
     "class_purity": 0.02,
     "distributedness": 0.01,  # one effective neuron in 64 is 0.016
     "module_distributedness": 0.05,  # half an effective unit in K - 1 = 9
+    "between_module_distributedness": 0.05,  # the same, counted between modules
     "ablation_own_drop_beyond_random": 0.01,  # one point of a class's accuracy
     "spread": 0.05,  # the focus loss moves it by ~0.3 (digits)
     "interpretability": 0.01,

@@ -187,7 +187,7 @@ HEADLINE = {
     "unique_parts_calibrated": "higher", "detector_iou": "higher", "selectivity": "higher",
     "mis_above_chance": "higher", "modules": None, "consistency_ari": "higher",
     "consistency_ari_corrected": "higher", "class_purity": "higher", "largest_module": None,
-    "distributedness": "higher", "module_distributedness": "higher",
+    "distributedness": "higher", "module_distributedness": "higher", "between_module_distributedness": "higher",
     "ablation_own_drop_beyond_random": "higher", "spread": "lower", "interpretability": "higher",
     "interpretability_v1": "higher",
 }  # fmt: skip

@@ -58,6 +58,7 @@ METRICS: dict[str, MetricInfo] = {
     "distributedness": _ev("max", "effective_neurons / neurons: 1/C for clones, ~1 for independent neurons"),
     "effective_units": _ev("max", "participation ratio over functional units (a Sync module counts once)"),
     "module_distributedness": _ev("max", "min(1, effective_units / (classes - 1)): distributed over enough distinct units"),
+    "between_module_distributedness": _ev("max", "min(1, PR of the modules alone / (classes - 1)): the composite's distributedness"),
     "modules": _ev("max", "functional modules found by Sync clustering"),
     "coverage": _ev("max", "fraction of neurons in a module of >= 2"),
     "largest_module": _ev("min", "share of the neurons in the largest module"),

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from syncmodel.metrics.detectors import PartDetectors, part_detectors, unit_thresholds
 from syncmodel.metrics.distributed import (
+    between_module_distributedness,
     distributedness,
     effective_neurons,
     effective_units,
     module_distributedness,
+    module_responses,
     unit_responses,
 )
 from syncmodel.metrics.focus import peak_mass, spatial_entropy, spatial_spread
@@ -43,6 +45,7 @@ from syncmodel.metrics.semantic import class_means, class_selectivity, mis, mis_
 __all__ = [
     "PartDetectors",
     "accuracy_gain",
+    "between_module_distributedness",
     "class_means",
     "class_selectivity",
     "distributedness",
@@ -64,6 +67,7 @@ __all__ = [
     "module_consistency",
     "module_consistency_corrected",
     "module_distributedness",
+    "module_responses",
     "module_specificity",
     "neuron_scores",
     "part_detectors",

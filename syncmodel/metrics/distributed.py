@@ -58,34 +58,48 @@ def distributedness(responses: Tensor, min_std: float = 1e-6) -> float:
     return effective_neurons(responses, min_std) / c if c else 0.0
 
 
+def _standardised(responses: Tensor, min_std: float) -> tuple[Tensor, Tensor]:
+    """Centred responses scaled to unit norm per neuron (N, C) float64, and which neurons are
+    live (std above `min_std` times the largest)."""
+    r = torch.as_tensor(responses).to(torch.float64)
+    z = r - r.mean(0)
+    std = z.norm(dim=0)
+    top = float(std.max()) if std.numel() else 0.0
+    live = std > min_std * top if top > 0 else std > 0
+    return z / std.clamp_min(1e-300), live
+
+
+def module_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
+    """One column per Sync module with a live member: the mean of its live members'
+    standardised responses (the Sync descriptor's standardisation, docs/design.md §1.2, so
+    every member weighs the same). (N, M) float64; (N, 0) when the layer has no module."""
+    z, live = _standardised(responses, min_std)
+    mods = torch.as_tensor(modules).long()
+    cols = []
+    for m in torch.unique(mods[mods >= 0]).tolist():
+        members = live & (mods == m)
+        if members.any():
+            cols.append(z[:, members].mean(1))
+    return torch.stack(cols, 1) if cols else z.new_zeros(z.shape[0], 0)
+
+
 def unit_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
     """The layer's functional units: one column per Sync module, one per unsynchronised live neuron.
 
-    A module's column is the mean of its live members' standardised responses (the same
-    standardisation as the Sync descriptor, docs/design.md §1.2, so every member weighs the
-    same); an unsynchronised neuron (-1) is its own unit. Constant and dead neurons (std <=
-    `min_std` times the largest, as in `effective_neurons`) belong to no unit.
+    An unsynchronised neuron (-1) is its own unit (its standardised response), first; then the
+    modules (`module_responses`). Constant and dead neurons (std <= `min_std` times the
+    largest, as in `effective_neurons`) belong to no unit.
 
     Args:
         responses: (N, C) per-image responses.
         modules: (C,) module ids, -1 = unsynchronised.
         min_std: relative floor below which a neuron counts as constant.
     Returns:
-        (N, U) float64, U = modules with a live member + live unsynchronised neurons.
+        (N, U) float64, U = live unsynchronised neurons + modules with a live member.
     """
-    r = torch.as_tensor(responses).to(torch.float64)
-    mods = torch.as_tensor(modules).long()
-    z = r - r.mean(0)
-    std = z.norm(dim=0)
-    top = float(std.max()) if std.numel() else 0.0
-    live = std > min_std * top if top > 0 else std > 0
-    z = z / std.clamp_min(1e-300)
-    cols = [z[:, i] for i in (live & (mods < 0)).nonzero()[:, 0].tolist()]
-    for m in torch.unique(mods[mods >= 0]).tolist():
-        members = live & (mods == m)
-        if members.any():
-            cols.append(z[:, members].mean(1))
-    return torch.stack(cols, 1) if cols else r.new_zeros(r.shape[0], 0)
+    z, live = _standardised(responses, min_std)
+    free = z[:, live & (torch.as_tensor(modules).long() < 0)]
+    return torch.cat([free, module_responses(responses, modules, min_std)], 1)
 
 
 def effective_units(responses: Tensor, modules: Tensor) -> float:
@@ -122,3 +136,29 @@ def module_distributedness(responses: Tensor, modules: Tensor, num_classes: int)
         float in [0, 1].
     """
     return min(1.0, effective_units(responses, modules) / max(num_classes - 1, 1))
+
+
+def between_module_distributedness(responses: Tensor, modules: Tensor, num_classes: int) -> float:
+    """`min(1, PR(modules) / (K - 1))`: how distinct the layer's Sync modules are from each other.
+
+    The composite's distributedness (docs/design.md §1.4). `module_distributedness` counts
+    every unsynchronised neuron as a unit of its own, so a neuron that synchronises into a
+    module it already resembled costs it a unit: the coupling, which draws most free neurons
+    into modules, lowered it in every digits pair where it kept accuracy while the modules
+    themselves were as distinct as before (docs/results.md §2b). Here only the modules count
+    (`module_responses`: each once, whatever its size), so the one invariance the paper's
+    mechanism needs holds: a neuron joining a module it responds like leaves the score
+    (nearly) unchanged, as it barely moves the module's mean. The yardstick is still the
+    task's K - 1 (see `module_distributedness`): one module of everything, or 64 clones in
+    one module, score 1/(K - 1). A layer without any module has no functional units to be
+    distributed over and scores 0, as its module term does ("no credit", like an undefined
+    consistency).
+
+    Args:
+        responses: (N, C) per-image responses.
+        modules: (C,) module ids of the same neurons (-1 = unsynchronised).
+        num_classes: K.
+    Returns:
+        float in [0, 1].
+    """
+    return min(1.0, effective_neurons(module_responses(responses, modules)) / max(num_classes - 1, 1))

@@ -7,7 +7,7 @@ chance, how distributed the layer is, and an additive mix of a neuron term
 held-out class-pure modules that are not one giant module). The two versions share that form
 and differ in two factors: v1 counted distributedness between neurons (so synchronisation, the
 paper's mechanism, counted as redundancy) and credited raw ARI (which chance inflates for few,
-large modules); the current one counts it between functional units, against the task's K - 1,
+large modules); the current one counts it between the Sync modules, against the task's K - 1,
 and credits consistency beyond a size-matched chance null.
 """
 
@@ -69,7 +69,7 @@ def interpretability(
     accuracy: float | None = None,
     chance: float | None = None,
 ) -> float:
-    """Composite `I = A * D_u * (mean_c s_c + coverage * Ĉ * purity * (1 - largest)) / 2`.
+    """Composite `I = A * D_m * (mean_c s_c + coverage * Ĉ * purity * (1 - largest)) / 2`.
 
     The paper's claims, each a factor or term in [0, 1] (docs/design.md §1.4):
     - focused, part-stable, class-specific neurons: the neuron term `mean_c s_c`
@@ -80,9 +80,9 @@ def interpretability(
       Hubert & Arabie 1985, beyond the 95% point of partitions with the same module sizes)
       times held-out class purity (`heldout_specificity`) times `1 - largest` (one module of
       everything earns nothing however consistent);
-    - a representation that stays distributed: `D_u` (`module_distributedness`): effective
-      functional units (Sync modules and unsynchronised neurons, each once; participation
-      ratio, Gao et al. 2017) over K - 1, capped at 1;
+    - a representation that stays distributed: `D_m` (`between_module_distributedness`): the
+      effective number of distinct Sync modules (each once; participation ratio, Gao et al.
+      2017) over K - 1, capped at 1; 0 for a layer without a module;
     - of a working classifier: `A = (acc - chance) / (1 - chance)` (`accuracy_gain`).
 
     Derivation. Collapse must not raise the score, and synchrony must not lower it. v1 used
@@ -93,17 +93,24 @@ def interpretability(
     modules have PR k, as k distinct neurons do. Normalising by the number of units instead
     would let one giant module (1 unit, PR 1) score D = 1; normalising by C brings the
     synchrony penalty back. The remaining yardstick is the task: K classes need K - 1
-    distinct directions, so D_u = min(1, PR_units / (K - 1)) — a floor that collapse
+    distinct directions, so D = min(1, PR / (K - 1)) — a floor that collapse
     (clones, one giant module, dead or constant layers) falls below, and beyond which more
     independent units (or independent noise) earn nothing, so D no longer dominates the
-    ranking of working nets. With raw `max(0, ARI)`, consistency earned chance credit that
-    grows as modules get fewer and larger; `Ĉ` does not. A and D_u are factors, as in v1, so
-    they gate both terms; the terms are averaged so that a plain net with few modules still
-    gets credit for its neurons.
+    ranking of working nets. Counting each unsynchronised neuron as a unit as well (`D_u`,
+    `module_distributedness`, this composite's factor until the 16-seed digits rerun) still
+    charged synchrony: a neuron drawn into a module it resembles is one unit fewer, and the
+    coupling draws almost every free neuron in (digits: about 30 per net become about 2), so
+    D_u fell in every coupled pair that kept accuracy while the modules alone were as distinct
+    as before (docs/results.md §2b). D_m counts the modules alone, so a neuron joining a module
+    it responds like leaves it nearly unchanged; a layer with no module has no functional
+    units and gets 0, as its module term does. With raw `max(0, ARI)`, consistency earned
+    chance credit that grows as modules get fewer and larger; `Ĉ` does not. A and D_m are
+    factors, as in v1, so they gate both terms; the terms are averaged so that a net whose
+    modules are few or small still gets credit for its neurons.
 
     Args:
         scores: (C,) `neuron_scores` of all neurons of the layer (dead ones included, as 0).
-        distributedness: `module_distributedness(responses, modules, K)` in [0, 1].
+        distributedness: `between_module_distributedness(responses, modules, K)` in [0, 1].
         coverage: fraction of neurons in a module (of >= 2 neurons).
         consistency: `module_consistency_corrected(...)["corrected"]` (NaN: degenerate).
         purity: mean held-out module class purity (`heldout_specificity`, 0..1).

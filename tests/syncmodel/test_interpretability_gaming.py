@@ -70,7 +70,7 @@ class _Constructed(nn.Module):
 
 # composite -> (its function, the report keys of its distributedness and consistency)
 COMPOSITES = {
-    "interpretability": (interpretability, "module_distributedness", "consistency_ari_corrected"),
+    "interpretability": (interpretability, "between_module_distributedness", "consistency_ari_corrected"),
     "interpretability_v1": (interpretability_v1, "distributedness", "consistency_ari"),
 }
 Scores = dict[str, tuple[float, float]]

@@ -68,6 +68,9 @@ def test_synchronised_modules_score_no_lower_than_distinct_neurons() -> None:
     assert distinct["modules"] < K  # distinct members do not synchronise
     assert synced["interpretability"] >= distinct["interpretability"] - ROUNDING
     assert synced["module_distributedness"] == distinct["module_distributedness"] == 1.0
+    # the composite's distributedness counts the modules alone: K one-hot class modules are
+    # K - 1 = 3 effective ones (1.0); the distinct layer has fewer modules to count
+    assert synced["between_module_distributedness"] == 1.0 >= distinct["between_module_distributedness"]
     # the first composite penalised exactly this: K modules of PER identical neurons count as
     # K of C neurons in its distributedness
     assert synced["distributedness"] < distinct["distributedness"]

@@ -10,6 +10,7 @@ import torch
 
 from syncmodel.metrics import (
     accuracy_gain,
+    between_module_distributedness,
     distributedness,
     effective_units,
     interpretability,
@@ -121,3 +122,36 @@ def test_unsynchronised_neurons_are_units_and_dead_ones_are_not() -> None:
     # (each r ~ N(0, 1/N): sum of 20 off-diagonal r^2 about 20/N = 0.01 → PR about 25/5.01)
     assert effective_units(responses, none) == pytest.approx(5.0, rel=0.01)
     assert module_distributedness(responses, none, 4) == 1.0
+
+
+def test_between_modules_counts_the_modules_alone() -> None:
+    responses, modules = _modules_of_identical_neurons(k=4, per=8)
+    # the 4 one-hot class modules: PR about K - 1 = 3, so 1, as D_u
+    assert between_module_distributedness(responses, modules, 4) == 1.0
+    # one module of 64 clones: 1 / (K - 1); no module at all: no functional unit, 0
+    clones, _ = _modules_of_identical_neurons(k=1, per=64)
+    assert between_module_distributedness(clones, torch.zeros(64, dtype=torch.long), 10) == pytest.approx(1 / 9)
+    free = torch.randn(500, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert between_module_distributedness(free, torch.full((6,), -1), 4) == 0.0
+    assert module_distributedness(free, torch.full((6,), -1), 4) == 1.0  # D_u: six units
+
+
+def test_a_neuron_synchronising_into_a_module_costs_nothing_between_modules() -> None:
+    # 9 modules of 4 neurons, each module a noisy copy of one independent signal, and one more
+    # neuron: before the coupling it follows a signal of its own and is free (a unit of its
+    # own for D_u); after, it follows module 0's signal and is synchronised into it — what the
+    # coupling did to about 28 neurons per digits net. D_u loses that unit (PR about 10 → 9, of
+    # K - 1 = 11: no cap); between modules nothing changes but module 0's mean, by one member
+    # of five (the modules' PR moves by a few hundredths of a unit).
+    g = torch.Generator().manual_seed(0)
+    n, k, per = 2000, 9, 4
+    signals = torch.randn(n, k + 1, generator=g, dtype=torch.float64)
+    members = signals[:, :k].repeat_interleave(per, 1) + 0.3 * torch.randn(n, k * per, generator=g, dtype=torch.float64)
+    noise = 0.3 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    modules = torch.arange(k).repeat_interleave(per)
+    before = torch.cat([members, signals[:, k:] + noise], 1), torch.cat([modules, torch.tensor([-1])])
+    after = torch.cat([members, signals[:, :1] + noise], 1), torch.cat([modules, torch.tensor([0])])
+    d_u = [module_distributedness(r, m, 12) for r, m in (before, after)]
+    assert d_u[0] - d_u[1] > 0.5 / 11  # at least half a unit of 11 lost
+    d_m = [between_module_distributedness(r, m, 12) for r, m in (before, after)]
+    assert d_m[0] == pytest.approx(d_m[1], abs=0.1 / 11)  # under a tenth of a unit
