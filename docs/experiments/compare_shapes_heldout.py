@@ -153,6 +153,17 @@ def part(split: Any, start: int, stop: int) -> Any:
     return Split(split.images[start:stop], split.labels[start:stop], cut(split.landmarks), cut(split.part_masks))
 
 
+def evaluate_kwargs(config: Any, bundle: Any) -> dict[str, Any]:
+    """`syncmodel.evaluation.evaluate`'s settings as the trial's evaluation used them
+    (pipeline.evaluation: the trained epsilon, `config.seed`, default settings), on the CPU."""
+    from pipeline.evaluation import trained_epsilon
+
+    return dict(
+        max_images=None, epsilon=trained_epsilon(config), seed=config.seed, num_classes=bundle.num_classes,
+        image_size=bundle.image_size, part_names=bundle.part_names or None, device="cpu",
+    )  # fmt: skip
+
+
 def measure(
     model: Any, layers: list[str], config: Any, bundle: Any, split: str, first: int
 ) -> tuple[dict, dict, int, int, list[tuple[int, dict]]]:
@@ -162,13 +173,9 @@ def measure(
     selection was on test, all of them otherwise); and on up to `BLOCKS` consecutive blocks of
     `first` of those. Returns (selection report, held-out report, first held-out index,
     held-out image count, [(block's first index, its report)])."""
-    from pipeline.evaluation import trained_epsilon
     from syncmodel.evaluation import evaluate
 
-    kwargs = dict(
-        max_images=None, epsilon=trained_epsilon(config), seed=config.seed, num_classes=bundle.num_classes,
-        image_size=bundle.image_size, part_names=bundle.part_names or None, device="cpu",
-    )  # fmt: skip
+    kwargs = evaluate_kwargs(config, bundle)
     selected, _ = evaluate(model, part(getattr(bundle, split), 0, first), layers, **kwargs)
     start = first if split == "test" else 0
     held, _ = evaluate(model, part(bundle.test, start, len(bundle.test)), layers, **kwargs)

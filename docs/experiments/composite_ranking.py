@@ -361,8 +361,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(have) if have else math.nan
 
 
-def section(rows: list[dict], top: int = TOP, smoke: bool = False) -> str:
-    """The results.md section (without its markers)."""
+def section(rows: list[dict], top: int = TOP, smoke: bool = False, remeasured: str | None = None) -> str:
+    """The results.md section (without its markers). `remeasured`: a note that the rows'
+    composite was re-measured with later code (composite_remeasure.py), which heads the section."""
     counts = recorded(rows)
     finished = sum(r["status"] == "ok" for r in rows)
     primaries = [p for p in PRIMARIES if counts[p]]
@@ -371,9 +372,13 @@ def section(rows: list[dict], top: int = TOP, smoke: bool = False) -> str:
     conds = [condition(r, primaries) for r in keep]
     best = [condition(r, primaries) for r in best_settings(keep)]
     arms = _arm_order(rows)
+    title = "## The composite against the primary metrics (issue 24)"
+    if remeasured:
+        title = "## The current composite against the primary metrics, re-measured (issue 24)"
     out = [
-        "## The composite against the primary metrics (issue 24)" + (" — SMOKE FORM, not a result" if smoke else ""),
+        title + (" — SMOKE FORM, not a result" if smoke else ""),
         "",
+        *([f"**{remeasured}**", ""] if remeasured else []),
         f"`docs/experiments/{SCRIPT}` from the comparison's trials (`docs/experiments/compare-shapes/{TRIALS_FILE}`, "
         "collected by `compare_shapes.py --collect`). Issue 24 asks that, across the comparison's conditions at kept "
         f"accuracy, Kendall's τ between the composite's ranking and the ranking by each primary metric be at least {TAU}; "
