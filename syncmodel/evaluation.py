@@ -372,7 +372,7 @@ def evaluate(
     half (within_corr, between_corr, specificity, class_purity are these held-out values),
     ablation (raw and beyond a size-matched random ablation), and the composite
     `interpretability` score (`syncmodel.metrics.score.interpretability`: distributedness
-    between functional units, consistency beyond a size-matched null) beside its first
+    between the Sync modules, consistency beyond a size-matched null) beside its first
     version `interpretability_v1`.
 
     Args:
@@ -495,7 +495,7 @@ def interpretability_estimate(
     a cheap per-epoch signal for a scheduler (reported as `interp_estimate`).
 
     The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness
-    between functional units, neuron scores, Sync modules with their chance-corrected held-out
+    between the Sync modules, neuron scores, Sync modules with their chance-corrected held-out
     consistency and purity), computed on a
     small fixed sample instead of `evaluate`'s `max_images`, and only the parts the composite
     reads (`evaluate(composite_only=True)`: no module ablation, focus maps, MIS, location

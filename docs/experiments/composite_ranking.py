@@ -361,6 +361,13 @@ def _median(values: list[float]) -> float:
     return statistics.median(have) if have else math.nan
 
 
+def _as_recorded(rows: list[dict]) -> str:
+    """Which code's composite the trials recorded: their commits (a later composite may differ;
+    composite_remeasure.py re-measures it)."""
+    commits = sorted({(r.get("commit") or "unknown")[:7] for r in rows if r["status"] == "ok"})
+    return f", as the trials recorded it (commit {', '.join(commits)}: the composite of that code)" if commits else ""
+
+
 def section(rows: list[dict], top: int = TOP, smoke: bool = False, remeasured: str | None = None) -> str:
     """The results.md section (without its markers). `remeasured`: a note that the rows'
     composite was re-measured with later code (composite_remeasure.py), which heads the section."""
@@ -388,7 +395,8 @@ def section(rows: list[dict], top: int = TOP, smoke: bool = False, remeasured: s
         "Metrics, each recorded per trial in the study's `trials.parquet` (the trial's evaluation: `syncmodel.evaluate` on "
         "the first `evaluation.max_images` images of the test split):",
         "",
-        f"- the composite: `{COMPOSITE}` (docs/design.md §1.4), higher is better;",
+        f"- the composite: `{COMPOSITE}` (docs/design.md §1.4), higher is better"
+        + ("" if remeasured else _as_recorded(rows)) + ";",
     ]
     for p, (mode, meaning) in PRIMARIES.items():
         where = (f"recorded in {counts[p]} of {finished} finished trials" if counts[p]
