@@ -25,24 +25,43 @@ def baselines():  # noqa: ANN201 (a module loaded from a path)
 def test_results_md_tables_are_regenerated_from_the_rows(baselines, tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     shutil.copy(ROOT / "docs" / "results.md", doc)
-    legacy, rerun = baselines.read(HERE / "baselines.jsonl"), baselines.read(HERE / "baselines_digits_rerun.jsonl")
+    legacy = baselines.read(HERE / "baselines.jsonl")
+    rerun, before = (baselines.read(HERE / f"{name}.jsonl") for name in RERUNS)
     baselines.fill(doc, legacy)
     baselines.fill(doc, rerun, same_commit=True, block="digits-rerun")
+    baselines.fill(doc, before, same_commit=True, block="digits-du")
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md's generated tables differ from baselines.py's output: rerun "
-        "baselines.py --table --fill docs/results.md (and --block digits-rerun; docs/results.md §2b)"
+        "baselines.py --table --fill docs/results.md (and the --block fills of docs/results.md §2b)"
     )
     assert baselines.tables(legacy) == (HERE / "baselines.md").read_text()
-    assert baselines.tables(rerun, same_commit=True) == (HERE / "baselines_digits_rerun.md").read_text()
+    for name, rows in zip(RERUNS, (rerun, before)):
+        assert baselines.tables(rows, same_commit=True) == (HERE / f"{name}.md").read_text()
 
 
-def test_the_rerun_is_one_commit_with_provenance(baselines) -> None:
-    rows = baselines.read(HERE / "baselines_digits_rerun.jsonl")
+RERUNS = ("baselines_digits_rerun", "baselines_digits_rerun_440a3c8")
+
+
+@pytest.mark.parametrize("name", RERUNS)
+def test_a_rerun_is_one_commit_with_provenance(baselines, name: str) -> None:
+    rows = baselines.read(HERE / f"{name}.jsonl")
     assert {baselines.commit_of(r) for r in rows} != {baselines.LEGACY}
     assert len({baselines.commit_of(r) for r in rows}) == 1
     assert all({"commit", "torch", "device", "data"} <= set(r["provenance"]) for r in rows)
     seeds = {c: sorted(r["seed"] for r in rows if r["condition"] == c) for c in baselines.CONDITIONS}
     assert all(s == list(range(16)) for s in seeds.values())  # every condition, the 16 seeds chosen
+
+
+def test_the_two_reruns_are_the_same_nets_scored_twice(baselines) -> None:
+    # docs/results.md §2b: the 440a3c8 rows and the current ones differ only in the composite
+    # (and the key it now reads, and the evaluation's wall time): the same nets, deterministic
+    rerun, before = ({(r["condition"], r["seed"]): r["report"] for r in baselines.read(HERE / f"{n}.jsonl")} for n in RERUNS)
+    assert rerun.keys() == before.keys()
+    apart = {"interpretability", "between_module_distributedness", "eval_seconds"}
+    for key, report in rerun.items():
+        assert {k: v for k, v in report.items() if k not in apart} == {
+            k: v for k, v in before[key].items() if k not in apart
+        }, key
 
 
 def test_unit_distributedness_table_is_the_scripts_output() -> None:
