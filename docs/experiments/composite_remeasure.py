@@ -63,6 +63,9 @@ shapes = _sibling("compare_shapes")
 heldout = _sibling("compare_shapes_heldout")
 ranking = _sibling("composite_ranking")
 Refusal = ranking.Refusal
+# compare_shapes refuses with the Refusal of the composite_ranking it loaded, which a test
+# session may have loaded apart from ours: both are bad input
+REFUSALS = tuple({Refusal, shapes.Refusal})
 
 
 def _number(v: Any) -> float:
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             fill(args.results, ranking.read_trials(out), json.loads(meta_file.read_text()), ranking.is_smoke(args.data))
         if args.folder is None and not args.fill:
             raise Refusal("nothing to do: give the comparison folder, or --fill")
-    except Refusal as exc:
+    except REFUSALS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
