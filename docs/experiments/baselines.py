@@ -432,40 +432,56 @@ def _ranking_module():  # noqa: ANN202 (a script beside this one; docs/experimen
     return sys.modules["composite_ranking"]
 
 
+def ranking_conditions(rs: list[dict]) -> tuple[list[str], float, list, list] | None:
+    """One group's rows as item 1b's two sets of conditions: the conditions at kept accuracy
+    (mean accuracy at least plain's mean − 0.01, the tables' "acc within 1 pt of plain"), each
+    condition's mean over its seeds, and every net of those conditions (composite_ranking's
+    `Condition`s, with the composite and the primaries the rows carry). None when the group has
+    no plain runs, no composite or no primary. A primary's undefined value (NaN: a degenerate
+    partition) counts as 0, as in composite_ranking.py."""
+    cr = _ranking_module()
+    rs = [r for r in rs if r["status"] != "diverged" and "report" in r]
+    keys = [k for k in PRIMARY if _values(rs, k, None)]
+    plain = _values([r for r in rs if r["condition"] == "plain"], "accuracy", None)
+    if not keys or not plain or not _values(rs, COMPOSITE, None):
+        return None
+    bar = statistics.fmean(plain) - 0.01
+    metrics = [COMPOSITE, *keys]
+
+    def value(r: dict, k: str) -> float:
+        v = r["report"].get(k)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else (0.0 if k in cr.NO_CREDIT and k in r["report"] else math.nan)
+
+    kept_conds = [c for c in CONDITIONS
+                  if (acc := _values([r for r in rs if r["condition"] == c], "accuracy", None))
+                  and statistics.fmean(acc) >= bar]  # fmt: skip
+    means, nets = [], []
+    for c in kept_conds:
+        cr_rows = [r for r in rs if r["condition"] == c]
+        vals = {k: statistics.fmean(value(r, k) for r in cr_rows) for k in metrics}
+        means.append(cr.Condition(c, c, 0, c, statistics.fmean(_values(cr_rows, "accuracy", None)), vals))
+        nets += [cr.Condition(f"{c} seed {r['seed']}", c, r["seed"], str(r["seed"]), value(r, "accuracy"),
+                              {k: value(r, k) for k in metrics}) for r in cr_rows]  # fmt: skip
+    return kept_conds, bar, means, nets
+
+
 def ranking_check(rows: list[dict], commit: str | None = None) -> str:
     """Issue 24 item 1b on this comparison: Kendall's τ-b between the composite's ranking and
-    each primary's (and between the primaries) over the conditions at kept accuracy (mean
-    accuracy at least plain's mean − 0.01, the tables' "acc within 1 pt of plain"), two ways:
-    each condition's mean over its seeds, and every net of those conditions. The check and its
-    two readings are composite_ranking.py's (`acceptance`); a primary's undefined value (NaN: a
-    degenerate partition) counts as 0 there and here."""
+    each primary's (and between the primaries) over the conditions at kept accuracy
+    (`ranking_conditions`), two ways: each condition's mean over its seeds, and every net of
+    those conditions. The check and its two readings are composite_ranking.py's
+    (`acceptance`)."""
     cr = _ranking_module()
     rows, commit = select(rows, commit)
     parts = []
     for group in sorted({_group(r) for r in rows}):
-        rs = [r for r in rows if _group(r) == group and r["status"] != "diverged" and "report" in r]
-        keys = [k for k in PRIMARY if _values(rs, k, None)]
-        plain = _values([r for r in rs if r["condition"] == "plain"], "accuracy", None)
-        if not keys or not plain or not _values(rs, COMPOSITE, None):
+        found = ranking_conditions([r for r in rows if _group(r) == group])
+        if found is None:
             continue
-        bar = statistics.fmean(plain) - 0.01
+        kept_conds, bar, means, nets = found
+        keys = [k for k in means[0].values if k != COMPOSITE]
         metrics = [COMPOSITE, *keys]
-
-        def value(r: dict, k: str) -> float:
-            v = r["report"].get(k)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            return float(v) if ok else (0.0 if k in cr.NO_CREDIT and k in r["report"] else math.nan)
-
-        kept_conds = [c for c in CONDITIONS
-                      if (acc := _values([r for r in rs if r["condition"] == c], "accuracy", None))
-                      and statistics.fmean(acc) >= bar]  # fmt: skip
-        means, nets = [], []
-        for c in kept_conds:
-            cr_rows = [r for r in rs if r["condition"] == c]
-            vals = {k: statistics.fmean(value(r, k) for r in cr_rows) for k in metrics}
-            means.append(cr.Condition(c, c, 0, c, statistics.fmean(_values(cr_rows, "accuracy", None)), vals))
-            nets += [cr.Condition(f"{c} seed {r['seed']}", c, r["seed"], str(r["seed"]), value(r, "accuracy"),
-                                  {k: value(r, k) for k in metrics}) for r in cr_rows]  # fmt: skip
         lines = [f"### {_title(group)}", "",
                  f"Conditions at kept accuracy (mean ≥ plain's {bar + 0.01:.4f} − 0.01): {', '.join(kept_conds)}.", "",
                  *cr.tau_table([("condition means", means), ("every net of them", nets)], keys), ""]  # fmt: skip
