@@ -1,0 +1,250 @@
+"""Issue 24 item 1b, a sensitivity analysis: how much of the composite's disagreement with the
+primary metrics comes from its distributedness factor's yardstick.
+
+The composite is `I = A * D_m * (neuron term + module term) / 2` with
+`D_m = min(1, PR / (K - 1))`, PR the effective number of distinct Sync modules and K the
+number of classes (syncmodel/metrics/score.py, docs/design.md §1.4). Because D_m is a factor,
+the composite with another yardstick L is exact arithmetic on a row's recorded values:
+
+    I_L = I * min(1, PR / L) / D_m,   PR / L = D_m * (K - 1) / L   (D_m > 0; I_L = 0 if D_m = 0)
+
+which holds for every L <= K - 1 (where D_m is 1, PR >= K - 1 >= L and the factor stays 1).
+`L = K - 1` is the current composite; `L = 2` keeps the factor only below two distinct units
+(collapse onto one module, clones, a constant layer); `L = 1` leaves only "no module at all"
+at 0 among these nets, i.e. the composite without a distributedness factor. For each L the
+script runs item 1b's check (composite_ranking.acceptance) on the two comparisons whose rows
+carry the current composite: the digits rerun (docs/experiments/baselines_digits_rerun.jsonl;
+conditions at kept accuracy as baselines.py --table has them, condition means and every net)
+and the searched shapes comparison re-measured
+(docs/experiments/compare-shapes/trials_remeasured.jsonl; every kept trial and the arms' best
+settings, as composite_ranking.py).
+
+It is exploratory: it reads the same rows the check is judged on, so a yardstick picked from it
+would be tuned on its own test. It says where the disagreement comes from; it does not change
+the composite (docs/results.md §2b says what would have to be run to do that).
+
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py          # print
+    PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py --fill   # + docs
+
+Bad input: one line naming the file, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DIGITS = HERE / "baselines_digits_rerun.jsonl"
+SHAPES = HERE / "compare-shapes" / "trials_remeasured.jsonl"
+SCRIPT = "distributedness_yardstick.py"
+BLOCK = "distributedness-yardstick"
+COMPOSITE = "interpretability"
+D_M = "between_module_distributedness"
+# the yardsticks: the current one, the least that is not collapse (two distinct units), and
+# none. Not chosen blind: a first look at these rows had also tried 1.5 and 2.5 (shapes; they
+# fall between their neighbours here)
+LEVELS: tuple[tuple[str, Callable[[int], float]], ...] = (
+    ("K − 1 (current)", lambda k: float(k - 1)),
+    ("2", lambda k: 2.0),
+    ("1 (no factor)", lambda k: 1.0),
+)
+
+
+def _sibling(name: str) -> Any:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+ranking = _sibling("composite_ranking")
+baselines = _sibling("baselines")
+Refusal = ranking.Refusal
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def rescaled(composite: float, d_m: float, num_classes: int, level: float) -> float:
+    """The composite with yardstick `level` in place of K - 1 (module docstring), from the
+    recorded composite and D_m. `level` must lie in [1, K - 1]."""
+    if not 1.0 <= level <= max(num_classes - 1, 1):
+        raise ValueError(f"yardstick {level} outside [1, K - 1 = {num_classes - 1}]")
+    if not (_finite(composite) and _finite(d_m)):
+        return math.nan
+    if d_m <= 0.0:
+        return 0.0
+    return composite * min(1.0, d_m * (num_classes - 1) / level) / d_m
+
+
+def num_classes(values: dict, where: str) -> int:
+    """K from the per-class accuracies a row carries (`accuracy_class_<k>`, one per class)."""
+    k = sum(1 for name in values if name.startswith("accuracy_class_"))
+    if k < 2:
+        raise Refusal(f"{where}: no per-class accuracies to read the number of classes from")
+    return k
+
+
+Transform = Callable[[dict, str], dict]  # a row's metrics (and where it is) -> the metrics ranked
+
+
+def _with_level(values: dict, level: Callable[[int], float], where: str) -> dict:
+    """A copy of a row's metrics with the composite at yardstick `level` (undefined composites
+    or D_m kept as they are: the checks leave them out as before)."""
+    if not (_finite(values.get(COMPOSITE)) and _finite(values.get(D_M))):
+        return values
+    k = num_classes(values, where)
+    return {**values, COMPOSITE: rescaled(values[COMPOSITE], values[D_M], k, level(k))}
+
+
+# what each file's rows must carry for the checks to read them
+DIGITS_KEYS = ("dataset", "condition", "seed", "epochs", "status")
+SHAPES_KEYS = ("arm", "repeat", "trial_id", "status", "metrics")
+
+
+def read_jsonl(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The rows of `path`, each a JSON object with `keys` (refused otherwise)."""
+    if not path.is_file() or path.is_symlink():
+        raise Refusal(f"{path}: no such file")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise Refusal(f"{path}:{i}: not a JSON line") from None
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise Refusal(f"{path}:{i}: a row without {', '.join(missing)}")
+        rows.append(row)
+    if not rows:
+        raise Refusal(f"{path}: no rows")
+    return rows
+
+
+def at_level(level: Callable[[int], float]) -> Transform:
+    """The composite at yardstick `level`."""
+    return lambda values, where: _with_level(values, level, where)
+
+
+def alone(key: str) -> Transform:
+    """One ingredient ranked in the composite's place (for reference: what drives its order)."""
+    return lambda values, where: {**values, COMPOSITE: values.get(key, math.nan)}
+
+
+def digits_sets(rows: list[dict], transform: Transform) -> list[tuple[str, list]]:
+    """The digits rerun's two sets of conditions (baselines.ranking_conditions), ranked by
+    `transform`'s composite."""
+    rows, _ = baselines.select(rows)
+    if len({baselines._group(r) for r in rows}) != 1:
+        raise Refusal(f"{DIGITS.name}: rows of more than one group (dataset, epochs, n_train)")
+    moved = [{**r, "report": transform(r["report"], f"{DIGITS.name} {r['condition']} seed {r['seed']}")}
+             if "report" in r else r for r in rows]  # fmt: skip
+    found = baselines.ranking_conditions(moved)
+    if found is None:
+        raise Refusal(f"{DIGITS.name}: no plain runs with the composite and a primary metric")
+    _, _, means, nets = found
+    return [("condition means", means), ("every net", nets)]
+
+
+def shapes_sets(rows: list[dict], transform: Transform) -> list[tuple[str, list]]:
+    """The shapes comparison's two sets (composite_ranking: every kept trial, the arms' best
+    settings), ranked by `transform`'s composite. Which trials are kept does not depend on it
+    (validation accuracy; the recorded composite defined)."""
+    keep_ids = {id(r) for r in ranking.kept(rows)}
+    moved = [{**r, "metrics": transform(r["metrics"], f"{SHAPES.name} trial {r.get('trial_id')}")}
+             if r.get("status") == "ok" else r for r in rows]  # fmt: skip
+    keep = [m for m, r in zip(moved, rows, strict=True) if id(r) in keep_ids]
+    if not keep:
+        raise Refusal(f"{SHAPES.name}: no trial at kept accuracy")
+    counts = ranking.recorded(moved)
+    primaries = [p for p in ranking.PRIMARIES if counts[p]]
+    return [("every kept trial", [ranking.condition(r, primaries) for r in keep]),
+            ("the arms' best settings", [ranking.condition(r, primaries) for r in ranking.best_settings(keep)])]  # fmt: skip
+
+
+# what drives the composite's order, ranked in its place (rows marked "for reference")
+REFERENCES = (("D_m alone", D_M), ("position information alone", "position_information"))
+
+
+def table(title: str, sets_by: Callable[[Transform], list[tuple[str, list]]]) -> list[str]:
+    """One comparison: per yardstick and set of conditions, τ-b of the composite with each
+    primary and item 1b's two readings; then, for reference, the same τ for D_m and for
+    position information (the neuron term's focus) ranked alone; then the primaries' τ between
+    themselves per set (the bounds of the check as written; nothing here changes them)."""
+    lines: list[str] = []
+    between_of: dict[str, str] = {}
+    runs = [(name, at_level(level), True) for name, level in LEVELS]
+    runs += [(f"for reference: {name}", alone(key), False) for name, key in REFERENCES]
+    for name, transform, is_composite in runs:
+        for set_name, conds in sets_by(transform):
+            primaries = [k for k in conds[0].values if k != COMPOSITE]
+            with_composite, between = ranking.taus(conds, primaries)
+            _, as_written, strict = ranking.acceptance(with_composite, between)
+            if not lines:
+                head = ["composite with yardstick L", "conditions", "n", *(f"τ with {ranking.SHORT[p]}" for p in primaries),
+                        "1b as written", "1b strictly"]  # fmt: skip
+                lines = [f"#### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            between_of.setdefault(set_name, ", ".join(f"{ranking.SHORT[p]} vs {ranking.SHORT[q]} {ranking._t(t.tau)}"
+                                                      for (p, q), t in between.items()))  # fmt: skip
+            verdicts = f"{ranking._word(as_written)} | {ranking._word(strict)}" if is_composite else "– | –"
+            lines.append(f"| {name} | {set_name} | {len(conds)} | "
+                         + " | ".join(ranking._t(with_composite[p].tau) for p in primaries) + f" | {verdicts} |")  # fmt: skip
+    lines += ["", "The primaries between themselves: " + "; ".join(f"{k}: {v}" for k, v in between_of.items()) + ".", ""]
+    return lines
+
+
+def section(digits_rows: list[dict], shapes_rows: list[dict]) -> str:
+    out = [
+        "Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two comparisons that "
+        f"carry the current composite (`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is "
+        "a factor). `L = K − 1` is the composite as it stands and reproduces the blocks above; `L = 1` is the composite "
+        "without its distributedness factor. Exploratory: read on the data the check is judged on, not used to pick L.",
+        "",
+        *table("digits rerun, 15 epochs, 16 seeds (K = 10)", lambda t: digits_sets(digits_rows, t)),
+        *table("shapes, the searched comparison re-measured (K = 4)", lambda t: shapes_sets(shapes_rows, t)),
+    ]
+    return "\n".join(out)
+
+
+def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict]) -> None:
+    """docs/results.md's block BLOCK (placed where it is; it must be there)."""
+    text = ranking.read_doc(results)
+    if f"<!-- {BLOCK} " not in text:
+        raise Refusal(f"{results}: no block {BLOCK!r} to write")
+    body = section(digits_rows, shapes_rows)
+    ranking.write_doc(results, ranking.place_block(text, BLOCK, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--digits", type=Path, default=DIGITS, help="the digits rerun's rows (default: %(default)s)")
+    p.add_argument("--shapes", type=Path, default=SHAPES, help="the re-measured shapes trials (default: %(default)s)")
+    p.add_argument("--fill", action="store_true", help="write the section into --results")
+    p.add_argument("--results", type=Path, default=ranking.RESULTS)
+    args = p.parse_args(argv)
+    try:
+        digits_rows, shapes_rows = read_jsonl(args.digits, DIGITS_KEYS), read_jsonl(args.shapes, SHAPES_KEYS)
+        body = section(digits_rows, shapes_rows)
+        if args.fill:
+            fill(args.results, digits_rows, shapes_rows)
+        print(body)
+    except Refusal as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
