@@ -25,6 +25,7 @@ the composite (docs/results.md §2b says what would have to be run to do that).
 
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py          # print
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py --fill   # + docs
+    ... distributedness_yardstick.py --digits ROWS --digits-only --fill --block NAME          # other rows
 
 Bad input: one line naming the file, exit 2.
 """
@@ -205,40 +206,58 @@ def table(title: str, sets_by: Callable[[Transform], list[tuple[str, list]]]) ->
     return lines
 
 
-def section(digits_rows: list[dict], shapes_rows: list[dict]) -> str:
-    out = [
-        "Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two comparisons that "
-        f"carry the current composite (`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is "
-        "a factor). `L = K − 1` is the composite as it stands and reproduces the blocks above; `L = 1` is the composite "
-        "without its distributedness factor. Exploratory: read on the data the check is judged on, not used to pick L.",
-        "",
-        *table("digits rerun, 15 epochs, 16 seeds (K = 10)", lambda t: digits_sets(digits_rows, t)),
-        *table("shapes, the searched comparison re-measured (K = 4)", lambda t: shapes_sets(shapes_rows, t)),
-    ]
+def digits_title(rows: list[dict]) -> str:
+    """What the digits rows are: epochs, seeds, commit(s), K."""
+    rows, _ = baselines.select(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    commits = sorted({baselines.commit_of(r)[:7] for r in rows})
+    k = {num_classes(r["report"], DIGITS.name) for r in rows if "report" in r}
+    epochs = sorted({r["epochs"] for r in rows})
+    return (f"digits, {', '.join(map(str, epochs))} epochs, seeds {seeds[0]}–{seeds[-1]} ({len(seeds)} seeds), "
+            f"commit {', '.join(commits)} (K = {', '.join(map(str, sorted(k)))})")  # fmt: skip
+
+
+def section(digits_rows: list[dict], shapes_rows: list[dict] | None) -> str:
+    """The tables; with `shapes_rows` None the digits rows alone (the confirmatory run)."""
+    ident = f"`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is a factor"
+    if shapes_rows is None:
+        intro = (f"The same check on the digits rows given ({ident}), which were not used to choose the yardsticks. "
+                 "`L = K − 1` is the composite as it stands; `L = 1` is the composite without its distributedness factor.")  # fmt: skip
+    else:
+        intro = ("Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two "
+                 f"comparisons that carry the current composite ({ident}). `L = K − 1` is the composite as it stands and "
+                 "reproduces the blocks above; `L = 1` is the composite without its distributedness factor. Exploratory: "
+                 "read on the data the check is judged on, not used to pick L.")  # fmt: skip
+    out = [intro, "", *table(digits_title(digits_rows), lambda t: digits_sets(digits_rows, t))]
+    if shapes_rows is not None:
+        out += table("shapes, the searched comparison re-measured (K = 4)", lambda t: shapes_sets(shapes_rows, t))
     return "\n".join(out)
 
 
-def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict]) -> None:
-    """docs/results.md's block BLOCK (placed where it is; it must be there)."""
+def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict] | None, block: str = BLOCK) -> None:
+    """docs/results.md's block `block` (placed where it is; it must be there)."""
     text = ranking.read_doc(results)
-    if f"<!-- {BLOCK} " not in text:
-        raise Refusal(f"{results}: no block {BLOCK!r} to write")
+    if f"<!-- {block} " not in text:
+        raise Refusal(f"{results}: no block {block!r} to write")
     body = section(digits_rows, shapes_rows)
-    ranking.write_doc(results, ranking.place_block(text, BLOCK, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
+    ranking.write_doc(results, ranking.place_block(text, block, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--digits", type=Path, default=DIGITS, help="the digits rerun's rows (default: %(default)s)")
     p.add_argument("--shapes", type=Path, default=SHAPES, help="the re-measured shapes trials (default: %(default)s)")
+    p.add_argument("--digits-only", action="store_true", help="the digits rows alone (a confirmatory run's)")
     p.add_argument("--fill", action="store_true", help="write the section into --results")
+    p.add_argument("--block", default=BLOCK, help="with --fill: the block to write (default: %(default)s)")
     p.add_argument("--results", type=Path, default=ranking.RESULTS)
     args = p.parse_args(argv)
     try:
-        digits_rows, shapes_rows = read_jsonl(args.digits, DIGITS_KEYS), read_jsonl(args.shapes, SHAPES_KEYS)
+        digits_rows = read_jsonl(args.digits, DIGITS_KEYS)
+        shapes_rows = None if args.digits_only else read_jsonl(args.shapes, SHAPES_KEYS)
         body = section(digits_rows, shapes_rows)
         if args.fill:
-            fill(args.results, digits_rows, shapes_rows)
+            fill(args.results, digits_rows, shapes_rows, args.block)
         print(body)
     except Refusal as exc:
         print(f"error: {exc}", file=sys.stderr)
