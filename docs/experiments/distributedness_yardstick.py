@@ -221,8 +221,8 @@ def section(digits_rows: list[dict], shapes_rows: list[dict] | None) -> str:
     """The tables; with `shapes_rows` None the digits rows alone (the confirmatory run)."""
     ident = f"`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is a factor"
     if shapes_rows is None:
-        intro = (f"The same check on the digits rows given ({ident}), which were not used to choose the yardsticks. "
-                 "`L = K − 1` is the composite as it stands; `L = 1` is the composite without its distributedness factor.")  # fmt: skip
+        intro = (f"The same check on the digits rows given ({ident}). `L = K − 1` is the composite as it stands; "
+                 "`L = 1` is the composite without its distributedness factor.")  # fmt: skip
     else:
         intro = ("Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two "
                  f"comparisons that carry the current composite ({ident}). `L = K − 1` is the composite as it stands and "
@@ -245,7 +245,7 @@ def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict] | None,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--digits", type=Path, default=DIGITS, help="the digits rerun's rows (default: %(default)s)")
+    p.add_argument("--digits", type=Path, default=DIGITS, help="the digits rows (default: %(default)s)")
     p.add_argument("--shapes", type=Path, default=SHAPES, help="the re-measured shapes trials (default: %(default)s)")
     p.add_argument("--digits-only", action="store_true", help="the digits rows alone (a confirmatory run's)")
     p.add_argument("--fill", action="store_true", help="write the section into --results")

@@ -125,6 +125,22 @@ def test_results_md_block_is_the_scripts_output(dy, tmp_path: Path) -> None:
     doc = tmp_path / "results.md"
     doc.write_text((ROOT / "docs" / "results.md").read_text())
     dy.fill(doc, dy.read_jsonl(dy.DIGITS, dy.DIGITS_KEYS), dy.read_jsonl(dy.SHAPES, dy.SHAPES_KEYS))
+    dy.fill(doc, dy.read_jsonl(CONFIRM, dy.DIGITS_KEYS), None, CONFIRM_BLOCK)
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
-        "docs/results.md's distributedness-yardstick block differs from distributedness_yardstick.py --fill's output"
+        "docs/results.md's distributedness-yardstick blocks differ from distributedness_yardstick.py --fill's output"
     )
+
+
+CONFIRM = HERE / "baselines_digits_confirm.jsonl"
+CONFIRM_BLOCK = "distributedness-yardstick-confirm"
+
+
+def test_the_confirmatory_rows_are_new_nets_of_one_commit(dy) -> None:
+    """The confirmatory run is what results.md fixed before it ran: seeds 16-31, never among
+    the rerun's, of the 8 conditions kept there, every row of one clean commit."""
+    rows = dy.read_jsonl(CONFIRM, dy.DIGITS_KEYS)
+    first = dy.read_jsonl(dy.DIGITS, dy.DIGITS_KEYS)
+    conditions = ["plain", "spread", "gate", "outside", "icnn@0.00001", "plain+sync", "spread+sync", "outside+sync"]
+    assert sorted((r["condition"], r["seed"]) for r in rows) == sorted((c, s) for c in conditions for s in range(16, 32))
+    assert not {r["seed"] for r in rows} & {r["seed"] for r in first}
+    assert len({r["provenance"]["commit"] for r in rows}) == 1 and not any(r["provenance"]["dirty"] for r in rows)
