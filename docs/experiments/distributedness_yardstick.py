@@ -25,7 +25,8 @@ the composite (docs/results.md §2b says what would have to be run to do that).
 
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py          # print
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/distributedness_yardstick.py --fill   # + docs
-    ... distributedness_yardstick.py --digits ROWS --digits-only --fill --block NAME          # other rows
+    ... distributedness_yardstick.py --digits ROWS --only digits --fill --block NAME          # other rows
+    ... distributedness_yardstick.py --shapes TRIALS --only shapes --fill --block NAME        # (trials.jsonl)
 
 Bad input: one line naming the file, exit 2.
 """
@@ -101,7 +102,11 @@ Transform = Callable[[dict, str], dict]  # a row's metrics (and where it is) -> 
 
 def _with_level(values: dict, level: Callable[[int], float], where: str) -> dict:
     """A copy of a row's metrics with the composite at yardstick `level` (undefined composites
-    or D_m kept as they are: the checks leave them out as before)."""
+    or D_m kept as they are: the checks leave them out as before). A row without D_m scored the
+    composite of before it (D between neurons or over units), which no rescaling turns into
+    this one: refused."""
+    if COMPOSITE in values and D_M not in values:
+        raise Refusal(f"{where}: no {D_M}: its composite is not the one with D_m (re-measure it first)")
     if not (_finite(values.get(COMPOSITE)) and _finite(values.get(D_M))):
         return values
     k = num_classes(values, where)
@@ -217,24 +222,40 @@ def digits_title(rows: list[dict]) -> str:
             f"commit {', '.join(commits)} (K = {', '.join(map(str, sorted(k)))})")  # fmt: skip
 
 
-def section(digits_rows: list[dict], shapes_rows: list[dict] | None) -> str:
-    """The tables; with `shapes_rows` None the digits rows alone (the confirmatory run)."""
+def shapes_title(rows: list[dict]) -> str:
+    """What the shapes trials are: the comparison, trials and repeats, the commit whose
+    composite they carry (the re-measurement's where they were re-measured), K."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    names = sorted({str(r.get("study", "")).removesuffix(f"-{r['arm']}-r{r['repeat']}") for r in rows})
+    remeasured = any("remeasured" in r for r in ok)
+    commits = sorted({str((r.get("remeasured") or {}).get("commit") or r.get("commit") or "none")[:7] for r in ok})
+    k = {num_classes(r["metrics"], SHAPES.name) for r in ok}
+    return (f"shapes, {', '.join(names)}{' re-measured' if remeasured else ''}: {len(rows)} trials, "
+            f"{len({(r['arm'], r['repeat']) for r in rows})} arm × repeat studies, composite of commit "
+            f"{', '.join(commits)} (K = {', '.join(map(str, sorted(k)))})")  # fmt: skip
+
+
+def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None) -> str:
+    """The tables of the rows given: both comparisons (the exploratory analysis), or one of
+    them (a confirmatory run's)."""
     ident = f"`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is a factor"
-    if shapes_rows is None:
-        intro = (f"The same check on the digits rows given ({ident}). `L = K − 1` is the composite as it stands; "
+    if digits_rows is None or shapes_rows is None:
+        intro = (f"The same check on the rows given ({ident}). `L = K − 1` is the composite as it stands; "
                  "`L = 1` is the composite without its distributedness factor.")  # fmt: skip
     else:
         intro = ("Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two "
                  f"comparisons that carry the current composite ({ident}). `L = K − 1` is the composite as it stands and "
                  "reproduces the blocks above; `L = 1` is the composite without its distributedness factor. Exploratory: "
                  "read on the data the check is judged on, not used to pick L.")  # fmt: skip
-    out = [intro, "", *table(digits_title(digits_rows), lambda t: digits_sets(digits_rows, t))]
+    out = [intro, ""]
+    if digits_rows is not None:
+        out += table(digits_title(digits_rows), lambda t: digits_sets(digits_rows, t))
     if shapes_rows is not None:
-        out += table("shapes, the searched comparison re-measured (K = 4)", lambda t: shapes_sets(shapes_rows, t))
+        out += table(shapes_title(shapes_rows), lambda t: shapes_sets(shapes_rows, t))
     return "\n".join(out)
 
 
-def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict] | None, block: str = BLOCK) -> None:
+def fill(results: Path, digits_rows: list[dict] | None, shapes_rows: list[dict] | None, block: str = BLOCK) -> None:
     """docs/results.md's block `block` (placed where it is; it must be there)."""
     text = ranking.read_doc(results)
     if f"<!-- {block} " not in text:
@@ -246,15 +267,15 @@ def fill(results: Path, digits_rows: list[dict], shapes_rows: list[dict] | None,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--digits", type=Path, default=DIGITS, help="the digits rows (default: %(default)s)")
-    p.add_argument("--shapes", type=Path, default=SHAPES, help="the re-measured shapes trials (default: %(default)s)")
-    p.add_argument("--digits-only", action="store_true", help="the digits rows alone (a confirmatory run's)")
+    p.add_argument("--shapes", type=Path, default=SHAPES, help="shapes trials, compare_shapes.py's trials.jsonl form (default: %(default)s)")
+    p.add_argument("--only", choices=("digits", "shapes"), help="one comparison's rows alone (a confirmatory run's)")
     p.add_argument("--fill", action="store_true", help="write the section into --results")
     p.add_argument("--block", default=BLOCK, help="with --fill: the block to write (default: %(default)s)")
     p.add_argument("--results", type=Path, default=ranking.RESULTS)
     args = p.parse_args(argv)
     try:
-        digits_rows = read_jsonl(args.digits, DIGITS_KEYS)
-        shapes_rows = None if args.digits_only else read_jsonl(args.shapes, SHAPES_KEYS)
+        digits_rows = None if args.only == "shapes" else read_jsonl(args.digits, DIGITS_KEYS)
+        shapes_rows = None if args.only == "digits" else read_jsonl(args.shapes, SHAPES_KEYS)
         body = section(digits_rows, shapes_rows)
         if args.fill:
             fill(args.results, digits_rows, shapes_rows, args.block)

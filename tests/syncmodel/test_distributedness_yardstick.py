@@ -105,12 +105,15 @@ def test_bad_input_is_one_line_and_exit_2(dy, tmp_path: Path, capsys: pytest.Cap
         ["--shapes", str(bad)],
         ["--shapes", str(notjson)],
         ["--results", str(tmp_path / "none.md"), "--fill"],
+        # the comparison's trials as recorded: the composite before D_m, not rescalable
+        ["--shapes", str(HERE / "compare-shapes" / "trials.jsonl"), "--only", "shapes"],
     ]
     for argv in runs:
         assert dy.main([*argv, "--results", str(doc)] if "--results" not in argv else argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(runs) and all(line.startswith("error: ") for line in err)
     assert "nowhere.jsonl" in err[0] and "bad.jsonl:1" in err[1] and "trial_id" in err[1] and "notjson.jsonl:1" in err[2]
+    assert "between_module_distributedness" in err[4]
     assert doc.read_text() == before  # nothing written
 
 
@@ -126,6 +129,8 @@ def test_results_md_block_is_the_scripts_output(dy, tmp_path: Path) -> None:
     doc.write_text((ROOT / "docs" / "results.md").read_text())
     dy.fill(doc, dy.read_jsonl(dy.DIGITS, dy.DIGITS_KEYS), dy.read_jsonl(dy.SHAPES, dy.SHAPES_KEYS))
     dy.fill(doc, dy.read_jsonl(CONFIRM, dy.DIGITS_KEYS), None, CONFIRM_BLOCK)
+    if SHAPES_CONFIRM.is_file():
+        dy.fill(doc, None, dy.read_jsonl(SHAPES_CONFIRM, dy.SHAPES_KEYS), SHAPES_CONFIRM_BLOCK)
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md's distributedness-yardstick blocks differ from distributedness_yardstick.py --fill's output"
     )
@@ -133,6 +138,8 @@ def test_results_md_block_is_the_scripts_output(dy, tmp_path: Path) -> None:
 
 CONFIRM = HERE / "baselines_digits_confirm.jsonl"
 CONFIRM_BLOCK = "distributedness-yardstick-confirm"
+SHAPES_CONFIRM = HERE / "compare-shapes-confirm" / "trials.jsonl"
+SHAPES_CONFIRM_BLOCK = "distributedness-yardstick-shapes-confirm"
 
 
 def test_the_confirmatory_rows_are_new_nets_of_one_commit(dy) -> None:
