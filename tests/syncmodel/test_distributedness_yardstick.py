@@ -129,8 +129,7 @@ def test_results_md_block_is_the_scripts_output(dy, tmp_path: Path) -> None:
     doc.write_text((ROOT / "docs" / "results.md").read_text())
     dy.fill(doc, dy.read_jsonl(dy.DIGITS, dy.DIGITS_KEYS), dy.read_jsonl(dy.SHAPES, dy.SHAPES_KEYS))
     dy.fill(doc, dy.read_jsonl(CONFIRM, dy.DIGITS_KEYS), None, CONFIRM_BLOCK)
-    if SHAPES_CONFIRM.is_file():
-        dy.fill(doc, None, dy.read_jsonl(SHAPES_CONFIRM, dy.SHAPES_KEYS), SHAPES_CONFIRM_BLOCK)
+    dy.fill(doc, None, dy.read_jsonl(SHAPES_CONFIRM, dy.SHAPES_KEYS), SHAPES_CONFIRM_BLOCK)
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md's distributedness-yardstick blocks differ from distributedness_yardstick.py --fill's output"
     )
@@ -151,3 +150,15 @@ def test_the_confirmatory_rows_are_new_nets_of_one_commit(dy) -> None:
     assert sorted((r["condition"], r["seed"]) for r in rows) == sorted((c, s) for c in conditions for s in range(16, 32))
     assert not {r["seed"] for r in rows} & {r["seed"] for r in first}
     assert len({r["provenance"]["commit"] for r in rows}) == 1 and not any(r["provenance"]["dirty"] for r in rows)
+
+
+def test_the_confirmatory_shapes_trials_are_a_fresh_comparison_of_one_commit(dy) -> None:
+    """What results.md fixed before the launch: compare-shapes with seeds 100-101 (the first
+    comparison ran 0-2), 4 arms x 2 repeats x 24 trials, every trial of one clean commit and
+    with the composite with D_m."""
+    rows = dy.read_jsonl(SHAPES_CONFIRM, dy.SHAPES_KEYS)
+    first = dy.read_jsonl(dy.SHAPES, dy.SHAPES_KEYS)
+    assert len(rows) == 4 * 2 * 24 and {r["params"]["seed"] for r in rows} == {100, 101}
+    assert not {r["params"]["seed"] for r in rows} & {r["params"]["seed"] for r in first}
+    assert len({r["commit"] for r in rows}) == 1 and not any(r["dirty"] for r in rows)
+    assert all(dy.D_M in r["metrics"] for r in rows if r["status"] == "ok")
