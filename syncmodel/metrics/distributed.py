@@ -69,18 +69,22 @@ def _standardised(responses: Tensor, min_std: float) -> tuple[Tensor, Tensor]:
     return z / std.clamp_min(1e-300), live
 
 
-def module_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
-    """One column per Sync module with a live member: the mean of its live members'
-    standardised responses (the Sync descriptor's standardisation, docs/design.md §1.2, so
-    every member weighs the same). (N, M) float64; (N, 0) when the layer has no module."""
-    z, live = _standardised(responses, min_std)
-    mods = torch.as_tensor(modules).long()
+def _module_columns(z: Tensor, live: Tensor, mods: Tensor) -> Tensor:
+    """`module_responses` from the standardised responses and liveness (`_standardised`)."""
     cols = []
     for m in torch.unique(mods[mods >= 0]).tolist():
         members = live & (mods == m)
         if members.any():
             cols.append(z[:, members].mean(1))
     return torch.stack(cols, 1) if cols else z.new_zeros(z.shape[0], 0)
+
+
+def module_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
+    """One column per Sync module with a live member: the mean of its live members'
+    standardised responses (the Sync descriptor's standardisation, docs/design.md §1.2, so
+    every member weighs the same). (N, M) float64; (N, 0) when the layer has no module."""
+    z, live = _standardised(responses, min_std)
+    return _module_columns(z, live, torch.as_tensor(modules).long())
 
 
 def unit_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) -> Tensor:
@@ -98,8 +102,8 @@ def unit_responses(responses: Tensor, modules: Tensor, min_std: float = 1e-6) ->
         (N, U) float64, U = live unsynchronised neurons + modules with a live member.
     """
     z, live = _standardised(responses, min_std)
-    free = z[:, live & (torch.as_tensor(modules).long() < 0)]
-    return torch.cat([free, module_responses(responses, modules, min_std)], 1)
+    mods = torch.as_tensor(modules).long()
+    return torch.cat([z[:, live & (mods < 0)], _module_columns(z, live, mods)], 1)
 
 
 def effective_units(responses: Tensor, modules: Tensor) -> float:
