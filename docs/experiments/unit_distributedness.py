@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -29,7 +30,12 @@ from syncmodel import stats as st
 from syncmodel.config import TrainConfig
 from syncmodel.data import load_data
 from syncmodel.evaluation import evaluate
-from syncmodel.metrics.distributed import effective_neurons, module_distributedness, unit_responses
+from syncmodel.metrics.distributed import (
+    effective_neurons,
+    module_distributedness,
+    module_responses,
+    unit_responses,
+)
 from syncmodel.provenance import provenance
 from syncmodel.training import train
 
@@ -73,13 +79,12 @@ def measure(condition: str, overrides: dict, seed: int, data, base: TrainConfig)
     if not math.isclose(d_u, report["module_distributedness"], rel_tol=1e-9, abs_tol=1e-12):
         raise SystemExit(f"{condition} seed {seed}: D_u {d_u} is not the report's {report['module_distributedness']}")
     units = unit_responses(responses, modules)
-    r = responses.double()
-    std = (r - r.mean(0)).norm(dim=0)
-    free = int(((std > 1e-6 * float(std.max())) & (modules < 0)).sum())  # unit_responses puts them first
+    mods = module_responses(responses, modules)
+    free = units.shape[1] - mods.shape[1]  # unit_responses: the free live neurons, then the modules
     return {"condition": condition, "seed": seed, "interpretability": report["interpretability"],
             "module_distributedness": d_u, "units": units.shape[1], "free_neurons": free,
-            "modules": units.shape[1] - free, "pr_units": effective_neurons(units),
-            "pr_modules_only": effective_neurons(units[:, free:]),
+            "modules": mods.shape[1], "pr_units": effective_neurons(units),
+            "pr_modules_only": effective_neurons(mods),
             "pr_free_only": effective_neurons(units[:, :free]),
             "provenance": provenance("digits", "cpu")}  # fmt: skip
 
@@ -118,7 +123,9 @@ def main() -> None:
                 for cond, o in ((name, overrides), (f"{name}+sync", {**overrides, **COUPLING})):
                     if (cond, seed) not in done:
                         rows.append(measure(cond, o, seed, data, base))
-                        args.out.write_text(json.dumps(rows, indent=1) + "\n")
+                        tmp = args.out.with_name(f".{args.out.name}.tmp")  # a crash keeps the old file
+                        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+                        os.replace(tmp, args.out)
                         print(f"{cond} seed={seed} D_u={rows[-1]['module_distributedness']:.3f}", flush=True)
     print(table(rows))
 
