@@ -449,9 +449,7 @@ def ranking_conditions(rs: list[dict]) -> tuple[list[str], float, list, list] | 
     metrics = [COMPOSITE, *keys]
 
     def value(r: dict, k: str) -> float:
-        v = r["report"].get(k)
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        return float(v) if ok else (0.0 if k in cr.NO_CREDIT and k in r["report"] else math.nan)
+        return cr.value(r["report"], k)
 
     kept_conds = [c for c in CONDITIONS
                   if (acc := _values([r for r in rs if r["condition"] == c], "accuracy", None))

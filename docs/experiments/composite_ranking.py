@@ -81,21 +81,31 @@ class Tau:
 # --------------------------------------------------------------------------- data
 
 
-def read_trials(path: Path) -> list[dict]:
+TRIAL_KEYS = ("arm", "repeat", "trial_id", "status", "metrics")  # what a trials.jsonl row must carry
+
+
+def read_rows(path: Path, keys: tuple[str, ...], absent: str = "no such file") -> list[dict]:
+    """The JSON lines of `path`, each an object with `keys`; refused (one line naming the file,
+    and the line) otherwise. `absent`: what to say when the file is not there."""
     if not path.is_file() or path.is_symlink():
-        raise Refusal(f"{path}: no trials file (compare_shapes.py --collect DIR writes it)")
+        raise Refusal(f"{path}: {absent}")
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise Refusal(f"{path}:{i}: not a JSON line ({exc.msg})") from None
-    for i, r in enumerate(rows, 1):
-        missing = [k for k in ("arm", "repeat", "trial_id", "status", "metrics") if k not in r]
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise Refusal(f"{path}:{i}: not a JSON line ({exc.msg})") from None
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
         if missing:
             raise Refusal(f"{path}:{i}: no {', '.join(missing)}")
+        rows.append(row)
     return rows
+
+
+def read_trials(path: Path) -> list[dict]:
+    return read_rows(path, TRIAL_KEYS, "no trials file (compare_shapes.py --collect DIR writes it)")
 
 
 def is_smoke(data: Path) -> bool:
@@ -111,9 +121,15 @@ def number(v: object) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
+def value(values: dict, name: str) -> float:
+    """A metric of a row's metrics (or a baselines report): NaN where absent or not a number,
+    0 where a "no credit" metric was recorded undefined."""
+    v = number(values.get(name))
+    return 0.0 if math.isnan(v) and name in NO_CREDIT and name in values else v
+
+
 def metric(row: dict, name: str) -> float:
-    v = number(row["metrics"].get(name))
-    return 0.0 if math.isnan(v) and name in NO_CREDIT and name in row["metrics"] else v
+    return value(row["metrics"], name)
 
 
 def recorded(rows: list[dict]) -> dict[str, int]:

@@ -68,10 +68,6 @@ Refusal = ranking.Refusal
 REFUSALS = tuple({Refusal, shapes.Refusal})
 
 
-def _number(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None else math.nan
-
-
 def remeasure(folder: Path) -> tuple[list[dict], dict]:
     """Every trial's record (compare_shapes.trial_records) with the composite re-measured."""
     import torch
@@ -115,7 +111,7 @@ def remeasure(folder: Path) -> tuple[list[dict], dict]:
                 report, _ = evaluate(model, heldout.part(getattr(bundle, split), 0, images), layers,
                                      **heldout.evaluate_kwargs(config, bundle))  # fmt: skip
                 for k in CHECKED:
-                    a, b = _number(report.get(k)), _number(row.metrics.get(k))
+                    a, b = ranking.number(report.get(k)), ranking.number(row.metrics.get(k))
                     if math.isnan(a) != math.isnan(b):
                         raise Refusal(f"{ckpt}: {k} {b} recorded, {a} re-measured: not the trial's inputs")
                     if not math.isnan(a):
@@ -127,8 +123,8 @@ def remeasure(folder: Path) -> tuple[list[dict], dict]:
                 metrics.update({k: heldout._plain(report.get(k)) for k in NEW})
                 out.append({**rec, "metrics": metrics,
                             "remeasured": {"split": split, "images": images, **provenance(config.dataset, "cpu")}})  # fmt: skip
-                print(f"{arm} r{r.repeat} {row.trial_id}: composite {_number(rec['metrics'].get('interpretability')):.4f} "
-                      f"-> {_number(report['interpretability']):.4f}", flush=True)  # fmt: skip
+                print(f"{arm} r{r.repeat} {row.trial_id}: composite {ranking.number(rec['metrics'].get('interpretability')):.4f} "
+                      f"-> {ranking.number(report['interpretability']):.4f}", flush=True)  # fmt: skip
     meta = {"source": str(folder.resolve()), "seconds": round(time.perf_counter() - t0, 1),
             "largest_difference_from_recorded": worst, "tolerance": REPRODUCED}  # fmt: skip
     return out, meta

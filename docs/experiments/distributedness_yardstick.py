@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -74,7 +73,7 @@ Refusal = ranking.Refusal
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return math.isfinite(ranking.number(v))
 
 
 def rescaled(composite: float, d_m: float, num_classes: int, level: float) -> float:
@@ -115,25 +114,13 @@ def _with_level(values: dict, level: Callable[[int], float], where: str) -> dict
 
 # what each file's rows must carry for the checks to read them
 DIGITS_KEYS = ("dataset", "condition", "seed", "epochs", "status")
-SHAPES_KEYS = ("arm", "repeat", "trial_id", "status", "metrics")
+SHAPES_KEYS = ranking.TRIAL_KEYS
 
 
 def read_jsonl(path: Path, keys: tuple[str, ...]) -> list[dict]:
-    """The rows of `path`, each a JSON object with `keys` (refused otherwise)."""
-    if not path.is_file() or path.is_symlink():
-        raise Refusal(f"{path}: no such file")
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise Refusal(f"{path}:{i}: not a JSON line") from None
-        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise Refusal(f"{path}:{i}: a row without {', '.join(missing)}")
-        rows.append(row)
+    """The rows of `path`, each a JSON object with `keys` (composite_ranking.read_rows), and at
+    least one."""
+    rows = ranking.read_rows(path, keys)
     if not rows:
         raise Refusal(f"{path}: no rows")
     return rows
@@ -149,31 +136,32 @@ def alone(key: str) -> Transform:
     return lambda values, where: {**values, COMPOSITE: values.get(key, math.nan)}
 
 
-def digits_sets(rows: list[dict], transform: Transform) -> list[tuple[str, list]]:
-    """The digits rerun's two sets of conditions (baselines.ranking_conditions), ranked by
-    `transform`'s composite."""
+def digits_sets(rows: list[dict], transform: Transform, source: str = DIGITS.name) -> list[tuple[str, list]]:
+    """The digits rows' two sets of conditions (baselines.ranking_conditions), ranked by
+    `transform`'s composite; `source` names their file in a refusal."""
     rows, _ = baselines.select(rows)
     if len({baselines._group(r) for r in rows}) != 1:
-        raise Refusal(f"{DIGITS.name}: rows of more than one group (dataset, epochs, n_train)")
-    moved = [{**r, "report": transform(r["report"], f"{DIGITS.name} {r['condition']} seed {r['seed']}")}
+        raise Refusal(f"{source}: rows of more than one group (dataset, epochs, n_train)")
+    moved = [{**r, "report": transform(r["report"], f"{source} {r['condition']} seed {r['seed']}")}
              if "report" in r else r for r in rows]  # fmt: skip
     found = baselines.ranking_conditions(moved)
     if found is None:
-        raise Refusal(f"{DIGITS.name}: no plain runs with the composite and a primary metric")
+        raise Refusal(f"{source}: no plain runs with the composite and a primary metric")
     _, _, means, nets = found
     return [("condition means", means), ("every net", nets)]
 
 
-def shapes_sets(rows: list[dict], transform: Transform) -> list[tuple[str, list]]:
+def shapes_sets(rows: list[dict], transform: Transform, source: str = SHAPES.name) -> list[tuple[str, list]]:
     """The shapes comparison's two sets (composite_ranking: every kept trial, the arms' best
     settings), ranked by `transform`'s composite. Which trials are kept does not depend on it
-    (validation accuracy; the recorded composite defined)."""
+    (validation accuracy; the recorded composite defined). `source` names their file in a
+    refusal."""
     keep_ids = {id(r) for r in ranking.kept(rows)}
-    moved = [{**r, "metrics": transform(r["metrics"], f"{SHAPES.name} trial {r.get('trial_id')}")}
+    moved = [{**r, "metrics": transform(r["metrics"], f"{source} trial {r.get('trial_id')}")}
              if r.get("status") == "ok" else r for r in rows]  # fmt: skip
     keep = [m for m, r in zip(moved, rows, strict=True) if id(r) in keep_ids]
     if not keep:
-        raise Refusal(f"{SHAPES.name}: no trial at kept accuracy")
+        raise Refusal(f"{source}: no trial at kept accuracy")
     counts = ranking.recorded(moved)
     primaries = [p for p in ranking.PRIMARIES if counts[p]]
     return [("every kept trial", [ranking.condition(r, primaries) for r in keep]),
@@ -211,33 +199,35 @@ def table(title: str, sets_by: Callable[[Transform], list[tuple[str, list]]]) ->
     return lines
 
 
-def digits_title(rows: list[dict]) -> str:
+def digits_title(rows: list[dict], source: str = DIGITS.name) -> str:
     """What the digits rows are: epochs, seeds, commit(s), K."""
     rows, _ = baselines.select(rows)
     seeds = sorted({int(r["seed"]) for r in rows})
     commits = sorted({baselines.commit_of(r)[:7] for r in rows})
-    k = {num_classes(r["report"], DIGITS.name) for r in rows if "report" in r}
+    k = {num_classes(r["report"], source) for r in rows if "report" in r}
     epochs = sorted({r["epochs"] for r in rows})
     return (f"digits, {', '.join(map(str, epochs))} epochs, seeds {seeds[0]}–{seeds[-1]} ({len(seeds)} seeds), "
             f"commit {', '.join(commits)} (K = {', '.join(map(str, sorted(k)))})")  # fmt: skip
 
 
-def shapes_title(rows: list[dict]) -> str:
+def shapes_title(rows: list[dict], source: str = SHAPES.name) -> str:
     """What the shapes trials are: the comparison, trials and repeats, the commit whose
     composite they carry (the re-measurement's where they were re-measured), K."""
     ok = [r for r in rows if r.get("status") == "ok"]
     names = sorted({str(r.get("study", "")).removesuffix(f"-{r['arm']}-r{r['repeat']}") for r in rows})
     remeasured = any("remeasured" in r for r in ok)
     commits = sorted({str((r.get("remeasured") or {}).get("commit") or r.get("commit") or "none")[:7] for r in ok})
-    k = {num_classes(r["metrics"], SHAPES.name) for r in ok}
+    k = {num_classes(r["metrics"], source) for r in ok}
     return (f"shapes, {', '.join(names)}{' re-measured' if remeasured else ''}: {len(rows)} trials, "
             f"{len({(r['arm'], r['repeat']) for r in rows})} arm × repeat studies, composite of commit "
             f"{', '.join(commits)} (K = {', '.join(map(str, sorted(k)))})")  # fmt: skip
 
 
-def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None) -> str:
+def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None,
+            sources: tuple[str, str] = (DIGITS.name, SHAPES.name)) -> str:  # fmt: skip
     """The tables of the rows given: both comparisons (the exploratory analysis), or one of
-    them (a confirmatory run's)."""
+    them (a confirmatory run's). `sources`: the digits and shapes files' names, for refusals."""
+    digits_source, shapes_source = sources
     ident = f"`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is a factor"
     if digits_rows is None or shapes_rows is None:
         intro = (f"The same check on the rows given ({ident}). `L = K − 1` is the composite as it stands; "
@@ -249,18 +239,19 @@ def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None) -> s
                  "read on the data the check is judged on, not used to pick L.")  # fmt: skip
     out = [intro, ""]
     if digits_rows is not None:
-        out += table(digits_title(digits_rows), lambda t: digits_sets(digits_rows, t))
+        out += table(digits_title(digits_rows, digits_source), lambda t: digits_sets(digits_rows, t, digits_source))
     if shapes_rows is not None:
-        out += table(shapes_title(shapes_rows), lambda t: shapes_sets(shapes_rows, t))
+        out += table(shapes_title(shapes_rows, shapes_source), lambda t: shapes_sets(shapes_rows, t, shapes_source))
     return "\n".join(out)
 
 
-def fill(results: Path, digits_rows: list[dict] | None, shapes_rows: list[dict] | None, block: str = BLOCK) -> None:
+def fill(results: Path, digits_rows: list[dict] | None, shapes_rows: list[dict] | None, block: str = BLOCK,
+         sources: tuple[str, str] = (DIGITS.name, SHAPES.name)) -> None:  # fmt: skip
     """docs/results.md's block `block` (placed where it is; it must be there)."""
     text = ranking.read_doc(results)
     if f"<!-- {block} " not in text:
         raise Refusal(f"{results}: no block {block!r} to write")
-    body = section(digits_rows, shapes_rows)
+    body = section(digits_rows, shapes_rows, sources)
     ranking.write_doc(results, ranking.place_block(text, block, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
 
 
@@ -276,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         digits_rows = None if args.only == "shapes" else read_jsonl(args.digits, DIGITS_KEYS)
         shapes_rows = None if args.only == "digits" else read_jsonl(args.shapes, SHAPES_KEYS)
-        body = section(digits_rows, shapes_rows)
+        sources = (str(args.digits), str(args.shapes))
+        body = section(digits_rows, shapes_rows, sources)
         if args.fill:
-            fill(args.results, digits_rows, shapes_rows, args.block)
+            fill(args.results, digits_rows, shapes_rows, args.block, sources)
         print(body)
     except Refusal as exc:
         print(f"error: {exc}", file=sys.stderr)

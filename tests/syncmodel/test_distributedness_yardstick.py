@@ -113,7 +113,7 @@ def test_bad_input_is_one_line_and_exit_2(dy, tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == len(runs) and all(line.startswith("error: ") for line in err)
     assert "nowhere.jsonl" in err[0] and "bad.jsonl:1" in err[1] and "trial_id" in err[1] and "notjson.jsonl:1" in err[2]
-    assert "between_module_distributedness" in err[4]
+    assert "between_module_distributedness" in err[4] and "compare-shapes/trials.jsonl" in err[4]  # the file given
     assert doc.read_text() == before  # nothing written
 
 
