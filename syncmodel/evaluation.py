@@ -27,6 +27,7 @@ from syncmodel.metrics import (
     inference_positions,
     interpretability,
     interpretability_v1,
+    interpretability_v2,
     largest_module_share,
     location_instability,
     location_instability_heldout,
@@ -57,10 +58,10 @@ LAYER_KEYS = (
     "selectivity", "mis", "mis_chance", "mis_above_chance", "effective_neurons", "distributedness",
     "modules", "coverage", "module_size", "largest_module", "sync_steps", "epsilon",
     "consistency_ari", "consistency_ari_null", "consistency_ari_corrected", "consistency_nmi",
-    "effective_units", "module_distributedness", "between_module_distributedness", "within_corr", "between_corr", "specificity",
-    "class_purity", "ablation_own_drop", "ablation_other_drop",
+    "effective_units", "module_distributedness", "between_module_distributedness", "within_corr",
+    "between_corr", "specificity", "class_purity", "ablation_own_drop", "ablation_other_drop",
     "ablation_own_drop_beyond_random", "ablation_other_drop_beyond_random", "interpretability",
-    "interpretability_v1",
+    "interpretability_v2", "interpretability_v1",
 )  # fmt: skip
 # with landmarks; docs/design.md §1.4: ICNN's protocol, and two variants chosen on held-out images
 LOCATION_KEYS = (
@@ -299,12 +300,15 @@ def _layer_modules(
         largest_module=rep["largest_module"], accuracy=opts["accuracy"], chance=opts["chance"],
     )  # fmt: skip
     rep["interpretability"] = interpretability(
+        scores, effective_units=rep["effective_units"], consistency=corrected["corrected"], **common
+    )
+    # the earlier composites, under their own names, so the rows they scored can still be compared
+    rep["interpretability_v2"] = interpretability_v2(
         scores,
         distributedness=rep["between_module_distributedness"],
         consistency=corrected["corrected"],
         **common,
     )
-    # the first composite, under its own name, so the rows it scored can still be compared
     rep["interpretability_v1"] = interpretability_v1(
         scores, distributedness=rep["distributedness"], consistency=cons["ari"], **common
     )

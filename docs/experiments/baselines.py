@@ -189,7 +189,7 @@ HEADLINE = {
     "consistency_ari_corrected": "higher", "class_purity": "higher", "largest_module": None,
     "distributedness": "higher", "module_distributedness": "higher", "between_module_distributedness": "higher",
     "ablation_own_drop_beyond_random": "higher", "spread": "lower", "interpretability": "higher",
-    "interpretability_v1": "higher",
+    "interpretability_v2": "higher", "interpretability_v1": "higher",
 }  # fmt: skip
 CALIBRATION_QUANTILE = 0.99
 # (candidate, reference) pairs of the verdict table: SINN = a focus kind with the coupling; each

@@ -47,6 +47,7 @@ SHAPES = HERE / "compare-shapes" / "trials_remeasured.jsonl"
 SCRIPT = "distributedness_yardstick.py"
 BLOCK = "distributedness-yardstick"
 COMPOSITE = "interpretability"
+V2 = "interpretability_v2"  # what COMPOSITE was while the composite had D_m as a factor
 D_M = "between_module_distributedness"
 # the yardsticks: the current one, the least that is not collapse (two distinct units), and
 # none. Not chosen blind: a first look at these rows had also tried 1.5 and 2.5 (shapes; they
@@ -104,6 +105,8 @@ def _with_level(values: dict, level: Callable[[int], float], where: str) -> dict
     or D_m kept as they are: the checks leave them out as before). A row without D_m scored the
     composite of before it (D between neurons or over units), which no rescaling turns into
     this one: refused."""
+    if V2 in values:  # a row of the gated composite: v2, the one with D_m, under its own name
+        values = {**values, COMPOSITE: values[V2]}
     if COMPOSITE in values and D_M not in values:
         raise Refusal(f"{where}: no {D_M}: its composite is not the one with D_m (re-measure it first)")
     if not (_finite(values.get(COMPOSITE)) and _finite(values.get(D_M))):

@@ -36,8 +36,10 @@ from syncmodel.metrics.modules import (
 from syncmodel.metrics.position import position_information
 from syncmodel.metrics.score import (
     accuracy_gain,
+    collapse_gates,
     interpretability,
     interpretability_v1,
+    interpretability_v2,
     neuron_scores,
 )
 from syncmodel.metrics.semantic import class_means, class_selectivity, mis, mis_chance
@@ -48,6 +50,7 @@ __all__ = [
     "between_module_distributedness",
     "class_means",
     "class_selectivity",
+    "collapse_gates",
     "distributedness",
     "effective_neurons",
     "effective_units",
@@ -56,6 +59,7 @@ __all__ = [
     "inference_positions",
     "interpretability",
     "interpretability_v1",
+    "interpretability_v2",
     "is_degenerate",
     "largest_module_share",
     "location_instability",

@@ -1,14 +1,18 @@
 """The composite `interpretability` score in [0, 1], the search objective (docs/design.md §1.4),
-and its first version `interpretability_v1`, kept under that name for the rows it scored.
+and its earlier versions `interpretability_v2` and `interpretability_v1`, kept under those names
+for the rows they scored.
 
 A product of factors, so that a collapsed factor zeroes the score: how far the net is above
-chance, how distributed the layer is, and an additive mix of a neuron term
-(position-informative, class-specific live neurons) and a module term (covering, consistent,
-held-out class-pure modules that are not one giant module). The two versions share that form
-and differ in two factors: v1 counted distributedness between neurons (so synchronisation, the
-paper's mechanism, counted as redundancy) and credited raw ARI (which chance inflates for few,
-large modules); the current one counts it between the Sync modules, against the task's K - 1,
-and credits consistency beyond a size-matched chance null.
+chance, whether the layer has collapsed onto about one functional unit, and an additive mix of
+a neuron term (position-informative, class-specific live neurons) and a module term (covering,
+consistent, held-out class-pure modules, none of which holds most of the layer). The versions
+share that form and differ in how they guard against collapse: v1 counted distributedness
+between neurons (so synchronisation, the paper's mechanism, counted as redundancy) and credited
+raw ARI (which chance inflates for few, large modules); v2 counted distributedness between the
+Sync modules against the task's K - 1 and credited consistency beyond a size-matched chance
+null, but still graded working layers by how many distinct modules they had and how large
+their largest module was; the current one keeps v2's chance-corrected consistency and turns
+both guards into gates that are 1 for every layer that has not collapsed.
 """
 
 from __future__ import annotations
@@ -58,7 +62,94 @@ def accuracy_gain(accuracy: float, chance: float) -> float:
     return _unit((accuracy - chance) / (1.0 - chance)) if chance < 1.0 else 0.0
 
 
+GIANT_MODULE = 0.5  # a module holding more than this share of the layer is a giant one
+
+
+def collapse_gates(effective_units: float, largest_module: float) -> tuple[float, float]:
+    """The composite's two guards against collapse, each 1 for a layer that has not collapsed.
+
+    - `G = min(1, max(0, effective_units - 1))`: a layer whose functional units (Sync modules
+      once each, and unsynchronised neurons; `syncmodel.metrics.effective_units`) are about
+      one (64 clones, in one module or none; one module of everything; a dead or constant
+      layer: PR 1 or 0) gets 0; from two distinct units on, 1.
+    - `H = min(1, 2 * (1 - largest))`: a module holding more than half the layer is one giant
+      module with stragglers; its credit falls linearly to 0 when it holds all of it.
+    NaN counts as 0, as everywhere in the composite (`effective_units` NaN: G = 0;
+    `largest_module` NaN: no module, H = 1, as v2's `1 - largest` read it)."""
+    gate = _unit(effective_units - 1.0) if effective_units is not None else 0.0
+    return gate, min(1.0, (1.0 - _unit(largest_module)) / (1.0 - GIANT_MODULE))
+
+
 def interpretability(
+    scores: Tensor,
+    *,
+    effective_units: float,
+    coverage: float,
+    consistency: float,
+    purity: float,
+    largest_module: float,
+    accuracy: float | None = None,
+    chance: float | None = None,
+) -> float:
+    """Composite `I = A * G * (mean_c s_c + coverage * Ĉ * purity * H) / 2`.
+
+    The paper's claims, each a factor or term in [0, 1] (docs/design.md §1.4):
+    - focused, part-stable, class-specific neurons: the neuron term `mean_c s_c`
+      (`neuron_scores`: position information, Zhang et al. 2018's premise, times class
+      selectivity, Morcos et al. 2018, gated by activity; dead neurons 0);
+    - modules consistent across data and semantically specific: the module term, coverage
+      times `Ĉ` (`module_consistency_corrected`: ARI of the modules of two data halves,
+      Hubert & Arabie 1985, beyond the 95% point of partitions with the same module sizes)
+      times held-out class purity (`heldout_specificity`) times the giant-module gate H;
+    - a representation that stays distributed, not collapsed onto one unit: the collapse gate
+      G on the effective number of functional units (`effective_units`: each Sync module
+      once, each unsynchronised neuron once; participation ratio, Gao et al. 2017);
+    - of a working classifier: `A = (acc - chance) / (1 - chance)` (`accuracy_gain`).
+
+    `G = min(1, max(0, effective_units - 1))` and `H = min(1, 2 * (1 - largest))`
+    (`collapse_gates`).
+
+    Derivation. Collapse must not raise the score, and synchrony must not lower it. Collapse
+    is a layer acting as about one unit: 64 clones, one module of everything, a dead or
+    constant layer; or one module holding most of the layer. Synchrony is neurons responding
+    as one *within* a module: it makes modules larger and leaves fewer free neurons, without
+    making the modules alike. v1 counted redundancy between neurons, so every module the
+    coupling formed cost score. v2 counted distinct modules against the task's K - 1
+    (`between_module_distributedness`) and charged `1 - largest`: both graded every working
+    layer, by how many distinct modules it had and by how much of it its largest module
+    held, i.e. partly by how far the coupling had gathered it. Measured on two shapes
+    comparisons (docs/results.md §2b), D_m ranked alone orders working nets *against* every
+    primary metric, so a guard, not the claims, set much of v2's ranking. Here each guard is
+    a gate, 1 for every layer that has not collapsed and falling only as it does: G is 1 from
+    two distinct functional units on (a layer that tells anything apart has at least two)
+    and 0 at one or none; H is 1 while every module holds at most half the layer and 0 when
+    one module holds all of it (whose consistency is undefined anyway, `is_degenerate`).
+    Beyond collapse, how consistent and class-specific the modules are is the module term's
+    business, and the chance agreement of few, large modules is removed by `Ĉ`, not by a
+    size penalty. A and G are factors, so they gate both terms; the terms are averaged so
+    that a net whose modules are few or small still gets credit for its neurons.
+
+    Args:
+        scores: (C,) `neuron_scores` of all neurons of the layer (dead ones included, as 0).
+        effective_units: `effective_units(responses, modules)` (>= 0).
+        coverage: fraction of neurons in a module (of >= 2 neurons).
+        consistency: `module_consistency_corrected(...)["corrected"]` (NaN: degenerate).
+        purity: mean held-out module class purity (`heldout_specificity`, 0..1).
+        largest_module: `largest_module_share(modules)`.
+        accuracy, chance: the net's accuracy on the evaluated images and the chance level
+            (most frequent class's share); None → A = 1 (the representation alone).
+    NaN inputs count as 0.
+    Returns:
+        float in [0, 1].
+    """
+    gate, giant = collapse_gates(effective_units, largest_module)
+    gain = 1.0 if accuracy is None else accuracy_gain(accuracy, 0.0 if chance is None else chance)
+    neuron_term = float(scores.float().mean()) if scores.numel() else 0.0
+    module_term = _unit(coverage) * _unit(consistency) * _unit(purity) * giant
+    return gain * gate * 0.5 * (_unit(neuron_term) + module_term)
+
+
+def interpretability_v2(
     scores: Tensor,
     *,
     distributedness: float,
@@ -69,44 +160,19 @@ def interpretability(
     accuracy: float | None = None,
     chance: float | None = None,
 ) -> float:
-    """Composite `I = A * D_m * (mean_c s_c + coverage * Ĉ * purity * (1 - largest)) / 2`.
+    """The second composite (issue 24, until the collapse gates): `I = A * D_m * (mean_c s_c +
+    coverage * Ĉ * purity * (1 - largest)) / 2`. Kept for the rows it scored.
 
-    The paper's claims, each a factor or term in [0, 1] (docs/design.md §1.4):
-    - focused, part-stable, class-specific neurons: the neuron term `mean_c s_c`
-      (`neuron_scores`: position information, Zhang et al. 2018's premise, times class
-      selectivity, Morcos et al. 2018, gated by activity; dead neurons 0);
-    - modules consistent across data and semantically specific: the module term, coverage
-      times `Ĉ` (`module_consistency_corrected`: ARI of the modules of two data halves,
-      Hubert & Arabie 1985, beyond the 95% point of partitions with the same module sizes)
-      times held-out class purity (`heldout_specificity`) times `1 - largest` (one module of
-      everything earns nothing however consistent);
-    - a representation that stays distributed: `D_m` (`between_module_distributedness`): the
-      effective number of distinct Sync modules (each once; participation ratio, Gao et al.
-      2017) over K - 1, capped at 1; 0 for a layer without a module;
-    - of a working classifier: `A = (acc - chance) / (1 - chance)` (`accuracy_gain`).
-
-    Derivation. Collapse must not raise the score, and synchrony must not lower it. v1 used
-    `D = PR(neurons) / C`: it discounts k synchronised modules of C/k identical neurons to
-    k/C, exactly as it discounts k clones, so every module the coupling formed cost score
-    (in all 12 base → +sync pairs of the baselines v1 fell with D while the neuron + module
-    term rose). Counting redundancy between *units* (a module once) removes that: k distinct
-    modules have PR k, as k distinct neurons do. Normalising by the number of units instead
-    would let one giant module (1 unit, PR 1) score D = 1; normalising by C brings the
-    synchrony penalty back. The remaining yardstick is the task: K classes need K - 1
-    distinct directions, so D = min(1, PR / (K - 1)) — a floor that collapse
-    (clones, one giant module, dead or constant layers) falls below, and beyond which more
-    independent units (or independent noise) earn nothing, so D no longer dominates the
-    ranking of working nets. Counting each unsynchronised neuron as a unit as well (`D_u`,
-    `module_distributedness`, this composite's factor until the 16-seed digits rerun) still
-    charged synchrony: a neuron drawn into a module it resembles is one unit fewer, and the
-    coupling draws almost every free neuron in (digits: about 30 per net become about 2), so
-    D_u fell in every coupled pair that kept accuracy while the modules alone were as distinct
-    as before (docs/results.md §2b). D_m counts the modules alone, so a neuron joining a module
-    it responds like leaves it nearly unchanged; a layer with no module has no functional
-    units and gets 0, as its module term does. With raw `max(0, ARI)`, consistency earned
-    chance credit that grows as modules get fewer and larger; `Ĉ` does not. A and D_m are
-    factors, as in v1, so they gate both terms; the terms are averaged so that a net whose
-    modules are few or small still gets credit for its neurons.
+    As the current `interpretability`, except for its two guards against collapse, both graded:
+    `D_m` (`between_module_distributedness`: the effective number of distinct Sync modules
+    over K - 1, capped at 1) and `1 - largest` (the largest module's share of the layer).
+    D_m replaced v1's distributedness between neurons, which counted every module the
+    coupling formed as redundancy (in all 12 base → +sync pairs of the baselines v1 fell with
+    it while the neuron + module term rose); D_m counts each module once, so a neuron joining
+    a module it resembles leaves it nearly unchanged. What it still did, measured on two
+    shapes comparisons (docs/results.md §2b): ranked alone, D_m ordered the working nets
+    against every primary metric (K - 1 = 3 distinct modules is a level working nets
+    straddle), and `1 - largest` charged every neuron the coupling draws into a module.
 
     Args:
         scores: (C,) `neuron_scores` of all neurons of the layer (dead ones included, as 0).

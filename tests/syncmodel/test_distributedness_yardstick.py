@@ -15,7 +15,7 @@ import torch
 
 from syncmodel.metrics import effective_neurons, module_responses
 from syncmodel.metrics.distributed import between_module_distributedness
-from syncmodel.metrics.score import interpretability
+from syncmodel.metrics.score import interpretability_v2
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "docs" / "experiments"
@@ -51,8 +51,8 @@ def test_rescaled_is_the_composite_with_the_other_yardstick(dy, modules: int, k:
     pr = effective_neurons(module_responses(responses, ids))
     scores = torch.rand(responses.shape[1], generator=torch.Generator().manual_seed(k))
     terms = {"coverage": 0.7, "consistency": 0.8, "purity": 0.6, "largest_module": 0.2, "accuracy": 0.95, "chance": 1 / k}
-    current = interpretability(scores, distributedness=d_m, **terms)
-    expected = interpretability(scores, distributedness=min(1.0, pr / level), **terms)
+    current = interpretability_v2(scores, distributedness=d_m, **terms)
+    expected = interpretability_v2(scores, distributedness=min(1.0, pr / level), **terms)
     # Both sides are the same exact product in float64 (the float32 neuron term is the same
     # number in both): the rescaled one rounds 6 times (2 in the composite, 2 in D_m (K-1) / L,
     # the product and the quotient; D_m's own rounding cancels), the fresh one 3 times (PR / L
