@@ -145,7 +145,8 @@ def module_distributedness(responses: Tensor, modules: Tensor, num_classes: int)
 def between_module_distributedness(responses: Tensor, modules: Tensor, num_classes: int) -> float:
     """`min(1, PR(modules) / (K - 1))`: how distinct the layer's Sync modules are from each other.
 
-    The composite's distributedness (docs/design.md §1.4). `module_distributedness` counts
+    The second composite's distributedness (`interpretability_v2`, docs/design.md §1.4; the
+    current one gates on `effective_units` instead). `module_distributedness` counts
     every unsynchronised neuron as a unit of its own, so a neuron that synchronises into a
     module it already resembled costs it a unit: the coupling, which draws most free neurons
     into modules, lowered it in every digits pair where it kept accuracy while the modules

@@ -1,4 +1,4 @@
-"""Synchrony itself is not penalised by the composite `interpretability` (issue 24).
+"""Synchrony itself is not penalised by the composite `interpretability`, nor by v2 (issue 24).
 
 The same class-specific, focused neurons, once synchronised into modules (identical responses
 within a module) and once distinct (each neuron's maps shuffled among the images of its class,
@@ -67,8 +67,9 @@ def test_synchronised_modules_score_no_lower_than_distinct_neurons() -> None:
     assert synced["modules"] == K and synced["largest_module"] == PER / C
     assert distinct["modules"] < K  # distinct members do not synchronise
     assert synced["interpretability"] >= distinct["interpretability"] - ROUNDING
+    assert synced["interpretability_v2"] >= distinct["interpretability_v2"] - ROUNDING
     assert synced["module_distributedness"] == distinct["module_distributedness"] == 1.0
-    # the composite's distributedness counts the modules alone: K one-hot class modules are
+    # v2's distributedness counts the modules alone: K one-hot class modules are
     # K - 1 = 3 effective ones (1.0); the distinct layer has fewer modules to count
     assert synced["between_module_distributedness"] == 1.0 >= distinct["between_module_distributedness"]
     # the first composite penalised exactly this: K modules of PER identical neurons count as
