@@ -32,17 +32,20 @@ def test_results_md_tables_are_regenerated_from_the_rows(baselines, tmp_path: Pa
     baselines.fill(doc, before, same_commit=True, block="digits-du")
     confirm = baselines.read(HERE / f"{CONFIRM}.jsonl")
     baselines.fill(doc, confirm, same_commit=True, block="digits-confirm")
+    gated = baselines.read(HERE / f"{GATED}.jsonl")
+    baselines.fill(doc, gated, same_commit=True, block="digits-gated")
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md's generated tables differ from baselines.py's output: rerun "
         "baselines.py --table --fill docs/results.md (and the --block fills of docs/results.md §2b)"
     )
     assert baselines.tables(legacy) == (HERE / "baselines.md").read_text()
-    for name, rows in zip((*RERUNS, CONFIRM), (rerun, before, confirm)):
+    for name, rows in zip((*RERUNS, CONFIRM, GATED), (rerun, before, confirm, gated), strict=True):
         assert baselines.tables(rows, same_commit=True) == (HERE / f"{name}.md").read_text()
 
 
 RERUNS = ("baselines_digits_rerun", "baselines_digits_rerun_440a3c8")
 CONFIRM = "baselines_digits_confirm"  # docs/results.md §2b's confirmatory run (8 conditions, seeds 16-31)
+GATED = "baselines_digits_gated"  # §2b's fresh nets for the gated composite (8 conditions, seeds 32-47)
 
 
 @pytest.mark.parametrize("name", RERUNS)

@@ -115,6 +115,25 @@ def test_results_md_blocks_are_the_scripts_output(cc, tmp_path: Path) -> None:
     doc.write_text((ROOT / "docs" / "results.md").read_text())
     chances = cc.Chances()
     cc.fill(doc, cc.SCREEN_BLOCK, cc.screen(chances))
+    for kind, path, block in FRESH:
+        rows = cc.yardstick.read_jsonl(path, cc.yardstick.DIGITS_KEYS if kind == "digits" else cc.yardstick.SHAPES_KEYS)
+        cc.fill(doc, block, cc.fresh_section(kind, rows, str(path.relative_to(ROOT)), chances))
     assert doc.read_text() == (ROOT / "docs" / "results.md").read_text(), (
         "docs/results.md's composite-candidates blocks differ from composite_candidates.py --fill's output"
     )
+
+
+# docs/results.md §2b's fresh nets for the gated composite, fixed in commit ca4f194 before they ran
+FRESH = (("digits", HERE / "baselines_digits_gated.jsonl", "composite-gated-digits"),)
+GATED_CONDITIONS = ["plain", "spread", "gate", "outside", "icnn@0.00001", "plain+sync", "spread+sync", "outside+sync"]
+
+
+def test_the_fresh_digits_rows_are_what_was_fixed_before_they_ran(cc) -> None:
+    """Seeds 32-47 (never run before: the other digits rows hold 0-31) of the 8 conditions,
+    every row of the commit that fixed them, clean, and recording both composites."""
+    rows = cc.yardstick.read_jsonl(FRESH[0][1], cc.yardstick.DIGITS_KEYS)
+    assert sorted((r["condition"], r["seed"]) for r in rows) == sorted((c, s) for c in GATED_CONDITIONS for s in range(32, 48))
+    earlier = {r["seed"] for path in cc.SCREEN_DIGITS for r in cc.yardstick.read_jsonl(path, cc.yardstick.DIGITS_KEYS)}
+    assert earlier == set(range(32)) and not earlier & {r["seed"] for r in rows}
+    assert {r["provenance"]["commit"][:7] for r in rows} == {cc.GATED_FROM} and not any(r["provenance"]["dirty"] for r in rows)
+    assert all(cc.V2 in r["report"] and cc.COMPOSITE in r["report"] for r in rows)
