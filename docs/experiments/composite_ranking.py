@@ -397,7 +397,7 @@ def section(rows: list[dict], top: int = TOP, smoke: bool = False, remeasured: s
     arms = _arm_order(rows)
     title = "## The composite against the primary metrics (issue 24)"
     if remeasured:
-        title = "## The current composite against the primary metrics, re-measured (issue 24)"
+        title = "## The second composite (v2) against the primary metrics, re-measured (issue 24)"
     out = [
         title + (" — SMOKE FORM, not a result" if smoke else ""),
         "",

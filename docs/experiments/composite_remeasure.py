@@ -1,9 +1,10 @@
-"""Issue 24 item 1b with the current composite: the searched comparison's trials re-measured.
+"""Issue 24 item 1b with the running code's composite: the searched comparison's trials re-measured
+(the committed rows at commit 9d79516, so with v2, `interpretability_v2` since commit ca4f194).
 
 The comparison's trials (docs/experiments/compare-shapes, launched at commit f3dcf93) recorded
 the composite of their day, whose distributedness counted every unsynchronised neuron as a unit
-(`module_distributedness`). The current composite counts the modules alone
-(`between_module_distributedness`, docs/design.md §1.4). This script reloads every finished
+(`module_distributedness`). v2 counted the modules alone (`between_module_distributedness`,
+docs/design.md §1.4). This script reloads every finished
 trial's final checkpoint from the comparison folder, rebuilds its data from its own config and
 evaluates it as its trial did (`compare_shapes_heldout.evaluate_kwargs`: its layers, trained
 epsilon and seed) on the images its evaluation measured (the first `evaluation.max_images` of

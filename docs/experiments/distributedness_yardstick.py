@@ -9,11 +9,11 @@ the composite with another yardstick L is exact arithmetic on a row's recorded v
     I_L = I * min(1, PR / L) / D_m,   PR / L = D_m * (K - 1) / L   (D_m > 0; I_L = 0 if D_m = 0)
 
 which holds for every L <= K - 1 (where D_m is 1, PR >= K - 1 >= L and the factor stays 1).
-`L = K - 1` is the current composite; `L = 2` keeps the factor only below two distinct units
+`L = K - 1` is v2 as recorded; `L = 2` keeps the factor only below two distinct units
 (collapse onto one module, clones, a constant layer); `L = 1` leaves only "no module at all"
 at 0 among these nets, i.e. the composite without a distributedness factor. For each L the
 script runs item 1b's check (composite_ranking.acceptance) on the two comparisons whose rows
-carry the current composite: the digits rerun (docs/experiments/baselines_digits_rerun.jsonl;
+carry v2 (`interpretability` before commit ca4f194, `interpretability_v2` after): the digits rerun (docs/experiments/baselines_digits_rerun.jsonl;
 conditions at kept accuracy as baselines.py --table has them, condition means and every net)
 and the searched shapes comparison re-measured
 (docs/experiments/compare-shapes/trials_remeasured.jsonl; every kept trial and the arms' best
@@ -53,7 +53,7 @@ D_M = "between_module_distributedness"
 # none. Not chosen blind: a first look at these rows had also tried 1.5 and 2.5 (shapes; they
 # fall between their neighbours here)
 LEVELS: tuple[tuple[str, Callable[[int], float]], ...] = (
-    ("K − 1 (current)", lambda k: float(k - 1)),
+    ("K − 1 (v2)", lambda k: float(k - 1)),
     ("2", lambda k: 2.0),
     ("1 (no factor)", lambda k: 1.0),
 )
@@ -233,12 +233,12 @@ def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None,
     digits_source, shapes_source = sources
     ident = f"`docs/experiments/{SCRIPT}`: `I_L = I · min(1, PR/L) / D_m`, exact because D_m is a factor"
     if digits_rows is None or shapes_rows is None:
-        intro = (f"The same check on the rows given ({ident}). `L = K − 1` is the composite as it stands; "
-                 "`L = 1` is the composite without its distributedness factor.")  # fmt: skip
+        intro = (f"The same check on the rows given ({ident}). `L = K − 1` is v2, the composite these rows were "
+                 "scored with; `L = 1` is v2 without its distributedness factor.")  # fmt: skip
     else:
         intro = ("Item 1b's check with the composite's distributedness yardstick varied, on the rows of the two "
-                 f"comparisons that carry the current composite ({ident}). `L = K − 1` is the composite as it stands and "
-                 "reproduces the blocks above; `L = 1` is the composite without its distributedness factor. Exploratory: "
+                 f"comparisons that carry v2, the composite with D_m ({ident}). `L = K − 1` is v2 as recorded and "
+                 "reproduces the blocks above; `L = 1` is v2 without its distributedness factor. Exploratory: "
                  "read on the data the check is judged on, not used to pick L.")  # fmt: skip
     out = [intro, ""]
     if digits_rows is not None:

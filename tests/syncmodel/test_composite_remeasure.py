@@ -42,7 +42,7 @@ def test_fill_places_a_block_of_its_own_that_says_what_was_remeasured(rm, tmp_pa
         rm.fill(results, _remeasured(), META)
     text = results.read_text()
     assert text.count(f"<!-- {rm.BLOCK} (generated") == 1
-    assert text.index("## The composite against") < text.index("## The current composite against") < text.index("## 2. B")
+    assert text.index("## The composite against") < text.index("## The second composite (v2) against") < text.index("## 2. B")
     assert "at commit abcdef1" in text and "class_purity 2.0e-09" in text
 
 
