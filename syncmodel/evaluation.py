@@ -375,9 +375,9 @@ def evaluate(
     partitions), specificity and class purity of each half's modules measured on the other
     half (within_corr, between_corr, specificity, class_purity are these held-out values),
     ablation (raw and beyond a size-matched random ablation), and the composite
-    `interpretability` score (`syncmodel.metrics.score.interpretability`: distributedness
-    between the Sync modules, consistency beyond a size-matched null) beside its first
-    version `interpretability_v1`.
+    `interpretability` score (`syncmodel.metrics.score.interpretability`: collapse gates on
+    the functional units and the largest module, consistency beyond a size-matched null)
+    beside its earlier versions `interpretability_v2` and `interpretability_v1`.
 
     Args:
         model: classifier returning logits (B, K).
@@ -398,7 +398,7 @@ def evaluate(
         device: default the model's device.
         seed: seed of the random halves and of the random ablation sets.
         picture_dir: if given, write the module grids and similarity matrix PNGs there.
-        composite_only: compute only what `interpretability` and `interpretability_v1` read
+        composite_only: compute only what the composites (`interpretability`, `_v2`, `_v1`) read
             (accuracy, neuron scores, distributedness, modules and their held-out consistency
             and purity) and skip
             the rest, ablation included; the report then holds those keys and the score,
@@ -498,9 +498,9 @@ def interpretability_estimate(
     """The composite `interpretability` of `evaluate`, on the first `images` images of `split`:
     a cheap per-epoch signal for a scheduler (reported as `interp_estimate`).
 
-    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, distributedness
-    between the Sync modules, neuron scores, Sync modules with their chance-corrected held-out
-    consistency and purity), computed on a
+    The same score (`syncmodel.metrics.score.interpretability`: accuracy gain, the collapse
+    gates on functional units and the largest module, neuron scores, Sync modules with their
+    chance-corrected held-out consistency and purity), computed on a
     small fixed sample instead of `evaluate`'s `max_images`, and only the parts the composite
     reads (`evaluate(composite_only=True)`: no module ablation, focus maps, MIS, location
     instability or detectors). Only the number of images differs from the final score, so
