@@ -307,9 +307,16 @@ def fresh_section(kind: str, rows: list[dict], source: str, chances: Chances) ->
                + " | 1b as written | 1b strictly |"]  # fmt: skip
     summary.append("|" + "---|" * (len(summary[0].split("|")) - 2))
     details: list[str] = []
+    side: list[str] = []
     for name, transform in (("the composite (gated), as recorded", check.transform),
                             ("v2, as recorded on the same nets", _v2_transform)):  # fmt: skip
-        for set_name, conds in _sets(kind, rows, transform, source):
+        sets = _sets(kind, rows, transform, source)
+        if transform is check.transform:  # the smaller set's rankings, side by side
+            small_name, small = min(sets, key=lambda named: len(named[1]))
+            primaries = [k for k in small[0].values if k != COMPOSITE]
+            side = [f"Rankings side by side, {small_name} (rank 1 is best; the composite is the gated one):", "",
+                    *ranking.side_by_side(small, primaries, len(small)), ""]  # fmt: skip
+        for set_name, conds in sets:
             primaries = [k for k in conds[0].values if k != COMPOSITE]
             with_c, between = ranking.taus(conds, primaries)
             lines, as_written, strict = ranking.acceptance(with_c, between)
@@ -319,7 +326,7 @@ def fresh_section(kind: str, rows: list[dict], source: str, chances: Chances) ->
                 details += [f"The check for the gated composite over {set_name} (n {len(conds)}): as written "
                             f"**{ranking._word(as_written)}**, strictly **{ranking._word(strict)}**.", ""]  # fmt: skip
                 details += [f"- {c.text}" for c in lines] + [""]
-    out += summary + [""] + details
+    out += summary + [""] + details + side
     out.append(f"Recomputed from the recorded ingredients (this script's arithmetic, as the screen uses it), the gated "
                f"composite differs from the recorded one by at most {check.worst:.1e} over these rows.")  # fmt: skip
     return "\n".join(out) + "\n"
