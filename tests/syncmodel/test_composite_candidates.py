@@ -124,7 +124,8 @@ def test_results_md_blocks_are_the_scripts_output(cc, tmp_path: Path) -> None:
 
 
 # docs/results.md §2b's fresh nets for the gated composite, fixed in commit ca4f194 before they ran
-FRESH = (("digits", HERE / "baselines_digits_gated.jsonl", "composite-gated-digits"),)
+FRESH = (("digits", HERE / "baselines_digits_gated.jsonl", "composite-gated-digits"),
+         ("shapes", HERE / "compare-shapes-gated" / "trials.jsonl", "composite-gated-shapes"))
 GATED_CONDITIONS = ["plain", "spread", "gate", "outside", "icnn@0.00001", "plain+sync", "spread+sync", "outside+sync"]
 
 
@@ -137,3 +138,15 @@ def test_the_fresh_digits_rows_are_what_was_fixed_before_they_ran(cc) -> None:
     assert earlier == set(range(32)) and not earlier & {r["seed"] for r in rows}
     assert {r["provenance"]["commit"][:7] for r in rows} == {cc.GATED_FROM} and not any(r["provenance"]["dirty"] for r in rows)
     assert all(cc.V2 in r["report"] and cc.COMPOSITE in r["report"] for r in rows)
+
+
+def test_the_fresh_shapes_trials_are_what_was_fixed_before_they_ran(cc) -> None:
+    """compare-shapes with seeds 200-201 (the earlier comparisons ran 0-2 and 100-101), 4 arms
+    x 2 repeats x 24 trials, every trial of the commit that fixed them, clean, recording both
+    composites."""
+    rows = cc.yardstick.read_jsonl(FRESH[1][1], cc.yardstick.SHAPES_KEYS)
+    earlier = {r["params"]["seed"] for path in cc.SCREEN_SHAPES for r in cc.yardstick.read_jsonl(path, cc.yardstick.SHAPES_KEYS)}
+    assert len(rows) == 4 * 2 * 24 and {r["params"]["seed"] for r in rows} == {200, 201}
+    assert {r["arm"] for r in rows} == {"plain", "icnn", "sinn", "gate"} and not earlier & {200, 201}
+    assert {r["commit"][:7] for r in rows} == {cc.GATED_FROM} and not any(r["dirty"] for r in rows)
+    assert all(cc.V2 in r["metrics"] and cc.COMPOSITE in r["metrics"] for r in rows if r["status"] == "ok")
