@@ -122,10 +122,16 @@ def ingredients(values: dict, chance: float, where: str) -> Ingredients:
 
 
 def gated(x: Ingredients) -> float:
-    """The gated composite (syncmodel.metrics.score.interpretability) from the ingredients."""
-    g = _unit(x.units - 1.0)
-    h = min(1.0, (1.0 - x.largest) / 0.5)
+    """The gated composite (syncmodel.metrics.score.interpretability) from the ingredients,
+    with syncmodel's own gates."""
+    g, h = _gates(x)
     return x.accuracy_gain * g * 0.5 * (_unit(x.neuron) + x.coverage * x.consistency * x.purity * h)
+
+
+def _gates(x: Ingredients) -> tuple[float, float]:
+    from syncmodel.metrics.score import collapse_gates
+
+    return collapse_gates(x.units, x.largest)
 
 
 def _yard(x: Ingredients, level: float) -> float:
@@ -140,7 +146,7 @@ def _geo(*terms: float) -> float:
 # the "module term" is coverage * Ĉ * purity times the size factor named.
 Form = Callable[[Ingredients], float]
 SIZE_V2 = lambda x: 1.0 - x.largest  # noqa: E731
-SIZE_GATE = lambda x: min(1.0, (1.0 - x.largest) / 0.5)  # noqa: E731
+SIZE_GATE = lambda x: _gates(x)[1]  # noqa: E731
 FORMS: tuple[tuple[str, Form], ...] = (
     ("v2: D_m (yardstick K − 1), 1 − largest", lambda x: x.v2),
     ("yardstick 2, 1 − largest", lambda x: x.accuracy_gain * _yard(x, 2) * 0.5 * (x.neuron + x.coverage * x.consistency * x.purity * SIZE_V2(x))),
