@@ -51,7 +51,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 SCRIPT = "composite_candidates.py"
 SCREEN_BLOCK = "composite-candidates"
-SCREEN_DIGITS = (HERE / "baselines_digits_rerun.jsonl", HERE / "baselines_digits_confirm.jsonl")
+SCREEN_DIGITS = (HERE / "baselines_digits_rerun_872009a.jsonl", HERE / "baselines_digits_confirm.jsonl")
 SCREEN_SHAPES = (HERE / "compare-shapes" / "trials_remeasured.jsonl", HERE / "compare-shapes-confirm" / "trials.jsonl")
 COMPOSITE = "interpretability"
 V2 = "interpretability_v2"

@@ -13,7 +13,7 @@ which holds for every L <= K - 1 (where D_m is 1, PR >= K - 1 >= L and the facto
 (collapse onto one module, clones, a constant layer); `L = 1` leaves only "no module at all"
 at 0 among these nets, i.e. the composite without a distributedness factor. For each L the
 script runs item 1b's check (composite_ranking.acceptance) on the two comparisons whose rows
-carry v2 (`interpretability` before commit ca4f194, `interpretability_v2` after): the digits rerun (docs/experiments/baselines_digits_rerun.jsonl;
+carry v2 (`interpretability` before commit ca4f194, `interpretability_v2` after): the digits rerun at commit 872009a (docs/experiments/baselines_digits_rerun_872009a.jsonl;
 conditions at kept accuracy as baselines.py --table has them, condition means and every net)
 and the searched shapes comparison re-measured
 (docs/experiments/compare-shapes/trials_remeasured.jsonl; every kept trial and the arms' best
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DIGITS = HERE / "baselines_digits_rerun.jsonl"
+DIGITS = HERE / "baselines_digits_rerun_872009a.jsonl"  # the digits rerun scored with v2
 SHAPES = HERE / "compare-shapes" / "trials_remeasured.jsonl"
 SCRIPT = "distributedness_yardstick.py"
 BLOCK = "distributedness-yardstick"

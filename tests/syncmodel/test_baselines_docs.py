@@ -26,7 +26,7 @@ def test_results_md_tables_are_regenerated_from_the_rows(baselines, tmp_path: Pa
     doc = tmp_path / "results.md"
     shutil.copy(ROOT / "docs" / "results.md", doc)
     legacy = baselines.read(HERE / "baselines.jsonl")
-    rerun, before = (baselines.read(HERE / f"{name}.jsonl") for name in RERUNS)
+    rerun, v2, before = (baselines.read(HERE / f"{name}.jsonl") for name in RERUNS)
     baselines.fill(doc, legacy)
     baselines.fill(doc, rerun, same_commit=True, block="digits-rerun")
     baselines.fill(doc, before, same_commit=True, block="digits-du")
@@ -39,11 +39,13 @@ def test_results_md_tables_are_regenerated_from_the_rows(baselines, tmp_path: Pa
         "baselines.py --table --fill docs/results.md (and the --block fills of docs/results.md §2b)"
     )
     assert baselines.tables(legacy) == (HERE / "baselines.md").read_text()
-    for name, rows in zip((*RERUNS, CONFIRM, GATED), (rerun, before, confirm, gated), strict=True):
+    for name, rows in zip((*RERUNS, CONFIRM, GATED), (rerun, v2, before, confirm, gated), strict=True):
         assert baselines.tables(rows, same_commit=True) == (HERE / f"{name}.md").read_text()
 
 
-RERUNS = ("baselines_digits_rerun", "baselines_digits_rerun_440a3c8")
+# the 288 digits nets of seeds 0-15, scored at the current code (the gated composite), at 872009a (v2)
+# and at 440a3c8 (the composite with D_u)
+RERUNS = ("baselines_digits_rerun", "baselines_digits_rerun_872009a", "baselines_digits_rerun_440a3c8")
 CONFIRM = "baselines_digits_confirm"  # docs/results.md §2b's confirmatory run (8 conditions, seeds 16-31)
 GATED = "baselines_digits_gated"  # §2b's fresh nets for the gated composite (8 conditions, seeds 32-47)
 
@@ -58,15 +60,20 @@ def test_a_rerun_is_one_commit_with_provenance(baselines, name: str) -> None:
     assert all(s == list(range(16)) for s in seeds.values())  # every condition, the 16 seeds chosen
 
 
-def test_the_two_reruns_are_the_same_nets_scored_twice(baselines) -> None:
-    # docs/results.md §2b: the 440a3c8 rows and the current ones differ only in the composite
-    # (and the key it now reads, and the evaluation's wall time): the same nets, deterministic
-    rerun, before = ({(r["condition"], r["seed"]): r["report"] for r in baselines.read(HERE / f"{n}.jsonl")} for n in RERUNS)
-    assert rerun.keys() == before.keys()
+def test_the_reruns_are_the_same_nets_scored_three_times(baselines) -> None:
+    # docs/results.md §2b: the three sets of rows differ only in the composite (and the keys it
+    # reads, and the evaluation's wall time): the same nets, deterministic. The current rows
+    # record v2 under its own name, and it is the 872009a rows' composite to the last bit.
+    gated, v2, du = ({(r["condition"], r["seed"]): r["report"] for r in baselines.read(HERE / f"{n}.jsonl")} for n in RERUNS)
+    assert gated.keys() == v2.keys() == du.keys()
+    for key, report in gated.items():
+        assert report["interpretability_v2"] == v2[key]["interpretability"], key
+        apart = {"interpretability", "interpretability_v2", "eval_seconds"}
+        assert {k: v for k, v in report.items() if k not in apart} == {k: v for k, v in v2[key].items() if k not in apart}, key
     apart = {"interpretability", "between_module_distributedness", "eval_seconds"}
-    for key, report in rerun.items():
+    for key, report in v2.items():
         assert {k: v for k, v in report.items() if k not in apart} == {
-            k: v for k, v in before[key].items() if k not in apart
+            k: v for k, v in du[key].items() if k not in apart
         }, key
 
 
