@@ -162,10 +162,6 @@ FORMS: tuple[tuple[str, Form], ...] = (
     ("module gate min(1, PR − 1), size gate", lambda x: x.accuracy_gain * _unit(x.modules_pr - 1.0) * 0.5 * (x.neuron + x.coverage * x.consistency * x.purity * SIZE_GATE(x))),
     ("the gated composite: unit gate, size gate", gated),
 )  # fmt: skip
-RECORDED: tuple[tuple[str, Form], ...] = (
-    ("the composite as recorded (gated)", lambda x: math.nan),  # filled from the row, not computed
-    ("v2 as recorded", lambda x: x.v2),
-)
 
 
 # --------------------------------------------------------------------------- chance
