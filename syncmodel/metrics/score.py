@@ -143,10 +143,7 @@ def interpretability(
         float in [0, 1].
     """
     gate, giant = collapse_gates(effective_units, largest_module)
-    gain = 1.0 if accuracy is None else accuracy_gain(accuracy, 0.0 if chance is None else chance)
-    neuron_term = float(scores.float().mean()) if scores.numel() else 0.0
-    module_term = _unit(coverage) * _unit(consistency) * _unit(purity) * giant
-    return gain * gate * 0.5 * (_unit(neuron_term) + module_term)
+    return _composite(scores, gate, giant, coverage, consistency, purity, accuracy, chance)
 
 
 def interpretability_v2(
@@ -188,8 +185,9 @@ def interpretability_v2(
         float in [0, 1].
     """
     return _composite(
-        scores, distributedness, coverage, consistency, purity, largest_module, accuracy, chance
-    )
+        scores, _unit(distributedness), 1.0 - _unit(largest_module), coverage, consistency,
+        purity, accuracy, chance,
+    )  # fmt: skip
 
 
 def interpretability_v1(
@@ -250,24 +248,26 @@ def interpretability_v1(
         float in [0, 1].
     """
     return _composite(
-        scores, distributedness, coverage, consistency, purity, largest_module, accuracy, chance
-    )
+        scores, _unit(distributedness), 1.0 - _unit(largest_module), coverage, consistency,
+        purity, accuracy, chance,
+    )  # fmt: skip
 
 
 def _composite(
     scores: Tensor,
-    distributedness: float,
+    guard: float,
+    size: float,
     coverage: float,
     consistency: float,
     purity: float,
-    largest_module: float,
     accuracy: float | None,
     chance: float | None,
 ) -> float:
-    """`A * D * (mean_c s_c + coverage * consistency+ * purity * (1 - largest)) / 2`."""
+    """The form every version shares, `A * guard * (mean_c s_c + coverage * consistency+ *
+    purity * size) / 2`: each version passes its guard against collapse (v1, v2: the
+    distributedness; the current one: G) and its module-size factor (v1, v2: 1 - largest;
+    the current one: H), both already in [0, 1]."""
     gain = 1.0 if accuracy is None else accuracy_gain(accuracy, 0.0 if chance is None else chance)
     neuron_term = float(scores.float().mean()) if scores.numel() else 0.0
-    module_term = (
-        _unit(coverage) * _unit(consistency) * _unit(purity) * (1.0 - _unit(largest_module))
-    )
-    return gain * _unit(distributedness) * 0.5 * (_unit(neuron_term) + module_term)
+    module_term = _unit(coverage) * _unit(consistency) * _unit(purity) * size
+    return gain * guard * 0.5 * (_unit(neuron_term) + module_term)
