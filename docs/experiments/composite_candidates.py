@@ -93,28 +93,36 @@ def _unit(v: float) -> float:
     return 0.0 if math.isnan(v) else min(max(v, 0.0), 1.0)
 
 
-def readable(values: dict, where: str) -> None:
-    """Refused (one line naming the row) unless the row records what `ingredients` reads."""
-    recorded_v2 = V2 if V2 in values else COMPOSITE
+def _v2_key(values: dict) -> str:
+    """Where a row records v2: under its own name since the gated composite, else as the composite."""
+    return V2 if V2 in values else COMPOSITE
+
+
+def readable(values: dict, where: str) -> int:
+    """The number of classes K, refused (one line naming the row) unless the row records what
+    `ingredients` reads."""
+    recorded_v2 = _v2_key(values)
     if recorded_v2 == COMPOSITE and yardstick.D_M not in values:
         raise Refusal(f"{where}: no {yardstick.D_M}: its composite is older than v2 (re-measure it first)")
     missing = [k for k in ("accuracy", "coverage", "largest_module", "effective_units", recorded_v2) if k not in values]
     if missing:
         raise Refusal(f"{where}: no {', '.join(missing)}")
-    yardstick.num_classes(values, where)
+    return yardstick.num_classes(values, where)
 
 
 def ingredients(values: dict, chance: float, where: str) -> Ingredients:
     """A row's recorded ingredients and its back-computed neuron term (module docstring)."""
-    readable(values, where)
+    return _ingredients(values, chance, readable(values, where))
+
+
+def _ingredients(values: dict, chance: float, k: int) -> Ingredients:
+    """`ingredients` of a row `readable` has passed (K its number of classes)."""
     v = ranking.number
-    recorded_v2 = V2 if V2 in values else COMPOSITE
-    k = yardstick.num_classes(values, where)
     a = _unit((v(values["accuracy"]) - chance) / (1.0 - chance))
     d_m = _unit(v(values[yardstick.D_M]))
     cov, con, pur = (_unit(ranking.value(values, key)) for key in ("coverage", "consistency_ari_corrected", "class_purity"))
     big = _unit(v(values["largest_module"]))
-    i2 = v(values[recorded_v2])
+    i2 = v(values[_v2_key(values)])
     module_v2 = cov * con * pur * (1.0 - big)
     neuron = 2.0 * i2 / (a * d_m) - module_v2 if a * d_m > 0 and math.isfinite(i2) else math.nan
     pr = math.inf if d_m >= 1.0 else d_m * (k - 1)
@@ -221,15 +229,13 @@ class Scored:
 def scorer(form: Form, chance_of: Callable[[dict, str], float], recorded: bool = False) -> Scored:
     """A Transform (distributedness_yardstick's) that puts `form`'s value in the composite's
     place; with `recorded`, the row's own composite (checked against the recomputed one)."""
-    out = Scored(lambda values, where: values)
-
     def transform(values: dict, where: str) -> dict:
         if not math.isfinite(ranking.number(values.get(COMPOSITE))):
             return values  # an undefined composite stays undefined (the checks leave it out)
         if recorded and V2 not in values:
             raise Refusal(f"{where}: no {V2}: scored before the gated composite (commit {GATED_FROM})")
-        readable(values, where)
-        x = ingredients(values, chance_of(values, where), where)
+        k = readable(values, where)  # before the data for the chance level is built
+        x = _ingredients(values, chance_of(values, where), k)
         if recorded:
             if math.isfinite(x.neuron):
                 out.worst = max(out.worst, abs(gated(x) - ranking.number(values[COMPOSITE])))
@@ -239,13 +245,14 @@ def scorer(form: Form, chance_of: Callable[[dict, str], float], recorded: bool =
             return {**values, COMPOSITE: math.nan}
         return {**values, COMPOSITE: form(x)}
 
-    out.transform = transform
+    out = Scored(transform)  # the transform reads and writes out's counters when it runs
     return out
 
 
 def _chance_for(kind: str, rows: list[dict], chances: Chances) -> Callable[[dict, str], float]:
     """The chance of a row's metrics (the transforms see the metrics only): by identity."""
-    by_metrics = {id(r["report"] if kind == "digits" else r["metrics"]): r for r in rows if ("report" in r or "metrics" in r)}
+    key = "report" if kind == "digits" else "metrics"
+    by_metrics = {id(r[key]): r for r in rows if key in r}
 
     def chance(values: dict, where: str) -> float:
         row = by_metrics.get(id(values))
@@ -305,9 +312,7 @@ def fresh_section(kind: str, rows: list[dict], source: str, chances: Chances) ->
     chance = _chance_for(kind, rows, chances)
     check = scorer(gated, chance, recorded=True)
     out = [f"#### {_title(kind, rows, source)}", ""]
-    summary = ["| composite | conditions | n | " + " | ".join("τ with " + ranking.SHORT[p] for p in _primaries(kind, rows, source))
-               + " | 1b as written | 1b strictly |"]  # fmt: skip
-    summary.append("|" + "---|" * (len(summary[0].split("|")) - 2))
+    summary: list[str] = []
     details: list[str] = []
     side: list[str] = []
     for name, transform in (("the composite (gated), as recorded", check.transform),
@@ -322,6 +327,10 @@ def fresh_section(kind: str, rows: list[dict], source: str, chances: Chances) ->
             primaries = [k for k in conds[0].values if k != COMPOSITE]
             with_c, between = ranking.taus(conds, primaries)
             lines, as_written, strict = ranking.acceptance(with_c, between)
+            if not summary:
+                head = ["composite", "conditions", "n", *("τ with " + ranking.SHORT[p] for p in primaries),
+                        "1b as written", "1b strictly"]  # fmt: skip
+                summary = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             summary.append(f"| {name} | {set_name} | {len(conds)} | " + " | ".join(ranking._t(with_c[p].tau) for p in primaries)
                            + f" | {ranking._word(as_written)} | {ranking._word(strict)} |")  # fmt: skip
             if transform is check.transform:
@@ -340,11 +349,6 @@ def _v2_transform(values: dict, where: str) -> dict:
     return {**values, COMPOSITE: values[V2]}
 
 
-def _primaries(kind: str, rows: list[dict], source: str) -> list[str]:
-    sets = _sets(kind, rows, _v2_transform, source)
-    return [k for k in sets[0][1][0].values if k != COMPOSITE]
-
-
 def screen(chances: Chances) -> str:
     intro = (f"Forms of the composite screened on the rows of the four committed data sets (`docs/experiments/{SCRIPT} "
              "--screen`): each form recomputed from the ingredients the rows record, the neuron term from the recorded v2 "
@@ -360,10 +364,7 @@ def screen(chances: Chances) -> str:
 
 
 def fill(results: Path, block: str, body: str) -> None:
-    text = ranking.read_doc(results)
-    if f"<!-- {block} " not in text:
-        raise Refusal(f"{results}: no block {block!r} to write")
-    ranking.write_doc(results, ranking.place_block(text, block, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
+    ranking.fill_block(results, block, body, SCRIPT)
 
 
 def main(argv: list[str] | None = None) -> int:

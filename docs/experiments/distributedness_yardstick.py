@@ -251,11 +251,7 @@ def section(digits_rows: list[dict] | None, shapes_rows: list[dict] | None,
 def fill(results: Path, digits_rows: list[dict] | None, shapes_rows: list[dict] | None, block: str = BLOCK,
          sources: tuple[str, str] = (DIGITS.name, SHAPES.name)) -> None:  # fmt: skip
     """docs/results.md's block `block` (placed where it is; it must be there)."""
-    text = ranking.read_doc(results)
-    if f"<!-- {block} " not in text:
-        raise Refusal(f"{results}: no block {block!r} to write")
-    body = section(digits_rows, shapes_rows, sources)
-    ranking.write_doc(results, ranking.place_block(text, block, body, SCRIPT, results, before=ranking.RESULTS_BEFORE))
+    ranking.fill_block(results, block, section(digits_rows, shapes_rows, sources), SCRIPT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         sources = (str(args.digits), str(args.shapes))
         body = section(digits_rows, shapes_rows, sources)
         if args.fill:
-            fill(args.results, digits_rows, shapes_rows, args.block, sources)
+            ranking.fill_block(args.results, args.block, body, SCRIPT)
         print(body)
     except Refusal as exc:
         print(f"error: {exc}", file=sys.stderr)
