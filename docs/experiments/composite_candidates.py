@@ -53,8 +53,6 @@ SCRIPT = "composite_candidates.py"
 SCREEN_BLOCK = "composite-candidates"
 SCREEN_DIGITS = (HERE / "baselines_digits_rerun_872009a.jsonl", HERE / "baselines_digits_confirm.jsonl")
 SCREEN_SHAPES = (HERE / "compare-shapes" / "trials_remeasured.jsonl", HERE / "compare-shapes-confirm" / "trials.jsonl")
-COMPOSITE = "interpretability"
-V2 = "interpretability_v2"
 GATED_FROM = "ca4f194"  # the commit whose composite is the gated one (rows after it record both)
 
 
@@ -70,6 +68,7 @@ def _sibling(name: str) -> Any:
 yardstick = _sibling("distributedness_yardstick")
 ranking = yardstick.ranking
 Refusal = ranking.Refusal
+COMPOSITE, V2 = yardstick.COMPOSITE, yardstick.V2  # the row keys of the composite and of v2
 
 
 # --------------------------------------------------------------------------- ingredients
