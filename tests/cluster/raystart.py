@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.services import free_port
+from deploy.services import free_ports
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -68,11 +68,11 @@ class Cluster:
         env.update(extra)
         return env
 
-    def _start(self, args: list[str], log: str) -> None:
+    def _start(self, args: list[str], log: str, *, agent_port: int) -> None:
         with open(self.root / log, "ab") as out:
             proc = subprocess.Popen(
                 [exe("ray"), "start", *args, "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                 f"--dashboard-agent-listen-port={free_port()}", "--object-store-memory=100000000"],
+                 f"--dashboard-agent-listen-port={agent_port}", "--object-store-memory=100000000"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env(),
                 cwd=self.root, start_new_session=True,
             )  # fmt: skip
@@ -82,20 +82,21 @@ class Cluster:
             raise RuntimeError(f"ray start {' '.join(args)} failed: {(self.root / log).read_text()[-3000:]}")
 
     def start_head(self, *, num_cpus: int = 1, num_gpus: int = 0, dashboard: bool = True) -> None:
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
+        # Four different ports: picked one at a time they can repeat, and Ray refuses a head
+        # whose components share one.
+        self.gcs_port, self.dashboard_port, client_port, agent_port = free_ports(4)
         self._start(
             ["--head", f"--port={self.gcs_port}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
              f"--temp-dir={self.root / 'ray'}", f"--include-dashboard={str(dashboard).lower()}",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-             f"--ray-client-server-port={free_port()}"],
-            "head.log",
+             f"--ray-client-server-port={client_port}"],
+            "head.log", agent_port=agent_port,
         )  # fmt: skip
 
     def add_worker(self, *, num_cpus: int = 1, num_gpus: int = 0) -> None:
         self._start(
             [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
-            f"worker{len(self.pgids)}.log",
+            f"worker{len(self.pgids)}.log", agent_port=free_ports(1)[0],
         )
 
     def stop(self) -> None:

@@ -3,12 +3,13 @@ server` lands in PostgreSQL, and its artifact in the server's destination folder
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from deploy.services import free_ports, read_or_create_password
 from deploy.services import main as services_main
-from deploy.services import read_or_create_password
 
 pytestmark = pytest.mark.cluster
 
@@ -54,3 +55,13 @@ def test_password_is_generated_once_and_private(tmp_path: Path, monkeypatch) -> 
 
 def test_down_on_an_empty_root_is_harmless(tmp_path: Path) -> None:
     assert services_main(["down", "--root", str(tmp_path)]) == 0
+
+
+def test_ports_picked_together_are_different_and_free() -> None:
+    # The journey's head takes four ports at once; one at a time they once came back equal
+    # (dashboard = client server) and `ray start` refused the head.
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    for port in ports[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
