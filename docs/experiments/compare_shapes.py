@@ -45,11 +45,25 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DATA = HERE / "compare-shapes"
+# The same comparison rerun at the gated composite (fresh seeds, 3 repeats): when collected, the
+# headline leads with it and its section stands before issue 25's.
+RERUN = HERE / "compare-shapes-rerun"
 BASELINES = HERE / "baselines.jsonl"
 SCRIPT = "compare_shapes.py"
 TRIALS_FILE, ANSWER, FRONTS, META, SPEC = "trials.jsonl", "compare.json", "fronts.png", "meta.json", "comparison.yaml"
 SAVED = "comparison.yaml"  # pipeline.spec.arms.SAVED_FILE: the spec as launched, in the folder
 REFERENCE_ARM = "plain"  # the arms are judged against it in the headline (else the spec's first)
+TITLE = "The comparison: each method searched with the same budget (issue 25)"
+RERUN_TITLE = "The comparison rerun with the gated composite"
+# Which composite a trial's `interpretability` is, told by the keys its metrics carry: each form
+# added one that no earlier form's rows have (docs/design.md §1.4; results.md, "Which composite").
+COMPOSITES = (
+    ("interpretability_v2", "the gated composite (the current one, from commit ca4f194)"),
+    ("between_module_distributedness", "v2 (commits 872009a to ca4f194)"),
+    ("interpretability_v1", "the form with D_u (before commit 872009a), which charged the coupling for every "
+                            "neuron it drew into a module"),
+)
+FIRST_COMPOSITE = "v1 (before issue 24), which fell whenever the coupling was on"
 
 
 def _sibling(name: str) -> Any:
@@ -406,6 +420,36 @@ def images_read(held: dict) -> tuple[str, str, int]:
     return chose, on, len(records)
 
 
+def selected_split(held: dict) -> str:
+    """The split whose images chose the fronts, in words ("test", "validation")."""
+    splits = sorted({r["selected_on"]["split"] for body in held["arms"].values() for s in body["studies"]
+                     for r in s["front"]})  # fmt: skip
+    return " and ".join({"val": "validation"}.get(x, x) for x in splits) or "–"
+
+
+def composite_of(rows: list[dict]) -> str:
+    """Which composite the trials' `interpretability` is, in words (COMPOSITES); one for all, or
+    Refusal: a collection of trials scored by two forms has no one front."""
+    named = set()
+    for r in rows:
+        keys = r.get("metrics") or {}
+        named.add(next((words for key, words in COMPOSITES if key in keys), FIRST_COMPOSITE))
+    if len(named) > 1:
+        raise Refusal(f"the trials' `interpretability` is of {len(named)} forms ({'; '.join(sorted(named))})")
+    return named.pop() if named else "–"
+
+
+def anchor(title: str) -> str:
+    """The link target GitHub gives a heading."""
+    return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def seeds_of(rows: list[dict]) -> str:
+    """The repeats' training seeds, from the trials' params (repeat k: the comparison's seed + k)."""
+    seeds = sorted({r["params"].get("seed") for r in rows if isinstance(r.get("params"), dict)} - {None})
+    return ", ".join(map(str, seeds)) or "–"
+
+
 def brief(pair: dict) -> str:
     return f"{pair['a']} − {pair['b']} {fmt(pair['mean'])} [{fmt(pair['low'])}, {fmt(pair['high'])}] {pair['verdict']}"
 
@@ -419,9 +463,11 @@ def _spread(answer: dict) -> str:
     return "; ".join(out)
 
 
-def headline(answer: dict, held: dict, meta: dict) -> str:
-    """The paragraph at the top of docs/results.md: the hypervolumes re-measured on held-out
-    images first, those the search saw after them."""
+def headline(answer: dict, held: dict, meta: dict, rows: list[dict], label: str = "Headline: the comparison (issue 25)",
+             title: str = TITLE) -> str:  # fmt: skip
+    """A paragraph at the top of docs/results.md, opened by `label` in bold: the hypervolumes
+    re-measured on held-out images first, those the search saw after them; `title` is the
+    heading of its section, linked at the end."""
     from syncmodel import stats
 
     ref, margin, n = _reference_arm(answer), answer["equivalence_margin"]["hypervolume"], answer["repeats"]
@@ -434,22 +480,27 @@ def headline(answer: dict, held: dict, meta: dict) -> str:
              f"{span} to show two equal arms equivalent (below). ") if powers else ""  # fmt: skip
     smoke = " **Smoke form: a check that the pipeline runs, not a result.**" if meta.get("smoke") else ""
     train = meta.get("train") or {}
+    commits = ", ".join(sorted({(r.get("commit") or "unrecorded")[:7] for r in rows})) or "–"
     return (
-        f"**Headline: the comparison (issue 25).**{smoke} Each method searched with the same budget, "
-        f"{answer['samples']} trials in each of {n} repeats, on {train.get('image_size', '–')}-px shapes; a front's "
-        "hypervolume counts validation accuracy, location instability and the composite together. The search measured "
+        f"**{label}.**{smoke} Each method searched with the same budget, "
+        f"{answer['samples']} trials in each of {n} repeats (seeds {seeds_of(rows)}), on "
+        f"{train.get('image_size', '–')}-px shapes, at commit {commits}; a front's hypervolume counts validation "
+        f"accuracy, location instability and the composite together, the composite being {composite_of(rows)}. "
+        "The search measured "
         f"location instability and the composite on {chose}, the images that then chose each front, so the "
         f"hypervolumes it saw can be optimistic (a selection leak); here every front member is re-measured on {on}, "
         "which no trial saw. "
         f"Re-measured on held-out images, against {ref}: {verdicts}. Hypervolume per arm on held-out images, mean ± sd "
         f"over the {n} repeats: {_spread(held)}. {power}As the search saw them: "
         f"{'; '.join(brief(p) for p in against_reference(answer))}. Details, fronts, wall time and machine: "
-        "[the comparison](#the-comparison-each-method-searched-with-the-same-budget-issue-25).\n"
+        f"[{title[0].lower() + title[1:]}](#{anchor(title)}).\n"
     )
 
 
-def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: list[dict], baselines: list[dict]) -> str:
-    """The results.md section (without its markers)."""
+def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: list[dict], baselines: list[dict],
+            title: str = TITLE, folder: str = DATA.name) -> str:  # fmt: skip
+    """The results.md section (without its markers) of the collection in
+    docs/experiments/`folder`, headed `title`."""
     metrics = [o["metric"] for o in answer["objectives"]]
     margin, n = answer["equivalence_margin"]["hypervolume"], answer["repeats"]
     evaluation = meta.get("evaluation") or {}
@@ -458,25 +509,42 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
     objectives = ", ".join(f"`{o['metric']}` ({o['mode']})" for o in answer["objectives"])
     remeasured = sorted({m for body in held["arms"].values() for s in body["studies"] for r in s["front"]
                          for m in r.get("remeasured", [])}, key=metrics.index)  # fmt: skip
+    split = selected_split(held)
+    if split == "test":
+        objectives_read = [
+            f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
+            f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on the "
+            f"first {evaluation.get('max_images', '–')} images of the **test** split. So the search selected each "
+            "front on those test images, and the values it saw for two of the three objectives, and the hypervolumes "
+            f"made from them, can be optimistic: a selection leak. The rest of the test split ({on}) was never seen by "
+            "any trial; **the headline numbers are the fronts re-measured there** (below), and the hypervolumes as "
+            "searched follow them for comparison. Test accuracy (whole test split) is reported beside the fronts; "
+            "nothing was selected on it. Since commit f4a4e52 a trial's evaluation runs on the validation split "
+            "(`evaluation.split`, default `val`), so a rerun of this spec selects on validation images and reports on "
+            "test images.",
+        ]
+    else:
+        objectives_read = [
+            f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
+            f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on "
+            f"{chose}. So those images selected each front, and the values the search saw for two of the three "
+            "objectives, and the hypervolumes made from them, can be optimistic: a selection leak. No trial saw the "
+            f"test split ({on}); **the headline numbers are the fronts re-measured there** (below), and the "
+            "hypervolumes as searched follow them for comparison. Test accuracy (whole test split) is reported beside "
+            "the fronts; nothing was selected on it.",
+        ]
     out = [
-        f"## The comparison: each method searched with the same budget (issue 25){smoke}",
+        f"## {title}{smoke}",
         "",
-        f"`docs/experiments/{SCRIPT}` from `studies/compare-shapes.yaml` (the spec as launched: "
-        f"`docs/experiments/compare-shapes/{SPEC}`; every trial: `{TRIALS_FILE}`; the answer of `syncstudy compare "
-        f"--json --no-log`: `{ANSWER}`; the fronts re-measured on held-out images: `{HELDOUT}`). Reproduce this "
-        f"section: `PYTHONPATH=$PWD .venv/bin/python docs/experiments/{SCRIPT} --fill`.",
+        f"`docs/experiments/{SCRIPT}` from the comparison `{meta.get('comparison', '–')}` (the spec as launched: "
+        f"`docs/experiments/{folder}/{SPEC}`; every trial: `{TRIALS_FILE}`; the answer of `syncstudy compare "
+        f"--json --no-log`: `{ANSWER}`; the fronts re-measured on held-out images: `{HELDOUT}`). Its trials' "
+        f"composite is {composite_of(rows)}. Reproduce this section: "
+        f"`PYTHONPATH=$PWD .venv/bin/python docs/experiments/{SCRIPT} --fill`.",
         "",
         *setup(answer, meta, rows),
         "",
-        f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
-        f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on the first "
-        f"{evaluation.get('max_images', '–')} images of the **test** split. So the search selected each front on "
-        "those test images, and the values it saw for two of the three objectives, and the hypervolumes made from "
-        f"them, can be optimistic: a selection leak. The rest of the test split ({on}) was never seen by any trial; "
-        "**the headline numbers are the fronts re-measured there** (below), and the hypervolumes as searched follow "
-        "them for comparison. Test accuracy (whole test split) is reported beside the fronts; nothing was selected "
-        "on it. Since commit f4a4e52 a trial's evaluation runs on the validation split (`evaluation.split`, default "
-        "`val`), so a rerun of this spec selects on validation images and reports on test images.",
+        *objectives_read,
         "",
         *where_and_how_long(meta, rows),
         "",
@@ -489,7 +557,7 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
         *pairs_block(held, n, margin, "the re-measured hypervolumes"),
         *blocks_line(blocks, held),
         "",
-        "### What selection on test images did to the fronts",
+        f"### What selection on {split} images did to the fronts",
         "",
         *shift_table(held, remeasured),
         "",
@@ -503,7 +571,7 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
         "",
         *pairs_block(answer, n, margin, "the hypervolumes as searched"),
         "",
-        f"![the arms' fronts, as searched](experiments/compare-shapes/{FRONTS})",
+        f"![the arms' fronts, as searched](experiments/{folder}/{FRONTS})",
         "",
         "### The fronts",
         "",
@@ -815,14 +883,29 @@ def read_baselines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def fill(results: Path, design: Path, data: Path, baselines: Path, top: int = ranking.TOP) -> None:
+def fill(results: Path, design: Path, data: Path, baselines: Path, top: int = ranking.TOP,
+         rerun: Path | None = None) -> None:  # fmt: skip
+    """Issue 25's comparison from `data`; with `rerun`, the comparison rerun at the gated
+    composite too: the headline leads with it and its section stands before issue 25's."""
     answer, meta, rows, held, blocks = load(data)
+    again = load(rerun) if rerun is not None else None  # both read and checked before anything is written
     base = read_baselines(baselines)
     text = ranking.read_doc(results)
-    text = ranking.place_block(text, "compare-shapes-headline", headline(answer, held, meta), SCRIPT, results,
-                               after="# Results\n\n")  # fmt: skip
+    if again is None:
+        top_text = headline(answer, held, meta, rows)
+    else:
+        r_answer, r_meta, r_rows, r_held, _ = again
+        top_text = (headline(r_answer, r_held, r_meta, r_rows, "Headline: the comparison rerun with the gated composite",
+                             RERUN_TITLE)
+                    + "\n" + headline(answer, held, meta, rows, "Before it, the comparison of issue 25"))  # fmt: skip
+    text = ranking.place_block(text, "compare-shapes-headline", top_text, SCRIPT, results, after="# Results\n\n")
     text = ranking.place_block(text, "compare-shapes", section(answer, held, blocks, meta, rows, base), SCRIPT, results,
                                before=ranking.RESULTS_BEFORE)  # fmt: skip
+    if again is not None:
+        r_answer, r_meta, r_rows, r_held, r_blocks = again
+        body = section(r_answer, r_held, r_blocks, r_meta, r_rows, base, RERUN_TITLE, rerun.name)
+        text = ranking.place_block(text, "compare-shapes-rerun", body, SCRIPT, results,
+                                   before="<!-- compare-shapes (generated")  # fmt: skip
     ranking.write_doc(results, text)
     ranking.fill(results, design, rows, top, bool(meta.get("smoke")))
 
@@ -833,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machine", help="with --collect: where it ran, in words (the folder does not record it)")
     p.add_argument("--fill", action="store_true", help="rewrite the comparison's sections of --results (and --design)")
     p.add_argument("--data", type=Path, default=DATA, help="the collected files (default: %(default)s)")
+    p.add_argument("--rerun", type=Path, help="with --fill: the comparison rerun at the gated composite, collected "
+                   f"(default: {RERUN.relative_to(ROOT)} when --data is the default and it is there)")  # fmt: skip
     p.add_argument("--results", type=Path, default=ranking.RESULTS)
     p.add_argument("--design", type=Path, default=ranking.DESIGN)
     p.add_argument("--baselines", type=Path, default=BASELINES)
@@ -849,7 +934,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"building data, {timing['threads']} torch thread(s), nice {timing['nice']})")  # fmt: skip
             print(f"collected {args.collect} into {args.data} ({time.perf_counter() - t:.1f} s)")
         if args.fill:
-            fill(args.results, args.design, args.data, args.baselines)
+            rerun = args.rerun
+            if rerun is None and args.data == DATA and RERUN.is_dir() and not args.collect:
+                rerun = RERUN
+            fill(args.results, args.design, args.data, args.baselines, rerun=rerun)
             print(f"filled {args.results} and {args.design} from {args.data}")
     except Refusal as exc:
         print(f"error: {exc}", file=sys.stderr)
