@@ -257,6 +257,10 @@ def load(data: Path) -> tuple[dict, dict, list[dict], dict, dict | None]:
     except json.JSONDecodeError as exc:
         raise Refusal(f"{data}: a JSON file does not parse ({exc.msg})") from None
     rows = ranking.read_trials(data / TRIALS_FILE)
+    try:
+        composite_of(rows)
+    except Refusal as exc:
+        raise Refusal(f"{data / TRIALS_FILE}: {exc}") from None
     check_consistent(answer, rows, data)
     try:
         records = heldout.read(data / HELDOUT)

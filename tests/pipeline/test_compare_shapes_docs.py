@@ -211,6 +211,65 @@ def test_fill_places_the_sections_and_states_every_verdict_from_the_files(script
     assert design.index("### 1.4") < design.index("<!-- composite-ranking-pointer") < design.index("### 1.5")
 
 
+def _marked(data: Path, key: str | None, every: int = 1) -> None:
+    """Give every `every`-th trial of the collection in `data` the metric `key` (the key a form of
+    the composite added to the rows it scored)."""
+    lines = (data / "trials.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for i, row in enumerate(rows):
+        if key and i % every == 0:
+            row["metrics"][key] = 0.1
+    (data / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _two_collections(script, tmp_path: Path) -> tuple[Path, Path]:
+    data = {}
+    for which in ("issue25", "rerun"):
+        (tmp_path / which).mkdir()
+        out = data[which] = tmp_path / f"data-{which}"
+        assert script.main(["--collect", str(_comparison(tmp_path / which)), "--data", str(out), "--machine", "VM"]) == 0
+    _marked(data["rerun"], "interpretability_v2")
+    return data["issue25"], data["rerun"]
+
+
+def test_fill_leads_with_the_rerun_and_names_each_comparisons_composite(script, tmp_path: Path) -> None:
+    first, rerun = _two_collections(script, tmp_path)
+    results, design = _docs(tmp_path)
+    args = ["--fill", "--data", str(first), "--rerun", str(rerun), "--results", str(results), "--design", str(design),
+            "--baselines", str(_baselines(tmp_path))]  # fmt: skip
+    assert script.main(args) == 0
+    text = results.read_text()
+    assert script.main(args) == 0  # in place
+    assert results.read_text() == text
+    head = text[text.index("<!-- compare-shapes-headline"): text.index("<!-- /compare-shapes-headline")]
+    lead, before = head.split("\n\n**Before it, the comparison of issue 25.**")
+    assert "**Headline: the comparison rerun with the gated composite.**" in lead
+    assert "the composite being the gated composite" in lead and "seeds 0, 1, 2" in lead and "abc123" in lead
+    assert f"the composite being {script.FIRST_COMPOSITE}" in before
+    assert "(#the-comparison-rerun-with-the-gated-composite)" in lead
+    assert "(#the-comparison-each-method-searched-with-the-same-budget-issue-25)" in before
+    rerun_at = text.index("<!-- compare-shapes-rerun (generated")
+    assert text.count("## The comparison rerun with the gated composite\n") == 1
+    assert text.index("## 1. First") < rerun_at < text.index("<!-- compare-shapes (generated")
+    section = text[rerun_at: text.index("<!-- /compare-shapes-rerun")]
+    assert f"![the arms' fronts, as searched](experiments/{rerun.name}/fronts.png)" in section
+    assert "Its trials' composite is the gated composite" in section
+
+
+def test_fill_refuses_a_collection_scored_by_two_composites(script, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    first, rerun = _two_collections(script, tmp_path)
+    _marked(first, "between_module_distributedness", every=2)  # half its trials v2's, half the D_u form's
+    results, design = _docs(tmp_path)
+    before = results.read_text()
+    rc = script.main(["--fill", "--data", str(first), "--rerun", str(rerun), "--results", str(results),
+                      "--design", str(design), "--baselines", str(_baselines(tmp_path))])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 forms" in err[0] and str(first / "trials.jsonl") in err[0]
+    assert results.read_text() == before
+
+
 def test_fill_marks_a_smoke_collection(script, tmp_path: Path) -> None:
     text, _, _ = _filled(script, tmp_path, smoke=True)
     assert "Smoke form: a check that the pipeline runs, not a result" in text
