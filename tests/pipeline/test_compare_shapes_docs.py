@@ -576,3 +576,18 @@ def test_collect_refuses_a_checkpoint_that_is_not_the_trials(script, tiny, tmp_p
     assert len(err) == 1 and str(model) in err[0]
     assert ("ran with" in err[0]) == (damage == "another-trial")
     assert sorted(p.name for p in out.iterdir()) == ["heldout.jsonl"] and (out / "heldout.jsonl").read_text() == "kept\n"
+
+
+def test_results_md_comparison_blocks_are_the_scripts_output(script, tmp_path: Path) -> None:
+    """docs/results.md's headline and both comparisons' sections (and the composite ranking the
+    fill writes with them) are what `compare_shapes.py --fill` makes from the committed files."""
+    import shutil
+
+    docs = SCRIPTS.parent
+    results, design = tmp_path / "results.md", tmp_path / "design.md"
+    shutil.copyfile(docs / "results.md", results)
+    shutil.copyfile(docs / "design.md", design)
+    assert script.main(["--fill", "--results", str(results), "--design", str(design)]) == 0
+    assert results.read_text() == (docs / "results.md").read_text(), "rerun compare_shapes.py --fill"
+    assert design.read_text() == (docs / "design.md").read_text(), "rerun compare_shapes.py --fill"
+    assert "<!-- compare-shapes-rerun (generated" in results.read_text()
