@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -591,3 +592,26 @@ def test_results_md_comparison_blocks_are_the_scripts_output(script, tmp_path: P
     assert results.read_text() == (docs / "results.md").read_text(), "rerun compare_shapes.py --fill"
     assert design.read_text() == (docs / "design.md").read_text(), "rerun compare_shapes.py --fill"
     assert "<!-- compare-shapes-rerun (generated" in results.read_text()
+
+
+def test_fill_describes_each_fronts_accurate_end(script, tmp_path: Path) -> None:
+    text, _, _ = _filled(script, tmp_path)
+    assert "`val_acc` ≥ 0.95" in text[text.index("### The fronts' accurate end"):]
+    # at 0.975 some members of both arms' fronts fall below: they are left out
+    _, _, _, held, _ = script.load(tmp_path / "data")
+    lines = script.accurate_end(held, 0.975)
+    records = [json.loads(line) for line in (tmp_path / "data" / "heldout.jsonl").read_text().splitlines()]
+    fmt = script.fmt
+    for arm in GRID:
+        mine = [r for r in records if r["arm"] == arm]
+        kept = [r for r in mine if r["val_acc"] >= 0.975]
+        assert 0 < len(kept) < len(mine)
+        best_li, best_i = [], []
+        for k in range(3):
+            li = [r["heldout"]["location_instability"] for r in kept if r["repeat"] == k]
+            comp = [r["heldout"]["interpretability"] for r in kept if r["repeat"] == k]
+            best_li.append(min(v for v in li if v is not None and math.isfinite(v)))
+            best_i.append(max(v for v in comp if v is not None and math.isfinite(v)))
+        row = next(line for line in lines if line.startswith(f"| {arm} |"))
+        assert row == f"| {arm} | {len(kept)} of {len(mine)} | 3 | {fmt(statistics.fmean(best_li))} | {fmt(statistics.fmean(best_i))} |"
+    assert "Described, not tested" in lines[0]
