@@ -18,9 +18,13 @@ the time it took in meta.json); the folder must still hold its trials' final che
 `--fill` rewrites, from those files only (and docs/experiments/baselines.jsonl for the 64-px
 plain nets), the comparison's section of docs/results.md and the headline at the top of it
 (the hypervolumes re-measured on held-out images first, those the search saw beside them),
-then runs composite_ranking.py's fill (issue 24 item 1b) on the same trials.
+then runs composite_ranking.py's fill (issue 24 item 1b) on the same trials. The same comparison
+rerun at the gated composite (collected into docs/experiments/compare-shapes-rerun/, or the folder
+given with --rerun) gets a section of its own before issue 25's, and the headline leads with it;
+every headline paragraph and section names its seeds, commit and the composite its trials carry.
 
     nice -n 19 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --collect runs/compare-shapes --machine "..."
+    nice -n 19 env OMP_NUM_THREADS=1 PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --collect runs/compare-shapes-rerun --data docs/experiments/compare-shapes-rerun --machine "..."
     PYTHONPATH=$PWD .venv/bin/python docs/experiments/compare_shapes.py --fill
 """
 
