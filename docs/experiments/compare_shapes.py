@@ -420,7 +420,7 @@ def against_reference(answer: dict) -> list[dict]:
 def images_read(held: dict) -> tuple[str, str, int]:
     """In words: the images that selected the fronts, those re-measured on, and the number of
     members (from the held-out records)."""
-    records = [r for body in held["arms"].values() for s in body["studies"] for r in s["front"]]
+    records = _members(held)
     selected = sorted({(r["selected_on"]["split"], r["selected_on"]["images"]) for r in records})
     spans = sorted({(r["held_out"]["first"], r["held_out"]["first"] + r["held_out"]["images"] - 1) for r in records})
     chose = "; ".join(f"the first {n} {split} images" for split, n in selected) or "–"
@@ -430,8 +430,7 @@ def images_read(held: dict) -> tuple[str, str, int]:
 
 def selected_split(held: dict) -> str:
     """The split whose images chose the fronts, in words ("test", "validation")."""
-    splits = sorted({r["selected_on"]["split"] for body in held["arms"].values() for s in body["studies"]
-                     for r in s["front"]})  # fmt: skip
+    splits = sorted({r["selected_on"]["split"] for r in _members(held)})
     return " and ".join({"val": "validation"}.get(x, x) for x in splits) or "–"
 
 
@@ -515,8 +514,7 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
     chose, on, members = images_read(held)
     smoke = " — SMOKE FORM, not a result" if meta.get("smoke") else ""
     objectives = ", ".join(f"`{o['metric']}` ({o['mode']})" for o in answer["objectives"])
-    remeasured = sorted({m for body in held["arms"].values() for s in body["studies"] for r in s["front"]
-                         for m in r.get("remeasured", [])}, key=metrics.index)  # fmt: skip
+    remeasured = sorted({m for r in _members(held) for m in r.get("remeasured", [])}, key=metrics.index)
     split = selected_split(held)
     if split == "test":
         objectives_read = [
@@ -605,7 +603,7 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
 
 def heldout_method(held: dict, meta: dict, remeasured: list[str], chose: str, on: str, members: int) -> list[str]:
     """How the held-out hypervolumes were made, the reproduction check and the time it took."""
-    records = [r for body in held["arms"].values() for s in body["studies"] for r in s["front"]]
+    records = _members(held)
     metrics = [o["metric"] for o in held["objectives"]]
     kept = [m for m in metrics if m not in remeasured]
     timing = meta.get("heldout") or {}
