@@ -457,6 +457,11 @@ def seeds_of(rows: list[dict]) -> str:
     return ", ".join(map(str, seeds)) or "–"
 
 
+def commits_of(rows: list[dict], digits: int) -> list[str]:
+    """The commits the trials record, each shortened to `digits` hex digits."""
+    return sorted({(r.get("commit") or "unrecorded")[:digits] for r in rows})
+
+
 def brief(pair: dict) -> str:
     return f"{pair['a']} − {pair['b']} {fmt(pair['mean'])} [{fmt(pair['low'])}, {fmt(pair['high'])}] {pair['verdict']}"
 
@@ -487,7 +492,7 @@ def headline(answer: dict, held: dict, meta: dict, rows: list[dict], label: str 
              f"{span} to show two equal arms equivalent (below). ") if powers else ""  # fmt: skip
     smoke = " **Smoke form: a check that the pipeline runs, not a result.**" if meta.get("smoke") else ""
     train = meta.get("train") or {}
-    commits = ", ".join(sorted({(r.get("commit") or "unrecorded")[:7] for r in rows})) or "–"
+    commits = ", ".join(commits_of(rows, 7)) or "–"
     return (
         f"**{label}.**{smoke} Each method searched with the same budget, "
         f"{answer['samples']} trials in each of {n} repeats (seeds {seeds_of(rows)}), on "
@@ -516,29 +521,22 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
     objectives = ", ".join(f"`{o['metric']}` ({o['mode']})" for o in answer["objectives"])
     remeasured = sorted({m for r in _members(held) for m in r.get("remeasured", [])}, key=metrics.index)
     split = selected_split(held)
-    if split == "test":
-        objectives_read = [
-            f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
-            f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on the "
-            f"first {evaluation.get('max_images', '–')} images of the **test** split. So the search selected each "
+    if split == "test":  # issue 25's trials evaluated on test images, before `evaluation.split`
+        selected = (
+            f"the first {evaluation.get('max_images', '–')} images of the **test** split. So the search selected each "
             "front on those test images, and the values it saw for two of the three objectives, and the hypervolumes "
             f"made from them, can be optimistic: a selection leak. The rest of the test split ({on}) was never seen by "
-            "any trial; **the headline numbers are the fronts re-measured there** (below), and the hypervolumes as "
-            "searched follow them for comparison. Test accuracy (whole test split) is reported beside the fronts; "
-            "nothing was selected on it. Since commit f4a4e52 a trial's evaluation runs on the validation split "
-            "(`evaluation.split`, default `val`), so a rerun of this spec selects on validation images and reports on "
-            "test images.",
-        ]
+            "any trial;"
+        )
+        since = (" Since commit f4a4e52 a trial's evaluation runs on the validation split (`evaluation.split`, "
+                 "default `val`), so a rerun of this spec selects on validation images and reports on test images.")  # fmt: skip
     else:
-        objectives_read = [
-            f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
-            f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on "
+        selected = (
             f"{chose}. So those images selected each front, and the values the search saw for two of the three "
             "objectives, and the hypervolumes made from them, can be optimistic: a selection leak. No trial saw the "
-            f"test split ({on}); **the headline numbers are the fronts re-measured there** (below), and the "
-            "hypervolumes as searched follow them for comparison. Test accuracy (whole test split) is reported beside "
-            "the fronts; nothing was selected on it.",
-        ]
+            f"test split ({on});"
+        )
+        since = ""
     out = [
         f"## {title}{smoke}",
         "",
@@ -550,7 +548,11 @@ def section(answer: dict, held: dict, blocks: dict | None, meta: dict, rows: lis
         "",
         *setup(answer, meta, rows),
         "",
-        *objectives_read,
+        f"Objectives: {objectives}. Validation accuracy is the last epoch's, on the validation split. Location "
+        f"instability and the composite come from the trial's evaluation, which `syncmodel.evaluate` ran on {selected} "
+        "**the headline numbers are the fronts re-measured there** (below), and the hypervolumes as searched follow "
+        "them for comparison. Test accuracy (whole test split) is reported beside the fronts; nothing was selected on "
+        f"it.{since}",
         "",
         *where_and_how_long(meta, rows),
         "",
@@ -803,7 +805,7 @@ def where_and_how_long(meta: dict, rows: list[dict]) -> list[str]:
     devices = sorted({r.get("device") or "unrecorded" for r in rows})
     torch = sorted({r.get("torch") or "unrecorded" for r in rows})
     data = sorted({r.get("data_version") or "unrecorded" for r in rows})
-    commits = sorted({(r.get("commit") or "unrecorded")[:10] for r in rows})
+    commits = commits_of(rows, 10)
     dirty = sum(bool(r.get("dirty")) for r in rows)
     nodes = len({r.get("node_id") for r in rows if r.get("node_id")})
     machine = meta.get("machine") or "not described at --collect"
