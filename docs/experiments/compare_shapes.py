@@ -58,6 +58,7 @@ TRIALS_FILE, ANSWER, FRONTS, META, SPEC = "trials.jsonl", "compare.json", "front
 SAVED = "comparison.yaml"  # pipeline.spec.arms.SAVED_FILE: the spec as launched, in the folder
 REFERENCE_ARM = "plain"  # the arms are judged against it in the headline (else the spec's first)
 TITLE = "The comparison: each method searched with the same budget (issue 25)"
+HEADLINE = "Headline: the comparison (issue 25)"  # its paragraph's opening words when no rerun leads
 RERUN_TITLE = "The comparison rerun with the gated composite"
 # Which composite a trial's `interpretability` is, told by the keys its metrics carry: each form
 # added one that no earlier form's rows have (docs/design.md §1.4; results.md, "Which composite").
@@ -475,7 +476,7 @@ def _spread(answer: dict) -> str:
     return "; ".join(out)
 
 
-def headline(answer: dict, held: dict, meta: dict, rows: list[dict], label: str = "Headline: the comparison (issue 25)",
+def headline(answer: dict, held: dict, meta: dict, rows: list[dict], label: str = HEADLINE,
              title: str = TITLE) -> str:  # fmt: skip
     """A paragraph at the top of docs/results.md, opened by `label` in bold: the hypervolumes
     re-measured on held-out images first, those the search saw after them; `title` is the
@@ -678,17 +679,17 @@ def accurate_end(held: dict, threshold: float = ranking.KEPT_VAL_ACC) -> list[st
     accuracy up). Described only: no verdict is drawn from it."""
     rows = []
     for arm, body in held["arms"].items():
-        members = _members(held, arm)
-        kept = [r for r in members if _finite(r.get("val_acc")) and r["val_acc"] >= threshold]
+        members = kept = 0
         best_li, best_i = [], []
         for study in body["studies"]:
             mine = [r for r in study["front"] if _finite(r.get("val_acc")) and r["val_acc"] >= threshold]
+            members, kept = members + len(study["front"]), kept + len(mine)
             li = [r["heldout"].get("location_instability") for r in mine]
             comp = [r["heldout"].get("interpretability") for r in mine]
             best_li.append(min((v for v in li if _finite(v)), default=None))
             best_i.append(max((v for v in comp if _finite(v)), default=None))
         have_li, have_i = [v for v in best_li if _finite(v)], [v for v in best_i if _finite(v)]
-        rows.append([arm, f"{len(kept)} of {len(members)}", str(len(have_li)),
+        rows.append([arm, f"{kept} of {members}", str(len(have_li)),
                      f"{fmt(statistics.fmean(have_li)) if have_li else '–'}", f"{fmt(statistics.fmean(have_i)) if have_i else '–'}"])  # fmt: skip
     return [
         f"A front's hypervolume also counts members that gave accuracy up. Per arm, its front members (all repeats) "
@@ -930,23 +931,21 @@ def fill(results: Path, design: Path, data: Path, baselines: Path, top: int = ra
     """Issue 25's comparison from `data`; with `rerun`, the comparison rerun at the gated
     composite too: the headline leads with it and its section stands before issue 25's."""
     answer, meta, rows, held, blocks = load(data)
-    again = load(rerun) if rerun is not None else None  # both read and checked before anything is written
     base = read_baselines(baselines)
+    lead = lead_body = None  # the rerun's headline paragraph and section
+    if rerun is not None:  # read and checked before anything is written
+        r_answer, r_meta, r_rows, r_held, r_blocks = load(rerun)
+        lead = headline(r_answer, r_held, r_meta, r_rows, "Headline: the comparison rerun with the gated composite",
+                        RERUN_TITLE)  # fmt: skip
+        lead_body = section(r_answer, r_held, r_blocks, r_meta, r_rows, base, RERUN_TITLE, rerun.name)
+    first = headline(answer, held, meta, rows, HEADLINE if lead is None else "Before it, the comparison of issue 25")
     text = ranking.read_doc(results)
-    if again is None:
-        top_text = headline(answer, held, meta, rows)
-    else:
-        r_answer, r_meta, r_rows, r_held, _ = again
-        top_text = (headline(r_answer, r_held, r_meta, r_rows, "Headline: the comparison rerun with the gated composite",
-                             RERUN_TITLE)
-                    + "\n" + headline(answer, held, meta, rows, "Before it, the comparison of issue 25"))  # fmt: skip
-    text = ranking.place_block(text, "compare-shapes-headline", top_text, SCRIPT, results, after="# Results\n\n")
+    text = ranking.place_block(text, "compare-shapes-headline", first if lead is None else f"{lead}\n{first}", SCRIPT,
+                               results, after="# Results\n\n")  # fmt: skip
     text = ranking.place_block(text, "compare-shapes", section(answer, held, blocks, meta, rows, base), SCRIPT, results,
                                before=ranking.RESULTS_BEFORE)  # fmt: skip
-    if again is not None:
-        r_answer, r_meta, r_rows, r_held, r_blocks = again
-        body = section(r_answer, r_held, r_blocks, r_meta, r_rows, base, RERUN_TITLE, rerun.name)
-        text = ranking.place_block(text, "compare-shapes-rerun", body, SCRIPT, results,
+    if lead_body is not None:
+        text = ranking.place_block(text, "compare-shapes-rerun", lead_body, SCRIPT, results,
                                    before="<!-- compare-shapes (generated")  # fmt: skip
     ranking.write_doc(results, text)
     ranking.fill(results, design, rows, top, bool(meta.get("smoke")))
