@@ -976,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"collected {args.collect} into {args.data} ({time.perf_counter() - t:.1f} s)")
         if args.fill:
             rerun = args.rerun
-            if rerun is None and args.data == DATA and RERUN.is_dir() and not args.collect:
+            if rerun is None and args.data == DATA and RERUN.is_dir():
                 rerun = RERUN
             fill(args.results, args.design, args.data, args.baselines, rerun=rerun)
             print(f"filled {args.results} and {args.design} from {args.data}")
