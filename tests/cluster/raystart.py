@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.services import free_ports
+from deploy.services import free_port, free_ports
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ class Cluster:
     def add_worker(self, *, num_cpus: int = 1, num_gpus: int = 0) -> None:
         self._start(
             [f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
-            f"worker{len(self.pgids)}.log", agent_port=free_ports(1)[0],
+            f"worker{len(self.pgids)}.log", agent_port=free_port(),
         )
 
     def stop(self) -> None:

@@ -212,13 +212,13 @@ def test_fill_places_the_sections_and_states_every_verdict_from_the_files(script
     assert design.index("### 1.4") < design.index("<!-- composite-ranking-pointer") < design.index("### 1.5")
 
 
-def _marked(data: Path, key: str | None, every: int = 1) -> None:
+def _marked(data: Path, key: str, every: int = 1) -> None:
     """Give every `every`-th trial of the collection in `data` the metric `key` (the key a form of
     the composite added to the rows it scored)."""
     lines = (data / "trials.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     for i, row in enumerate(rows):
-        if key and i % every == 0:
+        if i % every == 0:
             row["metrics"][key] = 0.1
     (data / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
